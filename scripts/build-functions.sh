@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Builds the example functions (functions/*) to wasm32-wasip1 and puts each artifact in its
+# function's folder, where function.toml's `module` points.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+target_dir="${CARGO_TARGET_DIR:-$root/target}/functions"
+cd "$root/functions"
+CARGO_TARGET_DIR="$target_dir" cargo build --quiet --release --target wasm32-wasip1
+for dir in "$root"/functions/*/; do
+  name=$(basename "$dir")
+  artifact="$target_dir/wasm32-wasip1/release/$name.wasm"
+  if [ -f "$dir/Cargo.toml" ] && [ -f "$artifact" ]; then
+    cp "$artifact" "$dir/$name.wasm"
+  fi
+done
+echo "built: $(cd "$root" && ls functions/*/*.wasm | tr '\n' ' ')" >&2

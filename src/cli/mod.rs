@@ -1,0 +1,108 @@
+//! The `sluice` command line: one file per subcommand. Each command returns data that is
+//! rendered once, as a table (or plain lines) for people or as JSON with `--json`.
+
+mod functions;
+mod invoke;
+pub mod output;
+mod publish;
+mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{ConfigError, Project};
+
+/// Sluice: serverless functions on your own machines, driven by events on NATS JetStream.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, propagate_version = true)]
+pub struct Cli {
+    /// NATS server URL. Default: `[nats] url` in sluice.toml, else the embedded server of a
+    /// `sluice up` running in the project directory.
+    #[arg(long, global = true, env = "SLUICE_NATS_URL", value_name = "URL")]
+    pub nats: Option<String>,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Project directory (holding functions/, triggers/, sluice.toml).
+    #[arg(long, global = true, env = "SLUICE_DIR", default_value = ".", value_name = "DIR")]
+    pub dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run dispatchers and workers for every function in the project (starts an embedded
+    /// NATS server when none is configured).
+    Up(up::Args),
+    /// Publish an event to a topic.
+    Publish(publish::Args),
+    /// Run one function locally on one event and print its response (no NATS needed).
+    Invoke(invoke::Args),
+    /// Inspect the project's functions.
+    #[command(subcommand)]
+    Functions(functions::Command),
+}
+
+impl Cli {
+    /// The log level when none is configured: `up` reports every invocation; one-shot
+    /// commands keep stderr for warnings.
+    pub fn default_log_level(&self) -> &'static str {
+        match self.command {
+            Command::Up(_) => "info",
+            _ => "warn",
+        }
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let ctx = Context { nats: cli.nats, json: cli.json, dir: cli.dir };
+    match cli.command {
+        Command::Up(args) => up::run(&ctx, args).await,
+        Command::Publish(args) => publish::run(&ctx, args).await,
+        Command::Invoke(args) => invoke::run(&ctx, args).await,
+        Command::Functions(command) => functions::run(&ctx, command),
+    }
+}
+
+/// Global options every command sees.
+pub struct Context {
+    pub nats: Option<String>,
+    pub json: bool,
+    pub dir: PathBuf,
+}
+
+impl Context {
+    pub fn project(&self) -> Result<Project, ConfigError> {
+        if !self.dir.is_dir() {
+            return Err(ConfigError::new(&self.dir, None, "the project directory does not exist (check --dir)"));
+        }
+        Project::load(&self.dir)
+    }
+
+    /// The configured NATS URL: `--nats`/`SLUICE_NATS_URL`, then `[nats] url` in sluice.toml.
+    pub fn configured_nats(&self, project: Option<&Project>) -> Option<String> {
+        self.nats.clone().or_else(|| project.and_then(|p| p.settings.nats.url.clone()))
+    }
+
+    /// A URL to reach NATS at: the configured one, else a `sluice up`'s embedded server.
+    pub fn nats_url(&self, project: Option<&Project>) -> anyhow::Result<String> {
+        if let Some(url) = self.configured_nats(project) {
+            return Ok(url);
+        }
+        crate::bus::embedded::discover(&self.dir).ok_or_else(|| {
+            anyhow::anyhow!(
+                "no NATS server: none is configured (--nats, SLUICE_NATS_URL, [nats] url in sluice.toml) \
+                 and no `sluice up` is running in {}; start `sluice up` there first",
+                self.dir.display()
+            )
+        })
+    }
+
+    /// The bus settings of the project when it has a readable sluice.toml, else defaults.
+    pub fn bus_settings(project: Option<&Project>) -> crate::config::BusSettings {
+        project.map(|p| p.settings.bus.clone()).unwrap_or_default()
+    }
+}

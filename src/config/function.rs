@@ -1,0 +1,253 @@
+//! `functions/<name>/function.toml`: one function, its artifact, limits and retry policy.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// One function as written in `function.toml`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionConfig {
+    /// Unique name; becomes the consumer name and the `sluice.direct.<name>` subject.
+    /// 1 to 64 ASCII letters, digits, `-` or `_`.
+    pub name: String,
+    /// How the function runs. `wasm`: a WASI preview-1 command module.
+    pub runtime: RuntimeKind,
+    /// The artifact, relative to the function's folder (an absolute path also works).
+    pub module: PathBuf,
+    /// Linear-memory limit in MiB; growing past it fails the invocation. Default 128.
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u32,
+    /// Wall-clock limit of one invocation ("500ms", "3s", "2m"). Default 3s.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Maximum in-flight invocations of this function across all nodes. Default 16.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    /// Environment variables the function sees, besides the `SLUICE_*` context.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Topics that trigger the function; NATS wildcards (`*`, `>`) allowed. Default none:
+    /// the function then runs only when invoked directly or replayed.
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+    /// Topic to publish the function's response to as a new event after a successful
+    /// invocation (chaining). Default none.
+    #[serde(default)]
+    pub on_success: Option<String>,
+    /// What happens when an invocation fails.
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+/// The runtimes this build can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    /// WASI preview-1 command module: event on stdin, response on stdout.
+    Wasm,
+}
+
+impl std::fmt::Display for RuntimeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RuntimeKind::Wasm => f.write_str("wasm"),
+        }
+    }
+}
+
+/// Retry policy of a function.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts before the event goes to the dead-letter stream, the first included. Default 3
+    /// (as Lambda's asynchronous invocation: one try and two retries).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Delay between attempts.
+    #[serde(default)]
+    pub backoff: BackoffConfig,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self { max_attempts: default_max_attempts(), backoff: BackoffConfig::default() }
+    }
+}
+
+/// Exponential backoff: the delay after attempt `n` is `initial * factor^(n-1)`, capped at
+/// `max`; with `jitter` a uniformly random delay between zero and that value ("full jitter").
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffConfig {
+    /// Delay after the first failed attempt. Default 1s.
+    #[serde(default = "default_initial", with = "humantime_serde")]
+    pub initial: Duration,
+    /// Growth per attempt, at least 1.0. Default 2.0.
+    #[serde(default = "default_factor")]
+    pub factor: f64,
+    /// Upper bound of one delay. Default 1m.
+    #[serde(default = "default_max", with = "humantime_serde")]
+    pub max: Duration,
+    /// Randomise delays so failing events do not retry in lockstep. Default true.
+    #[serde(default = "default_jitter")]
+    pub jitter: bool,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        Self {
+            initial: default_initial(),
+            factor: default_factor(),
+            max: default_max(),
+            jitter: default_jitter(),
+        }
+    }
+}
+
+const fn default_memory_mb() -> u32 {
+    128
+}
+const fn default_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+const fn default_concurrency() -> u32 {
+    16
+}
+const fn default_max_attempts() -> u32 {
+    3
+}
+const fn default_initial() -> Duration {
+    Duration::from_secs(1)
+}
+const fn default_factor() -> f64 {
+    2.0
+}
+const fn default_max() -> Duration {
+    Duration::from_secs(60)
+}
+const fn default_jitter() -> bool {
+    true
+}
+
+/// Bounds checked after parsing; each names the field it guards.
+pub(crate) const MAX_MEMORY_MB: u32 = 4096;
+pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+pub(crate) const MAX_CONCURRENCY: u32 = 10_000;
+pub(crate) const MAX_ATTEMPTS: u32 = 100;
+
+impl FunctionConfig {
+    /// Semantic checks serde cannot express. Returns the offending field and what is wrong.
+    pub(crate) fn check(&self) -> Result<(), (String, String)> {
+        let field = |f: &str, m: String| Err((f.to_owned(), m));
+        if let Err(m) = super::validate_name(&self.name) {
+            return field("name", m);
+        }
+        if self.memory_mb == 0 || self.memory_mb > MAX_MEMORY_MB {
+            return field("memory_mb", format!("{} is out of range: use 1 to {MAX_MEMORY_MB}", self.memory_mb));
+        }
+        if self.timeout.is_zero() || self.timeout > MAX_TIMEOUT {
+            return field("timeout", format!("{:?} is out of range: use more than 0 and at most 15m", self.timeout));
+        }
+        if self.concurrency == 0 || self.concurrency > MAX_CONCURRENCY {
+            return field("concurrency", format!("{} is out of range: use 1 to {MAX_CONCURRENCY}", self.concurrency));
+        }
+        for topic in &self.subscribe {
+            if let Err(m) = super::validate_topic(topic, true) {
+                return field("subscribe", m);
+            }
+        }
+        if let Some(topic) = &self.on_success {
+            if let Err(m) = super::validate_topic(topic, false) {
+                return field("on_success", m);
+            }
+            if self.subscribe.iter().any(|s| subject_matches(s, topic)) {
+                return field("on_success", format!("{topic:?} is also subscribed by this function: it would invoke itself forever"));
+            }
+        }
+        for key in self.env.keys() {
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                return field("env", format!("{key:?} is not a valid variable name"));
+            }
+            if key.starts_with("SLUICE_") {
+                return field("env", format!("{key:?}: the SLUICE_ prefix is reserved for the invocation context"));
+            }
+        }
+        let retry = &self.retry;
+        if retry.max_attempts == 0 || retry.max_attempts > MAX_ATTEMPTS {
+            return field("retry.max_attempts", format!("{} is out of range: use 1 to {MAX_ATTEMPTS}", retry.max_attempts));
+        }
+        if !(retry.backoff.factor.is_finite() && retry.backoff.factor >= 1.0) {
+            return field("retry.backoff.factor", format!("{} must be a number of at least 1.0", retry.backoff.factor));
+        }
+        if retry.backoff.max < retry.backoff.initial {
+            return field("retry.backoff.max", "must not be smaller than retry.backoff.initial".into());
+        }
+        Ok(())
+    }
+}
+
+/// Whether a concrete subject matches a NATS subscription pattern.
+pub fn subject_matches(pattern: &str, subject: &str) -> bool {
+    let mut pattern = pattern.split('.');
+    let mut subject = subject.split('.');
+    loop {
+        match (pattern.next(), subject.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(p), Some(s)) if p == s => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<FunctionConfig, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let f = parse("name = \"a\"\nruntime = \"wasm\"\nmodule = \"a.wasm\"\n").unwrap();
+        assert_eq!(f.memory_mb, 128);
+        assert_eq!(f.timeout, Duration::from_secs(3));
+        assert_eq!(f.retry.max_attempts, 3);
+        assert!(f.retry.backoff.jitter);
+        assert!(f.check().is_ok());
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = parse("name = \"a\"\nruntime = \"wasm\"\nmodule = \"a.wasm\"\nmemroy_mb = 3\n").unwrap_err();
+        assert!(err.to_string().contains("memroy_mb"), "{err}");
+    }
+
+    #[test]
+    fn checks_name_the_field() {
+        let mut f = parse("name = \"a\"\nruntime = \"wasm\"\nmodule = \"a.wasm\"\n").unwrap();
+        f.retry.max_attempts = 0;
+        assert_eq!(f.check().unwrap_err().0, "retry.max_attempts");
+        f.retry.max_attempts = 2;
+        f.subscribe = vec!["a..b".into()];
+        assert_eq!(f.check().unwrap_err().0, "subscribe");
+        f.subscribe = vec!["a.*".into()];
+        f.on_success = Some("a.b".into());
+        assert_eq!(f.check().unwrap_err().0, "on_success");
+    }
+
+    #[test]
+    fn patterns_match_subjects() {
+        assert!(subject_matches("a.b", "a.b"));
+        assert!(subject_matches("a.*", "a.b"));
+        assert!(!subject_matches("a.*", "a.b.c"));
+        assert!(subject_matches("a.>", "a.b.c"));
+        assert!(!subject_matches("a.>", "a"));
+        assert!(!subject_matches("a.b", "a.c"));
+    }
+}

@@ -1,0 +1,172 @@
+//! The project directory: `sluice.toml` plus every `functions/*/function.toml`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{read_toml, ConfigError, FunctionConfig};
+
+/// `sluice.toml`, every section optional.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Where the NATS server is. Without it `sluice up` runs an embedded one.
+    #[serde(default)]
+    pub nats: NatsSettings,
+    /// Stream limits.
+    #[serde(default)]
+    pub bus: BusSettings,
+    /// Host-wide runtime limits.
+    #[serde(default)]
+    pub runtime: RuntimeSettings,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSettings {
+    /// NATS URL, e.g. "nats://127.0.0.1:4222". Overridden by `SLUICE_NATS_URL` and `--nats`.
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusSettings {
+    /// How long `SLUICE_EVENTS` keeps events. Default 7 days.
+    #[serde(default = "default_events_max_age", with = "humantime_serde")]
+    pub events_max_age: Duration,
+    /// Window in which a second publish with the same event id is dropped. Default 2m.
+    #[serde(default = "default_duplicate_window", with = "humantime_serde")]
+    pub duplicate_window: Duration,
+    /// How long `SLUICE_DLQ` keeps dead letters; "0s" keeps them until purged. Default 0s.
+    #[serde(default, with = "humantime_serde")]
+    pub dlq_max_age: Duration,
+    /// JetStream replicas of Sluice's streams (3 in a cluster for HA). Default 1.
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
+}
+
+impl Default for BusSettings {
+    fn default() -> Self {
+        Self {
+            events_max_age: default_events_max_age(),
+            duplicate_window: default_duplicate_window(),
+            dlq_max_age: Duration::ZERO,
+            replicas: default_replicas(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSettings {
+    /// Invocations running at once on this node, over all functions. Default: twice the
+    /// number of CPUs (sandboxes are CPU-bound; more only queues in memory).
+    pub max_concurrent: Option<usize>,
+    /// Where precompiled modules are cached. Default `.sluice/cache`.
+    pub cache_dir: Option<PathBuf>,
+}
+
+const fn default_events_max_age() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+const fn default_duplicate_window() -> Duration {
+    Duration::from_secs(120)
+}
+const fn default_replicas() -> usize {
+    1
+}
+
+/// A function with where it came from.
+#[derive(Debug, Clone)]
+pub struct FunctionDef {
+    pub config: FunctionConfig,
+    /// The `function.toml` it was read from.
+    pub path: PathBuf,
+    /// `module` resolved against the function's folder.
+    pub module_path: PathBuf,
+}
+
+/// Everything `sluice up` runs, loaded from one directory.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub dir: PathBuf,
+    pub settings: Settings,
+    /// Sorted by name.
+    pub functions: Vec<FunctionDef>,
+}
+
+impl Project {
+    /// Loads `dir/sluice.toml` (optional) and `dir/functions/*/function.toml`.
+    pub fn load(dir: &Path) -> Result<Self, ConfigError> {
+        let settings_path = dir.join("sluice.toml");
+        let settings: Settings =
+            if settings_path.exists() { read_toml(&settings_path)? } else { Settings::default() };
+        if settings.bus.replicas == 0 || settings.bus.replicas > 5 {
+            return Err(ConfigError::new(&settings_path, Some("bus.replicas"), "use 1 to 5"));
+        }
+        let functions = load_functions(&dir.join("functions"))?;
+        Ok(Self { dir: dir.to_path_buf(), settings, functions })
+    }
+
+    pub fn function(&self, name: &str) -> Option<&FunctionDef> {
+        self.functions.iter().find(|f| f.config.name == name)
+    }
+
+    /// The cache directory for precompiled modules.
+    pub fn cache_dir(&self) -> PathBuf {
+        match &self.settings.runtime.cache_dir {
+            Some(dir) => self.dir.join(dir),
+            None => self.dir.join(".sluice").join("cache"),
+        }
+    }
+}
+
+/// Reads every `function.toml` one level below `dir`. A missing `functions/` folder is an
+/// empty project, not an error.
+fn load_functions(dir: &Path) -> Result<Vec<FunctionDef>, ConfigError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(ConfigError::new(dir, None, format!("cannot list the folder: {e}"))),
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path().join("function.toml"))
+        .filter(|path| path.is_file())
+        .collect();
+    paths.sort();
+
+    let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut functions = Vec::with_capacity(paths.len());
+    for path in paths {
+        let config: FunctionConfig = read_toml(&path)?;
+        if let Err((field, message)) = config.check() {
+            return Err(ConfigError::new(&path, Some(&field), message));
+        }
+        if let Some(first) = seen.get(&config.name) {
+            return Err(ConfigError::new(
+                &path,
+                Some("name"),
+                format!("{:?} is already the name of the function in {}; names must be unique", config.name, first.display()),
+            ));
+        }
+        let folder = path.parent().unwrap_or(dir);
+        let module_path = folder.join(&config.module);
+        if !module_path.is_file() {
+            return Err(ConfigError::new(
+                &path,
+                Some("module"),
+                format!(
+                    "{} does not exist; build the function first (scripts/build-functions.sh builds the examples)",
+                    module_path.display()
+                ),
+            ));
+        }
+        seen.insert(config.name.clone(), path.clone());
+        functions.push(FunctionDef { config, path, module_path });
+    }
+    functions.sort_by(|a, b| a.config.name.cmp(&b.config.name));
+    Ok(functions)
+}

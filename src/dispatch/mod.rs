@@ -1,0 +1,347 @@
+//! Dispatchers: one per function, pulling from the function's durable consumer and running
+//! each event in the function's runtime.
+//!
+//! Guarantees (at least once, end to end):
+//! - An event is acked only after its invocation succeeded (and, for a function with
+//!   `on_success`, after the chained event was stored).
+//! - A failed attempt is NAKed with the retry policy's delay; the delivery count JetStream
+//!   keeps is the attempt number, so attempts are counted across processes and restarts.
+//! - After the last attempt the event is written to `SLUICE_DLQ`; only once that write is
+//!   acknowledged is the original terminated. If the process dies during the last attempt,
+//!   JetStream redelivers the event after `ack_wait`; a delivery past the attempt budget goes
+//!   straight to the DLQ without running the function again.
+//! - On shutdown no new events are fetched, everything already fetched is run to its end,
+//!   and in-flight invocations are bounded by the function's timeout.
+//! Ordering between events is not guaranteed (up to `concurrency` run at once).
+
+pub mod dlq;
+pub mod retry;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
+use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument as _};
+
+use crate::bus::{self, Bus};
+use crate::config::FunctionConfig;
+use crate::event::{Event, JSON};
+use crate::runtime::{Invocation, InvokeError, Response, Runtime};
+
+/// How long one pull request waits for events before it is renewed. Bounds how long
+/// shutdown waits for the fetch in progress.
+const FETCH_EXPIRY: Duration = Duration::from_secs(2);
+/// Pause after a failed pull before the next one.
+const FETCH_ERROR_PAUSE: Duration = Duration::from_secs(1);
+
+/// Runs one function's events.
+pub struct Dispatcher {
+    bus: Bus,
+    function: Arc<FunctionConfig>,
+    runtime: Arc<dyn Runtime>,
+    /// When the first attempt of an event that is being retried started, by stream sequence.
+    /// Events retried by another process fall back to their publish time.
+    first_attempts: Mutex<HashMap<u64, DateTime<Utc>>>,
+}
+
+impl Dispatcher {
+    pub fn new(bus: Bus, function: Arc<FunctionConfig>, runtime: Arc<dyn Runtime>) -> Arc<Self> {
+        Arc::new(Self { bus, function, runtime, first_attempts: Mutex::new(HashMap::new()) })
+    }
+
+    /// Pulls and runs events until `shutdown`, then drains what is in flight.
+    pub async fn run(self: Arc<Self>, consumer: PullConsumer, shutdown: CancellationToken) {
+        let name = self.function.name.clone();
+        let concurrency = usize::try_from(self.function.concurrency).unwrap_or(1).max(1);
+        let permits = Arc::new(Semaphore::new(concurrency));
+        let mut tasks = JoinSet::new();
+        info!(function = %name, concurrency, "Dispatcher started.");
+        'fetch: loop {
+            let first = tokio::select! {
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break 'fetch,
+                },
+                () = shutdown.cancelled() => break 'fetch,
+            };
+            // Ask for as many events as there are free slots: nothing waits in a local
+            // buffer where its ack timer would run while it is not being worked on.
+            let wanted = 1 + permits.available_permits();
+            let batch = consumer.batch().max_messages(wanted).expires(FETCH_EXPIRY).messages().await;
+            let mut batch = match batch {
+                Ok(batch) => batch,
+                Err(error) => {
+                    warn!(function = %name, %error, "Cannot pull events; retrying.");
+                    drop(first);
+                    tokio::select! {
+                        () = tokio::time::sleep(FETCH_ERROR_PAUSE) => continue 'fetch,
+                        () = shutdown.cancelled() => break 'fetch,
+                    }
+                }
+            };
+            let mut first = Some(first);
+            // The batch is drained to its end even during shutdown: everything fetched runs.
+            while let Some(item) = batch.next().await {
+                match item {
+                    Ok(message) => {
+                        let permit = match first.take() {
+                            Some(permit) => permit,
+                            None => match permits.clone().acquire_owned().await {
+                                Ok(permit) => permit,
+                                Err(_) => break,
+                            },
+                        };
+                        let this = self.clone();
+                        tasks.spawn(async move {
+                            this.handle(message).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(error) => {
+                        warn!(function = %name, %error, "Pulling events failed; retrying.");
+                        break;
+                    }
+                }
+                while tasks.try_join_next().is_some() {}
+            }
+            while tasks.try_join_next().is_some() {}
+        }
+        let in_flight = tasks.len();
+        if in_flight > 0 {
+            info!(function = %name, in_flight, "Draining in-flight invocations.");
+        }
+        let bound = self.function.timeout + Duration::from_secs(5);
+        if tokio::time::timeout(bound, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
+            warn!(function = %name, "In-flight invocations did not finish in time; JetStream will redeliver them.");
+        }
+        info!(function = %name, "Dispatcher stopped.");
+    }
+
+    /// Runs one delivered event to an ack, a delayed NAK or a dead letter.
+    async fn handle(&self, message: jetstream::Message) {
+        let name = &self.function.name;
+        let (stream, sequence, delivered, published) = match message.info() {
+            Ok(info) => (info.stream.to_owned(), info.stream_sequence, info.delivered, info.published),
+            Err(error) => {
+                // Not a JetStream delivery: nothing to ack or retry.
+                warn!(function = %name, %error, subject = %message.subject, "Ignoring a message without delivery metadata.");
+                return;
+            }
+        };
+        let attempt = u32::try_from(delivered.max(1)).unwrap_or(u32::MAX);
+        let event = Arc::new(Event::from_message(
+            message.headers.as_ref(),
+            message.payload.clone(),
+            &message.subject,
+            &stream,
+            sequence,
+            published,
+        ));
+        let delivery = Delivery { message: &message, event: &event, stream: &stream, sequence, published };
+
+        let max_attempts = self.function.retry.max_attempts;
+        if attempt > max_attempts {
+            let error = format!(
+                "lost: attempt {} of {max_attempts} never reported back (the worker stopped or lost its connection); \
+                 no attempts are left",
+                attempt - 1
+            );
+            self.dead_letter(&delivery, attempt - 1, "lost", &error, None).await;
+            return;
+        }
+
+        let started = Utc::now();
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let invocation = Invocation {
+            request_id: request_id.clone(),
+            attempt,
+            deadline: SystemTime::now() + self.function.timeout,
+            event: event.clone(),
+        };
+        let span = tracing::info_span!("sluice.invoke", function = %name, request_id = %request_id, event_id = %event.id, attempt);
+        let result = {
+            let invoke = self.runtime.invoke(invocation).instrument(span);
+            tokio::pin!(invoke);
+            // Waiting for a sandbox slot may take longer than ack_wait: keep the delivery ours.
+            let period = (self.function.timeout + bus::ACK_WAIT_MARGIN) / 2;
+            let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            loop {
+                tokio::select! {
+                    result = &mut invoke => break result,
+                    _ = heartbeat.tick() => {
+                        if let Err(error) = message.ack_with(AckKind::Progress).await {
+                            warn!(function = %name, %error, "Cannot extend the ack deadline of a running event.");
+                        }
+                    }
+                }
+            }
+        };
+        let logs = match &result {
+            Ok(response) => &response.logs,
+            Err(error) => &error.logs,
+        };
+        for line in logs {
+            info!(target: "sluice::function", function = %name, request_id = %request_id, "{line}");
+        }
+        match result {
+            Ok(response) => self.succeeded(&delivery, &request_id, attempt, response).await,
+            Err(error) => self.failed(&delivery, &request_id, attempt, started, error).await,
+        }
+    }
+
+    async fn succeeded(&self, delivery: &Delivery<'_>, request_id: &str, attempt: u32, response: Response) {
+        let name = &self.function.name;
+        let duration_ms = response.duration.as_secs_f64() * 1000.0;
+        info!(
+            function = %name,
+            request_id = %request_id,
+            event_id = %delivery.event.id,
+            attempt,
+            duration_ms = format!("{duration_ms:.2}"),
+            memory_kb = response.memory_bytes / 1024,
+            outcome = "success",
+            "Invocation succeeded."
+        );
+        self.publish_result(delivery, request_id, attempt, &response).await;
+        if let Some(topic) = &self.function.on_success {
+            let mut chained = Event::new(format!("sluice:function:{name}"), "sluice.function.result", response.body.clone());
+            // Derived from the cause, so a retried chain publish is deduplicated.
+            chained.id = format!("{}:{name}", delivery.event.id);
+            chained.traceparent = delivery.event.traceparent.clone();
+            chained.set_extension("sluice-caused-by", delivery.event.id.clone());
+            if let Err(error) = self.bus.publish_event(bus::topic_subject(topic), &chained).await {
+                warn!(function = %name, request_id = %request_id, topic = %topic, error = %format!("{error:#}"), "Cannot publish the on_success event; the invocation will be retried.");
+                let delay = retry::backoff_cap(&self.function.retry, attempt);
+                nak(delivery.message, delay, name).await;
+                return;
+            }
+        }
+        self.forget_first_attempt(delivery.sequence);
+        if let Err(error) = delivery.message.ack().await {
+            warn!(function = %name, request_id = %request_id, %error, "Cannot ack a finished event; it may run again.");
+        }
+    }
+
+    async fn failed(&self, delivery: &Delivery<'_>, request_id: &str, attempt: u32, started: DateTime<Utc>, error: InvokeError) {
+        let name = &self.function.name;
+        let decision = retry::decide(&self.function.retry, attempt, &mut rand::rng());
+        warn!(
+            function = %name,
+            request_id = %request_id,
+            event_id = %delivery.event.id,
+            attempt,
+            max_attempts = self.function.retry.max_attempts,
+            duration_ms = format!("{:.2}", error.duration.as_secs_f64() * 1000.0),
+            outcome = error.kind.label(),
+            error = %error.message,
+            "Invocation failed."
+        );
+        match decision {
+            retry::Decision::Retry(delay) => {
+                if attempt == 1 {
+                    if let Ok(mut map) = self.first_attempts.lock() {
+                        map.insert(delivery.sequence, started);
+                    }
+                }
+                nak(delivery.message, delay, name).await;
+            }
+            retry::Decision::DeadLetter => {
+                self.dead_letter(delivery, attempt, error.kind.label(), &error.to_string(), Some((request_id, started))).await;
+            }
+        }
+    }
+
+    /// Writes the dead letter, then terminates the original. If the write fails the original
+    /// is left unacked: JetStream redelivers it past the attempt budget and the write is
+    /// tried again.
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery<'_>,
+        attempts: u32,
+        kind: &str,
+        error: &str,
+        last: Option<(&str, DateTime<Utc>)>,
+    ) {
+        let name = &self.function.name;
+        let first_attempt = self
+            .first_attempts
+            .lock()
+            .ok()
+            .and_then(|map| map.get(&delivery.sequence).copied())
+            .or_else(|| (attempts <= 1).then(|| last.map(|(_, started)| started)).flatten())
+            .unwrap_or(delivery.published);
+        let record = dlq::DeadLetter {
+            function: name,
+            error,
+            error_kind: kind,
+            attempts,
+            original_subject: &delivery.message.subject,
+            original_stream: delivery.stream,
+            original_seq: delivery.sequence,
+            first_attempt,
+            failed_at: Utc::now(),
+            request_id: last.map(|(id, _)| id),
+        };
+        match dlq::write(&self.bus, delivery.event, &record).await {
+            Ok(published) => {
+                warn!(
+                    function = %name,
+                    event_id = %delivery.event.id,
+                    dlq_id = published.seq,
+                    attempts,
+                    "Event moved to the dead-letter stream."
+                );
+                self.forget_first_attempt(delivery.sequence);
+                if let Err(error) = delivery.message.ack_with(AckKind::Term).await {
+                    warn!(function = %name, %error, "Cannot terminate a dead-lettered event; a redelivery will find its DLQ entry already written.");
+                }
+            }
+            Err(error) => {
+                warn!(function = %name, event_id = %delivery.event.id, error = %format!("{error:#}"), "Cannot write the dead letter; the event stays pending and is retried.");
+            }
+        }
+    }
+
+    /// Publishes the response on `sluice.results.<function>` (core NATS: for whoever listens).
+    async fn publish_result(&self, delivery: &Delivery<'_>, request_id: &str, attempt: u32, response: &Response) {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(crate::event::CONTENT_TYPE, JSON);
+        headers.insert(crate::event::TRACEPARENT, delivery.event.traceparent.as_str());
+        headers.insert("sluice-function", self.function.name.as_str());
+        headers.insert("sluice-request-id", request_id);
+        headers.insert("sluice-event-id", delivery.event.id.as_str());
+        headers.insert("sluice-attempt", attempt.to_string().as_str());
+        headers.insert("sluice-duration-ms", format!("{:.3}", response.duration.as_secs_f64() * 1000.0).as_str());
+        let subject = bus::results_subject(&self.function.name);
+        if let Err(error) = self.bus.client.publish_with_headers(subject, headers, response.body.clone()).await {
+            warn!(function = %self.function.name, request_id = %request_id, %error, "Cannot publish the result.");
+        }
+    }
+
+    fn forget_first_attempt(&self, sequence: u64) {
+        if let Ok(mut map) = self.first_attempts.lock() {
+            map.remove(&sequence);
+        }
+    }
+}
+
+/// One delivered message and what was read from it.
+struct Delivery<'a> {
+    message: &'a jetstream::Message,
+    event: &'a Event,
+    stream: &'a str,
+    sequence: u64,
+    published: DateTime<Utc>,
+}
+
+async fn nak(message: &jetstream::Message, delay: Duration, function: &str) {
+    if let Err(error) = message.ack_with(AckKind::Nak(Some(delay))).await {
+        warn!(function = %function, %error, "Cannot NAK a failed event; JetStream redelivers it after ack_wait.");
+    }
+}

@@ -1,0 +1,230 @@
+//! The normalized event: CloudEvents 1.0 in binary mode over NATS.
+//!
+//! Attributes travel in headers (`ce-id`, `ce-source`, ...), the data is the message body.
+//! `Nats-Msg-Id` carries the event id, so JetStream drops a second publish of the same event
+//! within the stream's duplicate window. A message published by a plain NATS client with no
+//! `ce-*` headers is still an event: its id comes from its stream position and its type is
+//! [`RAW_TYPE`].
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use rand::RngCore;
+
+pub const CE_SPECVERSION: &str = "ce-specversion";
+pub const CE_ID: &str = "ce-id";
+pub const CE_SOURCE: &str = "ce-source";
+pub const CE_TYPE: &str = "ce-type";
+pub const CE_TIME: &str = "ce-time";
+pub const CE_SUBJECT: &str = "ce-subject";
+pub const CONTENT_TYPE: &str = "content-type";
+pub const TRACEPARENT: &str = "traceparent";
+pub const NATS_MSG_ID: &str = "Nats-Msg-Id";
+pub const SPEC_VERSION: &str = "1.0";
+/// Type given to messages that arrived without CloudEvents attributes.
+pub const RAW_TYPE: &str = "sluice.raw";
+pub const JSON: &str = "application/json";
+
+/// Headers that describe the event itself; everything else is carried as an extension.
+const OWN_HEADERS: &[&str] =
+    &[CE_SPECVERSION, CE_ID, CE_SOURCE, CE_TYPE, CE_TIME, CE_SUBJECT, CONTENT_TYPE, TRACEPARENT, NATS_MSG_ID];
+
+/// One event, as published and as handed to a function.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub id: String,
+    pub source: String,
+    pub ty: String,
+    pub time: DateTime<Utc>,
+    pub subject: Option<String>,
+    pub content_type: Option<String>,
+    /// W3C trace context; generated when the publisher sent none.
+    pub traceparent: String,
+    /// Other headers (CloudEvents extensions, user headers, `sluice-*` bookkeeping), in order.
+    pub extensions: Vec<(String, String)>,
+    pub data: Bytes,
+}
+
+impl Event {
+    /// A new JSON event with a fresh id, the current time and a new trace.
+    pub fn new(source: impl Into<String>, ty: impl Into<String>, data: Bytes) -> Self {
+        Self {
+            id: uuid::Uuid::now_v7().to_string(),
+            source: source.into(),
+            ty: ty.into(),
+            time: Utc::now(),
+            subject: None,
+            content_type: Some(JSON.to_owned()),
+            traceparent: new_traceparent(),
+            extensions: Vec::new(),
+            data,
+        }
+    }
+
+    /// The headers of this event in CloudEvents binary mode, with `Nats-Msg-Id` = id.
+    pub fn to_headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(CE_SPECVERSION, SPEC_VERSION);
+        headers.insert(CE_ID, self.id.as_str());
+        headers.insert(CE_SOURCE, self.source.as_str());
+        headers.insert(CE_TYPE, self.ty.as_str());
+        headers.insert(CE_TIME, self.time.to_rfc3339_opts(SecondsFormat::Micros, true).as_str());
+        if let Some(subject) = &self.subject {
+            headers.insert(CE_SUBJECT, subject.as_str());
+        }
+        if let Some(content_type) = &self.content_type {
+            headers.insert(CONTENT_TYPE, content_type.as_str());
+        }
+        headers.insert(TRACEPARENT, self.traceparent.as_str());
+        headers.insert(NATS_MSG_ID, self.id.as_str());
+        for (name, value) in &self.extensions {
+            // Names were validated when the event was built or came off the wire.
+            if let Ok(name) = name.parse::<async_nats::HeaderName>() {
+                headers.append(name, value.as_str());
+            }
+        }
+        headers
+    }
+
+    /// Rebuilds the event from a stored message. `stream`/`sequence`/`published` identify a
+    /// message that carries no `ce-id` (a plain NATS publish).
+    pub fn from_message(
+        headers: Option<&HeaderMap>,
+        data: Bytes,
+        nats_subject: &str,
+        stream: &str,
+        sequence: u64,
+        published: DateTime<Utc>,
+    ) -> Self {
+        let get = |name: &str| {
+            headers.and_then(|h| h.get(name)).map(|v| v.as_str().to_owned()).filter(|v| !v.is_empty())
+        };
+        let raw = get(CE_ID).is_none();
+        let id = get(CE_ID).unwrap_or_else(|| format!("{stream}-{sequence}"));
+        let ty = get(CE_TYPE).unwrap_or_else(|| RAW_TYPE.to_owned());
+        let source = get(CE_SOURCE).unwrap_or_else(|| format!("nats:{nats_subject}"));
+        let time = get(CE_TIME)
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+            .map_or(published, |t| t.with_timezone(&Utc));
+        let content_type = get(CONTENT_TYPE).or_else(|| {
+            (raw && serde_json::from_slice::<serde::de::IgnoredAny>(&data).is_ok()).then(|| JSON.to_owned())
+        });
+        let traceparent = get(TRACEPARENT).filter(|t| valid_traceparent(t)).unwrap_or_else(new_traceparent);
+        let mut extensions = Vec::new();
+        if let Some(headers) = headers {
+            for (name, values) in headers.iter() {
+                let name: &str = name.as_ref();
+                if OWN_HEADERS.iter().any(|own| own.eq_ignore_ascii_case(name)) {
+                    continue;
+                }
+                for value in values {
+                    extensions.push((name.to_owned(), value.as_str().to_owned()));
+                }
+            }
+            extensions.sort();
+        }
+        Self { id, source, ty, time, subject: get(CE_SUBJECT), content_type, traceparent, extensions, data }
+    }
+
+    /// The value of an extension header.
+    pub fn extension(&self, name: &str) -> Option<&str> {
+        self.extensions.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// Sets (replaces) an extension header.
+    pub fn set_extension(&mut self, name: &str, value: impl Into<String>) {
+        self.extensions.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        self.extensions.push((name.to_owned(), value.into()));
+    }
+
+    /// The 32-hex-digit trace id inside `traceparent`.
+    pub fn trace_id(&self) -> &str {
+        self.traceparent.split('-').nth(1).unwrap_or_default()
+    }
+}
+
+/// A new W3C `traceparent`: version 00, random trace and span ids, sampled.
+pub fn new_traceparent() -> String {
+    let mut rng = rand::rng();
+    let mut trace = [0u8; 16];
+    let mut span = [0u8; 8];
+    rng.fill_bytes(&mut trace);
+    rng.fill_bytes(&mut span);
+    trace[0] |= 1; // an all-zero id is invalid
+    span[0] |= 1;
+    format!("00-{}-{}-01", hex::encode(trace), hex::encode(span))
+}
+
+/// Whether a `traceparent` has the W3C shape `00-<32 hex>-<16 hex>-<2 hex>`.
+pub fn valid_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    parts.len() == 4
+        && hex(parts[0], 2)
+        && parts[0] != "ff"
+        && hex(parts[1], 32)
+        && parts[1].bytes().any(|b| b != b'0')
+        && hex(parts[2], 16)
+        && parts[2].bytes().any(|b| b != b'0')
+        && hex(parts[3], 2)
+}
+
+/// Checks a user-supplied header (`--header K=V`) so it can travel in NATS headers.
+pub fn validate_header(name: &str, value: &str) -> Result<(), String> {
+    if name.parse::<async_nats::HeaderName>().is_err() || name.is_empty() {
+        return Err(format!("{name:?} is not a valid header name: use ASCII without spaces, control characters or ':'"));
+    }
+    if value.contains(['\r', '\n']) {
+        return Err(format!("the value of header {name:?} contains a line break"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip() {
+        let mut event = Event::new("test", "t.created", Bytes::from_static(b"{\"a\":1}"));
+        event.subject = Some("s".into());
+        event.set_extension("x-user", "42");
+        let headers = event.to_headers();
+        assert_eq!(headers.get(NATS_MSG_ID).map(|v| v.as_str()), Some(event.id.as_str()));
+        let back = Event::from_message(Some(&headers), event.data.clone(), "sluice.events.t", "S", 7, Utc::now());
+        // ce-time is written with microsecond precision
+        assert_eq!(back.time.timestamp_micros(), event.time.timestamp_micros());
+        let mut back = back;
+        back.time = event.time;
+        assert_eq!(back, event);
+    }
+
+    #[test]
+    fn plain_messages_get_an_identity() {
+        let published = Utc::now();
+        let event = Event::from_message(None, Bytes::from_static(b"{}"), "sluice.events.a", "SLUICE_EVENTS", 9, published);
+        assert_eq!(event.id, "SLUICE_EVENTS-9");
+        assert_eq!(event.ty, RAW_TYPE);
+        assert_eq!(event.source, "nats:sluice.events.a");
+        assert_eq!(event.time, published);
+        assert_eq!(event.content_type.as_deref(), Some(JSON));
+        assert!(valid_traceparent(&event.traceparent));
+        let text = Event::from_message(None, Bytes::from_static(b"hi"), "x", "S", 1, published);
+        assert_eq!(text.content_type, None);
+    }
+
+    #[test]
+    fn traceparents_are_checked() {
+        assert!(valid_traceparent(&new_traceparent()));
+        assert!(!valid_traceparent("00-00000000000000000000000000000000-0000000000000001-01"));
+        assert!(!valid_traceparent("garbage"));
+    }
+
+    #[test]
+    fn bad_user_headers_are_refused() {
+        assert!(validate_header("x-a", "1").is_ok());
+        assert!(validate_header("x a", "1").is_err());
+        assert!(validate_header("x:a", "1").is_err());
+        assert!(validate_header("x-a", "1\r\n2").is_err());
+    }
+}

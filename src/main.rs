@@ -1,0 +1,30 @@
+//! The `sluice` binary: parse the command line, set up logging, run, report.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use sluice::cli::{self, Cli};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    sluice::telemetry::init(cli.default_log_level());
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    // `block_on` keeps the command on the main thread (see `bus::embedded`).
+    match runtime.block_on(cli::run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            let code = sluice::error::exit_code(&error);
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! The `wasm` runtime: WASI preview-1 command modules on wasmtime.
+//!
+//! ABI: the event data arrives on stdin, the invocation context in `SLUICE_*` environment
+//! variables (plus the function's own `env`), the response is the JSON written to stdout
+//! (empty stdout is `null`), stderr lines are the function's logs, and exit status 0 is
+//! success. Each invocation gets a fresh instance (no state survives between events), no
+//! preopened directories and no sockets. Memory is capped at `memory_mb`, time at `timeout`
+//! (epoch interruption), and host-wide at most `max_concurrent` sandboxes run at once.
+
+pub mod cache;
+pub mod engine;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use tokio::sync::Semaphore;
+use wasmtime::{Engine, InstancePre, Linker, Module, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
+
+use super::{FailureKind, Invocation, InvokeError, Response, Runtime};
+use crate::config::FunctionConfig;
+
+/// Largest response a function may write to stdout (Lambda's synchronous payload limit).
+pub const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
+/// Log output kept per invocation; the rest is cut with a note.
+pub const MAX_LOG_BYTES: usize = 256 * 1024;
+const MIB: usize = 1024 * 1024;
+
+/// Host-wide settings of the wasm runtime.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Sandboxes running at once on this node.
+    pub max_concurrent: usize,
+    /// Largest memory any function may use, in MiB (sizes the instance pool's slots).
+    pub max_memory_mb: u32,
+    /// Precompiled-module cache.
+    pub cache_dir: PathBuf,
+}
+
+/// The engine, the WASI linker and the host-wide concurrency limit, shared by all functions.
+#[derive(Clone)]
+pub struct WasmHost {
+    engine: Engine,
+    linker: Arc<Linker<State>>,
+    cache_dir: PathBuf,
+    slots: Arc<Semaphore>,
+}
+
+impl WasmHost {
+    pub fn new(config: HostConfig) -> anyhow::Result<Self> {
+        let max_concurrent = config.max_concurrent.max(1);
+        let limits = engine::EngineLimits {
+            // Slots beyond the running sandboxes cover instances still being dropped.
+            instances: u32::try_from(max_concurrent.saturating_mul(2).max(16)).unwrap_or(u32::MAX),
+            max_memory_bytes: (config.max_memory_mb.max(1) as usize).saturating_mul(MIB),
+        };
+        let engine = engine::build(limits).map_err(|e| anyhow::anyhow!("{e:?}")).context("creating the wasm engine")?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut State| &mut state.wasi)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))
+            .context("adding WASI to the linker")?;
+        Ok(Self {
+            engine,
+            linker: Arc::new(linker),
+            cache_dir: config.cache_dir,
+            slots: Arc::new(Semaphore::new(max_concurrent)),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles (or loads from the cache) and links a function's module.
+    pub fn load(&self, config: &FunctionConfig, module_path: &std::path::Path) -> anyhow::Result<WasmFunction> {
+        let bytes = std::fs::read(module_path)
+            .with_context(|| format!("reading the module {}", module_path.display()))?;
+        self.load_bytes(config, &bytes)
+            .with_context(|| format!("function {}: module {}", config.name, module_path.display()))
+    }
+
+    /// Like [`WasmHost::load`] from bytes in memory.
+    pub fn load_bytes(&self, config: &FunctionConfig, bytes: &[u8]) -> anyhow::Result<WasmFunction> {
+        let module = cache::load(&self.engine, &self.cache_dir, bytes)?;
+        self.link(config, &module)
+    }
+
+    /// Links an already compiled module.
+    pub fn link(&self, config: &FunctionConfig, module: &Module) -> anyhow::Result<WasmFunction> {
+        if module.get_export("_start").is_none() {
+            anyhow::bail!("the module exports no `_start`: build it as a WASI command (a program with `main`), e.g. for target wasm32-wasip1");
+        }
+        let pre = self.linker.instantiate_pre(module).map_err(|e| anyhow::anyhow!("{e:?}")).context(
+            "linking the module: it imports something other than WASI preview 1 (wasi_snapshot_preview1)",
+        )?;
+        let mut env: Vec<(String, String)> = config.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        env.push(("SLUICE_FUNCTION".into(), config.name.clone()));
+        env.push(("SLUICE_MEMORY_MB".into(), config.memory_mb.to_string()));
+        Ok(WasmFunction {
+            inner: Arc::new(Inner {
+                name: config.name.clone(),
+                pre,
+                env,
+                memory_limit: (config.memory_mb as usize).saturating_mul(MIB),
+                memory_mb: config.memory_mb,
+                timeout: config.timeout,
+            }),
+            slots: self.slots.clone(),
+        })
+    }
+}
+
+/// A function ready to run: its linked module and limits.
+#[derive(Clone)]
+pub struct WasmFunction {
+    inner: Arc<Inner>,
+    slots: Arc<Semaphore>,
+}
+
+struct Inner {
+    name: String,
+    pre: InstancePre<State>,
+    /// The function's own env plus the per-function context variables.
+    env: Vec<(String, String)>,
+    memory_limit: usize,
+    memory_mb: u32,
+    timeout: std::time::Duration,
+}
+
+/// Per-invocation store data.
+pub struct State {
+    wasi: WasiP1Ctx,
+    limiter: MemoryLimiter,
+}
+
+/// Caps linear memory at `memory_mb`, remembering the peak and whether the cap was hit.
+struct MemoryLimiter {
+    limit: usize,
+    peak: usize,
+    refused: Option<usize>,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.limit || maximum.is_some_and(|max| desired > max) {
+            self.refused = Some(desired);
+            return Ok(false);
+        }
+        self.peak = self.peak.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000 && maximum.is_none_or(|max| desired <= max))
+    }
+}
+
+impl WasmFunction {
+    /// Runs one invocation on the calling thread (blocking). [`Runtime::invoke`] wraps this
+    /// in a blocking task behind the host-wide concurrency limit.
+    pub fn invoke_blocking(&self, invocation: &Invocation) -> Result<Response, InvokeError> {
+        self.inner.run(invocation)
+    }
+}
+
+impl Runtime for WasmFunction {
+    fn invoke(&self, invocation: Invocation) -> BoxFuture<'_, Result<Response, InvokeError>> {
+        Box::pin(async move {
+            let platform = |message: String| InvokeError {
+                kind: FailureKind::Platform,
+                message,
+                logs: Vec::new(),
+                duration: std::time::Duration::ZERO,
+            };
+            let permit = self
+                .slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| platform("the runtime is shutting down".into()))?;
+            let inner = self.inner.clone();
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                inner.run(&invocation)
+            })
+            .await
+            .map_err(|e| platform(format!("the sandbox thread failed: {e}")))?
+        })
+    }
+}
+
+impl Inner {
+    fn run(&self, invocation: &Invocation) -> Result<Response, InvokeError> {
+        let started = Instant::now();
+        let event = &invocation.event;
+        let stdout = MemoryOutputPipe::new(MAX_RESPONSE_BYTES);
+        let stderr = MemoryOutputPipe::new(MAX_LOG_BYTES);
+        let deadline_ms = invocation
+            .deadline
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdin(MemoryInputPipe::new(event.data.clone()))
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .args(&[self.name.as_str()])
+            .envs(&self.env)
+            .env("SLUICE_REQUEST_ID", &invocation.request_id)
+            .env("SLUICE_ATTEMPT", invocation.attempt.to_string())
+            .env("SLUICE_DEADLINE_MS", deadline_ms.to_string())
+            .env("SLUICE_EVENT_ID", &event.id)
+            .env("SLUICE_EVENT_TYPE", &event.ty)
+            .env("SLUICE_EVENT_SOURCE", &event.source)
+            .env("SLUICE_EVENT_TIME", event.time.to_rfc3339())
+            .env("SLUICE_TRACEPARENT", &event.traceparent);
+        if let Some(subject) = &event.subject {
+            wasi.env("SLUICE_EVENT_SUBJECT", subject);
+        }
+        let state = State {
+            wasi: wasi.build_p1(),
+            limiter: MemoryLimiter { limit: self.memory_limit, peak: 0, refused: None },
+        };
+        let mut store = Store::new(self.pre.module().engine(), state);
+        store.limiter(|state| &mut state.limiter);
+        let remaining = invocation.deadline.duration_since(SystemTime::now()).unwrap_or_default();
+        store.set_epoch_deadline(engine::ticks(remaining));
+        store.epoch_deadline_trap();
+
+        let mut memory_bytes = 0usize;
+        let outcome = match self.pre.instantiate(&mut store) {
+            Ok(instance) => {
+                let result = instance
+                    .get_typed_func::<(), ()>(&mut store, "_start")
+                    .and_then(|start| start.call(&mut store, ()));
+                if let Some(memory) = instance.get_memory(&mut store, "memory") {
+                    memory_bytes = memory.data_size(&store);
+                }
+                result.map_err(|error| (error, false))
+            }
+            Err(error) => Err((error, true)),
+        };
+        let refused = store.data().limiter.refused;
+        memory_bytes = memory_bytes.max(store.data().limiter.peak);
+        drop(store);
+
+        let duration = started.elapsed();
+        let (logs, truncated) = split_logs(&stderr.contents());
+        let mut logs = logs;
+        if truncated {
+            logs.push(format!("[sluice] log output past {MAX_LOG_BYTES} bytes was dropped"));
+        }
+        let fail = |kind: FailureKind, message: String, logs: Vec<String>| InvokeError { kind, message, logs, duration };
+
+        if let Err((error, instantiating)) = outcome {
+            let exit = error.downcast_ref::<I32Exit>().map(|e| e.0);
+            if exit != Some(0) {
+                return Err(self.classify(&error, exit, instantiating, refused, logs, duration));
+            }
+        }
+        let output = stdout.contents();
+        let body = trim_ascii(&output);
+        let body = if body.is_empty() { Bytes::from_static(b"null") } else { output.slice_ref(body) };
+        if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+            let preview: String = String::from_utf8_lossy(&body[..body.len().min(80)]).into_owned();
+            return Err(fail(
+                FailureKind::InvalidResponse,
+                format!("stdout is not JSON ({error}); it starts with {preview:?}"),
+                logs,
+            ));
+        }
+        Ok(Response { body, logs, duration, memory_bytes: memory_bytes as u64 })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn classify(
+        &self,
+        error: &wasmtime::Error,
+        exit: Option<i32>,
+        instantiating: bool,
+        refused: Option<usize>,
+        logs: Vec<String>,
+        duration: std::time::Duration,
+    ) -> InvokeError {
+        // The last two meaningful lines: a Rust panic prints "panicked at FILE:LINE:" and
+        // then the message, followed by a hint about RUST_BACKTRACE.
+        let mut tail: Vec<&str> = logs
+            .iter()
+            .rev()
+            .map(|l| l.trim())
+            .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+            .take(2)
+            .collect();
+        tail.reverse();
+        let last_log = (!tail.is_empty()).then(|| tail.join(" "));
+        let with_log = |message: String| match &last_log {
+            Some(line) => format!("{message} (last log: {line})"),
+            None => message,
+        };
+        let (kind, message) = if let Some(code) = exit {
+            (FailureKind::Handler, with_log(format!("the function exited with status {code}")))
+        } else if let Some(desired) = refused {
+            (
+                FailureKind::MemoryLimit,
+                format!(
+                    "the function tried to grow its memory to {} MiB; the limit is memory_mb = {}",
+                    desired.div_ceil(MIB),
+                    self.memory_mb
+                ),
+            )
+        } else if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            (
+                FailureKind::Timeout,
+                format!("the function ran past its timeout of {} and was stopped", humantime::format_duration(self.timeout)),
+            )
+        } else if instantiating {
+            (FailureKind::Platform, format!("cannot instantiate the module: {}", error.root_cause()))
+        } else {
+            (FailureKind::Trap, with_log(format!("the function trapped: {}", error.root_cause())))
+        };
+        InvokeError { kind, message, logs, duration }
+    }
+}
+
+fn trim_ascii(bytes: &[u8]) -> &[u8] {
+    bytes.trim_ascii()
+}
+
+/// Splits captured stderr into lines; reports whether the capture filled up.
+fn split_logs(bytes: &[u8]) -> (Vec<String>, bool) {
+    let truncated = bytes.len() >= MAX_LOG_BYTES;
+    let text = String::from_utf8_lossy(bytes);
+    (text.lines().map(str::to_owned).collect(), truncated)
+}

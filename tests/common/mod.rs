@@ -1,0 +1,339 @@
+//! Test fixtures: a real nats-server per test, a temporary project, a `sluice up` process.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use futures::StreamExt;
+
+pub const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+
+/// The nats-server binary the tests run (2.10+; set up by scripts/setup.sh).
+pub fn nats_server_binary() -> PathBuf {
+    std::env::var_os("SLUICE_NATS_SERVER").map_or_else(|| PathBuf::from("nats-server"), PathBuf::from)
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind(("127.0.0.1", 0)).unwrap().local_addr().unwrap().port()
+}
+
+/// A nats-server with JetStream on a free loopback port and a temporary store; killed on drop.
+pub struct NatsServer {
+    child: Option<Child>,
+    pub port: u16,
+    store: tempfile::TempDir,
+}
+
+impl NatsServer {
+    pub fn start() -> Self {
+        let store = tempfile::tempdir().unwrap();
+        let mut server = Self { child: None, port: free_port(), store };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(nats_server_binary())
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server runs (scripts/setup.sh installs it; or set SLUICE_NATS_SERVER)");
+        self.child = Some(child);
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(10), "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::connect(self.url()).await.unwrap()
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills and restarts the server on the same port and store.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The built example module `functions/<name>/<name>.wasm`.
+pub fn example_module(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("functions").join(name).join(format!("{name}.wasm"));
+    assert!(path.is_file(), "{} is missing: run scripts/build-functions.sh (scripts/test.sh does)", path.display());
+    path
+}
+
+/// A temporary project directory.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+impl Project {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        // One compiled-module cache for all tests: each example compiles once per run.
+        let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sluice-module-cache");
+        std::fs::write(
+            dir.path().join("sluice.toml"),
+            format!("[runtime]\ncache_dir = {:?}\n", cache.display().to_string()),
+        )
+        .unwrap();
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Adds function `name` running example module `module`, with extra TOML lines.
+    pub fn function(&self, name: &str, module: &str, extra: &str) -> &Self {
+        let dir = self.path().join("functions").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let module = example_module(module);
+        let text = format!(
+            "name = {name:?}\nruntime = \"wasm\"\nmodule = {:?}\n{extra}\n",
+            module.display().to_string()
+        );
+        std::fs::write(dir.join("function.toml"), text).unwrap();
+        self
+    }
+
+    /// Writes a raw function.toml (for configuration errors).
+    pub fn raw_function(&self, folder: &str, text: &str) -> PathBuf {
+        let dir = self.path().join("functions").join(folder);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("function.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Runs a one-shot `sluice` command in the project.
+    pub fn sluice(&self, args: &[&str]) -> Output {
+        Command::new(SLUICE).arg("--dir").arg(self.path()).args(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    /// Runs `sluice` with the given stdin.
+    pub fn sluice_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(SLUICE)
+            .arg("--dir")
+            .arg(self.path())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Starts `sluice up` against `nats_url` (None: embedded) and waits until it is up.
+    pub fn up(&self, nats_url: Option<&str>) -> Up {
+        let log_path = self.path().join(format!("up-{}.log", std::process::id() as u128 * 1000 + next_id()));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut command = Command::new(SLUICE);
+        command.arg("--dir").arg(self.path());
+        if let Some(url) = nats_url {
+            command.args(["--nats", url]);
+        }
+        let mut child = command
+            .arg("up")
+            .env_remove("SLUICE_NATS_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("Sluice is up") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let up = Up { child: Some(child), log_path };
+        if rx.recv_timeout(Duration::from_secs(120)).is_err() {
+            panic!("sluice up did not start; its log:\n{}", up.log());
+        }
+        up
+    }
+}
+
+fn next_id() -> u128 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    u128::from(NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A running `sluice up`; SIGKILLed on drop if still running.
+pub struct Up {
+    child: Option<Child>,
+    pub log_path: PathBuf,
+}
+
+impl Up {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("sluice up did not stop after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// All messages currently in `stream`.
+pub async fn stream_messages(js: &jetstream::Context, stream: &str) -> Vec<jetstream::message::StreamMessage> {
+    let Ok(mut s) = js.get_stream(stream).await else { return Vec::new() };
+    let info = s.info().await.unwrap().state.clone();
+    let mut out = Vec::new();
+    if info.messages == 0 {
+        return out;
+    }
+    for seq in info.first_sequence..=info.last_sequence {
+        if let Ok(message) = s.get_raw_message(seq).await {
+            out.push(message);
+        }
+    }
+    out
+}
+
+/// `(pending, ack_pending)` of a function's consumer.
+pub async fn consumer_backlog(js: &jetstream::Context, function: &str) -> (u64, usize) {
+    let stream = js.get_stream("SLUICE_EVENTS").await.unwrap();
+    let info = stream.consumer_info(function).await.unwrap();
+    (info.num_pending, info.num_ack_pending)
+}
+
+/// Waits until a function's consumer has nothing pending or in flight.
+pub async fn wait_idle(js: &jetstream::Context, function: &str, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        if consumer_backlog(js, function).await == (0, 0) {
+            return;
+        }
+        assert!(started.elapsed() < limit, "function {function} still busy: {:?}", consumer_backlog(js, function).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the stream holds at least `count` messages.
+pub async fn wait_stream_count(js: &jetstream::Context, stream: &str, count: u64, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        if let Ok(mut s) = js.get_stream(stream).await {
+            if s.info().await.unwrap().state.messages >= count {
+                return;
+            }
+        }
+        assert!(started.elapsed() < limit, "stream {stream} did not reach {count} messages");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Collects results of `sluice.results.<function>` as `(event id, body)`.
+pub struct Results {
+    sub: async_nats::Subscriber,
+    pub received: Vec<(String, serde_json::Value)>,
+}
+
+impl Results {
+    pub async fn subscribe(client: &async_nats::Client, function: &str) -> Self {
+        let sub = client.subscribe(format!("sluice.results.{function}")).await.unwrap();
+        client.flush().await.unwrap();
+        Self { sub, received: Vec::new() }
+    }
+
+    /// Waits for `count` results in total (panics after `limit`).
+    pub async fn wait_for(&mut self, count: usize, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.received.len() < count {
+            match tokio::time::timeout_at(deadline, self.sub.next()).await {
+                Ok(Some(message)) => self.push(message),
+                _ => panic!("expected {count} results, got {}: {:?}", self.received.len(), self.received),
+            }
+        }
+    }
+
+    /// Collects whatever arrives during `period`.
+    pub async fn drain(&mut self, period: Duration) {
+        let deadline = tokio::time::Instant::now() + period;
+        while let Ok(Some(message)) = tokio::time::timeout_at(deadline, self.sub.next()).await {
+            self.push(message);
+        }
+    }
+
+    fn push(&mut self, message: async_nats::Message) {
+        let id = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("sluice-event-id"))
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default();
+        let body = serde_json::from_slice(&message.payload).unwrap_or(serde_json::Value::Null);
+        self.received.push((id, body));
+    }
+}
+
+/// A header of a stored message.
+pub fn header<'a>(message: &'a jetstream::message::StreamMessage, name: &str) -> Option<&'a str> {
+    message.headers.get(name).map(|v| v.as_str())
+}

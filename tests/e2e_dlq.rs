@@ -1,0 +1,62 @@
+//! Poison event: after exactly `max_attempts` failures the event is in `SLUICE_DLQ` with the
+//! failure headers and its original attributes and body, and is no longer pending.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_poison_event_lands_in_the_dead_letter_stream() {
+    let nats = NatsServer::start();
+    let project = Project::new();
+    project.function(
+        "worker",
+        "flaky",
+        "subscribe = [\"jobs.*\"]\n[retry]\nmax_attempts = 3\nbackoff = { initial = \"50ms\", factor = 2.0, max = \"1s\", jitter = true }",
+    );
+    let up = project.up(Some(&nats.url()));
+    let client = nats.client().await;
+    let js = async_nats::jetstream::new(client.clone());
+    let mut results = Results::subscribe(&client, "worker").await;
+
+    let body = r#"{"fail":true,"order":42}"#;
+    let out = project.sluice(&[
+        "--nats", &nats.url(), "publish", "jobs.poison", "--data", body, "--id", "poison-1", "--type", "com.example.job",
+        "--source", "tests", "--header", "tenant=acme",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    wait_stream_count(&js, "SLUICE_DLQ", 1, Duration::from_secs(30)).await;
+    wait_idle(&js, "worker", Duration::from_secs(10)).await;
+    let dlq = stream_messages(&js, "SLUICE_DLQ").await;
+    assert_eq!(dlq.len(), 1);
+    let entry = &dlq[0];
+    assert_eq!(entry.subject.as_str(), "sluice.dlq.worker");
+    assert_eq!(&entry.payload[..], body.as_bytes(), "original body");
+    assert_eq!(header(entry, "sluice-function"), Some("worker"));
+    assert_eq!(header(entry, "sluice-attempts"), Some("3"));
+    assert_eq!(header(entry, "sluice-error-kind"), Some("error"));
+    assert!(header(entry, "sluice-error").unwrap().contains("exited with status 1"), "{:?}", header(entry, "sluice-error"));
+    assert_eq!(header(entry, "sluice-original-subject"), Some("sluice.events.jobs.poison"));
+    assert_eq!(header(entry, "sluice-original-seq"), Some("1"));
+    for time in ["sluice-first-attempt", "sluice-failed-at"] {
+        let value = header(entry, time).unwrap_or_else(|| panic!("{time} missing"));
+        assert!(chrono::DateTime::parse_from_rfc3339(value).is_ok(), "{time}: {value}");
+    }
+    assert!(header(entry, "sluice-first-attempt") <= header(entry, "sluice-failed-at"));
+    assert_eq!(header(entry, "ce-id"), Some("poison-1"));
+    assert_eq!(header(entry, "ce-type"), Some("com.example.job"));
+    assert_eq!(header(entry, "ce-source"), Some("tests"));
+    assert_eq!(header(entry, "ce-specversion"), Some("1.0"));
+    assert_eq!(header(entry, "content-type"), Some("application/json"));
+    assert_eq!(header(entry, "tenant"), Some("acme"));
+    assert!(header(entry, "traceparent").is_some());
+
+    // The original is no longer pending: terminated, not redelivered.
+    assert_eq!(consumer_backlog(&js, "worker").await, (0, 0));
+    results.drain(Duration::from_millis(300)).await;
+    assert!(results.received.is_empty());
+    assert_eq!(up.log().matches("Invocation failed.").count(), 3, "exactly max_attempts attempts");
+}
