@@ -1,0 +1,85 @@
+//! Bad configuration: `sluice` exits with status 2 and names the file and the field.
+
+mod common;
+
+use common::*;
+
+fn assert_config_error(project: &Project, path: &std::path::Path, field: &str) {
+    for args in [&["functions", "list"][..], &["up"][..]] {
+        let out = project.sluice(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(&path.display().to_string()), "{args:?} names the file: {stderr}");
+        assert!(stderr.contains(field), "{args:?} names `{field}`: {stderr}");
+    }
+}
+
+#[test]
+fn unknown_field() {
+    let project = Project::new();
+    let path = project.raw_function("a", "name = \"a\"\nruntime = \"wasm\"\nmodule = \"a.wasm\"\nmemroy_mb = 64\n");
+    assert_config_error(&project, &path, "memroy_mb");
+}
+
+#[test]
+fn bad_duration() {
+    let project = Project::new();
+    let module = example_module("hello");
+    let path = project.raw_function(
+        "a",
+        &format!("name = \"a\"\nruntime = \"wasm\"\nmodule = {:?}\ntimeout = \"3 parsecs\"\n", module.display().to_string()),
+    );
+    assert_config_error(&project, &path, "timeout");
+}
+
+#[test]
+fn missing_module() {
+    let project = Project::new();
+    let path = project.raw_function("a", "name = \"a\"\nruntime = \"wasm\"\nmodule = \"nowhere.wasm\"\n");
+    assert_config_error(&project, &path, "module");
+}
+
+#[test]
+fn duplicate_names() {
+    let project = Project::new();
+    project.function("one", "hello", "");
+    let module = example_module("hello");
+    let path = project.raw_function(
+        "two",
+        &format!("name = \"one\"\nruntime = \"wasm\"\nmodule = {:?}\n", module.display().to_string()),
+    );
+    assert_config_error(&project, &path, "name");
+}
+
+#[test]
+fn out_of_range_retry() {
+    let project = Project::new();
+    project.function("a", "hello", "[retry]\nmax_attempts = 0");
+    let path = project.path().join("functions/a/function.toml");
+    assert_config_error(&project, &path, "retry.max_attempts");
+}
+
+#[test]
+fn unknown_runtime() {
+    let project = Project::new();
+    let path = project.raw_function("a", "name = \"a\"\nruntime = \"jvm\"\nmodule = \"a.jar\"\n");
+    assert_config_error(&project, &path, "runtime");
+}
+
+#[test]
+fn a_valid_project_lists_its_functions() {
+    let project = Project::new();
+    project.function("hello", "hello", "subscribe = [\"greetings\"]\nmemory_mb = 32\ntimeout = \"1500ms\"");
+    let out = project.sluice(&["--json", "functions", "list"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["name"], "hello");
+    assert_eq!(list[0]["runtime"], "wasm");
+    assert_eq!(list[0]["memory_mb"], 32);
+    assert_eq!(list[0]["timeout_ms"], 1500);
+    assert_eq!(list[0]["max_attempts"], 3);
+    assert_eq!(list[0]["subscribe"][0], "greetings");
+    let out = project.sluice(&["functions", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("hello") && text.contains("1s 500ms") && text.contains("greetings"), "{text}");
+}

