@@ -155,6 +155,18 @@ pub fn new_traceparent() -> String {
     format!("00-{}-{}-01", hex::encode(trace), hex::encode(span))
 }
 
+/// A `traceparent` for work caused by `parent`: the same trace, a new span.
+pub fn child_traceparent(parent: &str) -> String {
+    if !valid_traceparent(parent) {
+        return new_traceparent();
+    }
+    let mut span = [0u8; 8];
+    rand::rng().fill_bytes(&mut span);
+    span[0] |= 1;
+    let parts: Vec<&str> = parent.split('-').collect();
+    format!("00-{}-{}-{}", parts[1], hex::encode(span), parts[3])
+}
+
 /// Whether a `traceparent` has the W3C shape `00-<32 hex>-<16 hex>-<2 hex>`.
 pub fn valid_traceparent(value: &str) -> bool {
     let parts: Vec<&str> = value.split('-').collect();
@@ -216,6 +228,11 @@ mod tests {
     #[test]
     fn traceparents_are_checked() {
         assert!(valid_traceparent(&new_traceparent()));
+        let parent = new_traceparent();
+        let child = child_traceparent(&parent);
+        assert!(valid_traceparent(&child));
+        assert_eq!(child[3..35], parent[3..35], "same trace id");
+        assert_ne!(child[36..52], parent[36..52], "new span id");
         assert!(!valid_traceparent("00-00000000000000000000000000000000-0000000000000001-01"));
         assert!(!valid_traceparent("garbage"));
     }

@@ -45,6 +45,13 @@ fn failures_exit_1_with_their_cause() {
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(report["outcome"], outcome, "{event}: {report}");
     }
+    // A guest blocked in a host call (a sleep) is stopped at its timeout too, not when the
+    // call returns.
+    let out = project.sluice_with_stdin(&["--json", "invoke", "slow", "--event", "-"], br#"{"sleep_ms":20000}"#);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outcome"], "timeout", "{report}");
+    assert!(report["duration_ms"].as_f64().unwrap() < 20000.0, "{report}");
+
     let out = project.sluice_with_stdin(&["--json", "invoke", "small", "--event", "-"], br#"{"panic":"boom"}"#);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["error"].as_str().unwrap().contains("boom"), "the panic message is in the error: {report}");

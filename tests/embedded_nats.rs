@@ -29,6 +29,11 @@ async fn up_runs_its_own_server_and_publish_finds_it() {
     assert_eq!(results.received[0].1["message"], "Hello, Embedded!");
     drop(client);
 
+    // A second `up` in the same directory is refused: the server would stop with the first.
+    let out = project.sluice(&["up"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already running"), "{}", String::from_utf8_lossy(&out.stderr));
+
     assert!(up.terminate().success());
     assert!(!project.path().join(".sluice/nats.json").exists());
     let alive = unsafe { libc::kill(server_pid, 0) } == 0;

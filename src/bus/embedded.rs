@@ -116,10 +116,10 @@ impl Drop for EmbeddedNats {
 pub fn discover(dir: &Path) -> Option<String> {
     let text = std::fs::read(dir.join(".sluice").join(STATE_FILE)).ok()?;
     let state: State = serde_json::from_slice(&text).ok()?;
-    let pid = i32::try_from(state.pid).ok()?;
-    // SAFETY: signal 0 only checks that the process exists.
-    let alive = unsafe { libc::kill(pid, 0) } == 0;
-    alive.then_some(state.url)
+    // A killed `up` leaves the file behind; trust it only while that process is still a
+    // nats-server (not a recycled pid).
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", state.pid)).ok()?;
+    comm.trim().starts_with("nats-server").then_some(state.url)
 }
 
 /// Runs `nats-server --version` ("nats-server: v2.15.1") and returns "2.15.1".

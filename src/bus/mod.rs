@@ -59,6 +59,16 @@ pub struct Bus {
     pub url: String,
 }
 
+/// How a connecting process treats Sluice's streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamSetup {
+    /// `sluice up`: create them, or bring them to the project's settings.
+    CreateOrUpdate,
+    /// Tools (`publish`, ...): create what is missing, never change what exists, so a tool
+    /// run from another directory cannot reset the limits `up` set.
+    CreateMissing,
+}
+
 /// What JetStream said about a publish.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Published {
@@ -71,7 +81,7 @@ pub struct Published {
 
 impl Bus {
     /// Connects, checks the server version and ensures Sluice's streams exist as configured.
-    pub async fn connect(url: &str, settings: &BusSettings) -> anyhow::Result<Self> {
+    pub async fn connect(url: &str, settings: &BusSettings, setup: StreamSetup) -> anyhow::Result<Self> {
         let client = async_nats::ConnectOptions::new()
             .name("sluice")
             .connection_timeout(Duration::from_secs(5))
@@ -85,11 +95,11 @@ impl Bus {
         }
         let js = jetstream::new(client.clone());
         let bus = Self { client, js, url: url.to_owned() };
-        bus.ensure_streams(settings).await?;
+        bus.ensure_streams(settings, setup).await?;
         Ok(bus)
     }
 
-    async fn ensure_streams(&self, settings: &BusSettings) -> anyhow::Result<()> {
+    async fn ensure_streams(&self, settings: &BusSettings, setup: StreamSetup) -> anyhow::Result<()> {
         let events = stream::Config {
             name: EVENTS_STREAM.into(),
             description: Some("Sluice events: topics and direct deliveries".into()),
@@ -115,12 +125,12 @@ impl Bus {
             ..Default::default()
         };
         for config in [events, dlq] {
-            self.ensure_stream(config).await?;
+            self.ensure_stream(config, setup).await?;
         }
         Ok(())
     }
 
-    async fn ensure_stream(&self, config: stream::Config) -> anyhow::Result<()> {
+    async fn ensure_stream(&self, config: stream::Config, setup: StreamSetup) -> anyhow::Result<()> {
         let name = config.name.clone();
         let stream = self
             .js
@@ -128,7 +138,8 @@ impl Bus {
             .await
             .with_context(|| format!("creating stream {name}"))?;
         let current = &stream.cached_info().config;
-        let differs = current.subjects != config.subjects
+        let differs = setup == StreamSetup::CreateOrUpdate
+            && current.subjects != config.subjects
             || current.max_age != config.max_age
             || current.duplicate_window != config.duplicate_window
             || current.num_replicas != config.num_replicas;

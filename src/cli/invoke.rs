@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -60,7 +59,9 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         max_memory_mb: def.config.memory_mb,
         cache_dir: project.cache_dir(),
     })?;
-    let function = host.load(&def.config, &def.module_path)?;
+    let function = host
+        .load(&def.config, &def.module_path)
+        .map_err(|e| crate::config::ConfigError::new(&def.path, Some("module"), format!("{e:#}")))?;
     let mut event = Event::new("sluice.invoke", "sluice.invoke", data);
     if args.raw {
         event.content_type = None;
@@ -68,7 +69,6 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let invocation = Invocation {
         request_id: uuid::Uuid::new_v4().to_string(),
         attempt: 1,
-        deadline: SystemTime::now() + def.config.timeout,
         event: Arc::new(event),
     };
     let request_id = invocation.request_id.clone();

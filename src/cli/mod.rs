@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{ConfigError, Project};
+use crate::config::{ConfigError, Project, Settings};
 
 /// Sluice: serverless functions on your own machines, driven by events on NATS JetStream.
 #[derive(Debug, Parser)]
@@ -76,20 +76,32 @@ pub struct Context {
 
 impl Context {
     pub fn project(&self) -> Result<Project, ConfigError> {
-        if !self.dir.is_dir() {
-            return Err(ConfigError::new(&self.dir, None, "the project directory does not exist (check --dir)"));
-        }
+        self.check_dir()?;
         Project::load(&self.dir)
     }
 
+    /// Only `sluice.toml`: for commands that talk to the bus but run no function.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        self.check_dir()?;
+        Settings::load(&self.dir)
+    }
+
+    fn check_dir(&self) -> Result<(), ConfigError> {
+        if self.dir.is_dir() {
+            Ok(())
+        } else {
+            Err(ConfigError::new(&self.dir, None, "the project directory does not exist (check --dir)"))
+        }
+    }
+
     /// The configured NATS URL: `--nats`/`SLUICE_NATS_URL`, then `[nats] url` in sluice.toml.
-    pub fn configured_nats(&self, project: Option<&Project>) -> Option<String> {
-        self.nats.clone().or_else(|| project.and_then(|p| p.settings.nats.url.clone()))
+    pub fn configured_nats(&self, settings: &Settings) -> Option<String> {
+        self.nats.clone().or_else(|| settings.nats.url.clone())
     }
 
     /// A URL to reach NATS at: the configured one, else a `sluice up`'s embedded server.
-    pub fn nats_url(&self, project: Option<&Project>) -> anyhow::Result<String> {
-        if let Some(url) = self.configured_nats(project) {
+    pub fn nats_url(&self, settings: &Settings) -> anyhow::Result<String> {
+        if let Some(url) = self.configured_nats(settings) {
             return Ok(url);
         }
         crate::bus::embedded::discover(&self.dir).ok_or_else(|| {
@@ -99,10 +111,5 @@ impl Context {
                 self.dir.display()
             )
         })
-    }
-
-    /// The bus settings of the project when it has a readable sluice.toml, else defaults.
-    pub fn bus_settings(project: Option<&Project>) -> crate::config::BusSettings {
-        project.map(|p| p.settings.bus.clone()).unwrap_or_default()
     }
 }

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::output::print_json;
 use super::Context;
-use crate::bus::{self, Bus};
+use crate::bus::{self, Bus, StreamSetup};
 use crate::config::validate_topic;
 use crate::error::UsageError;
 use crate::event::{validate_header, Event, JSON};
@@ -63,9 +63,9 @@ struct Output {
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let event = build_event(&args)?;
-    let project = ctx.project().ok();
-    let url = ctx.nats_url(project.as_ref())?;
-    let bus = Bus::connect(&url, &Context::bus_settings(project.as_ref())).await?;
+    let settings = ctx.settings()?;
+    let url = ctx.nats_url(&settings)?;
+    let bus = Bus::connect(&url, &settings.bus, StreamSetup::CreateMissing).await?;
     let subject = bus::topic_subject(&args.topic);
     let published = bus.publish_event(subject.clone(), &event).await?;
     if ctx.json {

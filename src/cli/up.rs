@@ -15,8 +15,9 @@ use tracing::{info, warn};
 
 use super::Context;
 use crate::bus::embedded::{self, EmbeddedNats};
-use crate::bus::Bus;
+use crate::bus::{Bus, StreamSetup};
 use crate::config::ConfigError;
+use crate::error::UsageError;
 use crate::dispatch::Dispatcher;
 use crate::runtime::wasm::{HostConfig, WasmHost};
 
@@ -28,12 +29,18 @@ pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<ExitCode> {
 
     // Started here, on the main thread: the server is tied to the lifetime of this thread.
     let mut server: Option<EmbeddedNats> = None;
-    let url = match ctx.configured_nats(Some(&project)) {
+    let url = match ctx.configured_nats(&project.settings) {
         Some(url) => url,
         None => match embedded::discover(&ctx.dir) {
             Some(url) => {
-                info!(%url, "Joining the embedded NATS server of the other `sluice up` in this directory.");
-                url
+                // Its server stops with it; workers that must outlive each other share a
+                // configured server instead.
+                return Err(UsageError::new(format!(
+                    "another `sluice up` is already running in {} (embedded NATS at {url}); stop it first, \
+                     or run several workers against one server with --nats URL",
+                    ctx.dir.display()
+                ))
+                .into());
             }
             None => {
                 let started = EmbeddedNats::start(&ctx.dir)?;
@@ -44,7 +51,7 @@ pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<ExitCode> {
             }
         },
     };
-    let bus = Bus::connect(&url, &project.settings.bus).await?;
+    let bus = Bus::connect(&url, &project.settings.bus, StreamSetup::CreateOrUpdate).await?;
 
     let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
     let host = WasmHost::new(HostConfig {

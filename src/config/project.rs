@@ -97,15 +97,28 @@ pub struct Project {
     pub functions: Vec<FunctionDef>,
 }
 
+impl Settings {
+    /// Loads `dir/sluice.toml`; defaults when there is none.
+    pub fn load(dir: &Path) -> Result<Self, ConfigError> {
+        let path = dir.join("sluice.toml");
+        if !path.exists() {
+            return Ok(Self::default());
+        }
+        let settings: Settings = read_toml(&path)?;
+        if settings.bus.replicas == 0 || settings.bus.replicas > 5 {
+            return Err(ConfigError::new(&path, Some("bus.replicas"), "use 1 to 5"));
+        }
+        if settings.runtime.max_concurrent == Some(0) {
+            return Err(ConfigError::new(&path, Some("runtime.max_concurrent"), "must be at least 1"));
+        }
+        Ok(settings)
+    }
+}
+
 impl Project {
     /// Loads `dir/sluice.toml` (optional) and `dir/functions/*/function.toml`.
     pub fn load(dir: &Path) -> Result<Self, ConfigError> {
-        let settings_path = dir.join("sluice.toml");
-        let settings: Settings =
-            if settings_path.exists() { read_toml(&settings_path)? } else { Settings::default() };
-        if settings.bus.replicas == 0 || settings.bus.replicas > 5 {
-            return Err(ConfigError::new(&settings_path, Some("bus.replicas"), "use 1 to 5"));
-        }
+        let settings = Settings::load(dir)?;
         let functions = load_functions(&dir.join("functions"))?;
         Ok(Self { dir: dir.to_path_buf(), settings, functions })
     }

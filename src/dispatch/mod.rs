@@ -19,7 +19,7 @@ pub mod retry;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
 use chrono::{DateTime, Utc};
@@ -148,8 +148,8 @@ impl Dispatcher {
         let max_attempts = self.function.retry.max_attempts;
         if attempt > max_attempts {
             let error = format!(
-                "lost: attempt {} of {max_attempts} never reported back (the worker stopped or lost its connection); \
-                 no attempts are left",
+                "attempt {} of {max_attempts} did not finish: the worker stopped, lost its NATS connection, \
+                 or could not store the outcome; no attempts are left",
                 attempt - 1
             );
             self.dead_letter(&delivery, attempt - 1, "lost", &error, None).await;
@@ -161,7 +161,6 @@ impl Dispatcher {
         let invocation = Invocation {
             request_id: request_id.clone(),
             attempt,
-            deadline: SystemTime::now() + self.function.timeout,
             event: event.clone(),
         };
         let span = tracing::info_span!("sluice.invoke", function = %name, request_id = %request_id, event_id = %event.id, attempt);
@@ -213,9 +212,11 @@ impl Dispatcher {
             let mut chained = Event::new(format!("sluice:function:{name}"), "sluice.function.result", response.body.clone());
             // Derived from the cause, so a retried chain publish is deduplicated.
             chained.id = format!("{}:{name}", delivery.event.id);
-            chained.traceparent = delivery.event.traceparent.clone();
+            chained.traceparent = crate::event::child_traceparent(&delivery.event.traceparent);
             chained.set_extension("sluice-caused-by", delivery.event.id.clone());
-            if let Err(error) = self.bus.publish_event(bus::topic_subject(topic), &chained).await {
+            let subject = bus::topic_subject(topic);
+            let stored = persist(delivery.message, name, "the on_success event", || self.bus.publish_event(subject.clone(), &chained)).await;
+            if let Err(error) = stored {
                 warn!(function = %name, request_id = %request_id, topic = %topic, error = %format!("{error:#}"), "Cannot publish the on_success event; the invocation will be retried.");
                 let delay = retry::backoff_cap(&self.function.retry, attempt);
                 nak(delivery.message, delay, name).await;
@@ -288,7 +289,7 @@ impl Dispatcher {
             failed_at: Utc::now(),
             request_id: last.map(|(id, _)| id),
         };
-        match dlq::write(&self.bus, delivery.event, &record).await {
+        match persist(delivery.message, name, "the dead letter", || dlq::write(&self.bus, delivery.event, &record)).await {
             Ok(published) => {
                 warn!(
                     function = %name,
@@ -338,6 +339,31 @@ struct Delivery<'a> {
     stream: &'a str,
     sequence: u64,
     published: DateTime<Utc>,
+}
+
+/// Stores something the event's outcome depends on (a dead letter, a chained event), trying
+/// a few times over a couple of seconds before giving up; keeps the delivery ours meanwhile.
+async fn persist<T, F, Fut>(message: &jetstream::Message, function: &str, what: &str, mut store: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    const TRIES: u32 = 5;
+    let mut delay = Duration::from_millis(100);
+    let mut tries = 1;
+    loop {
+        match store().await {
+            Ok(value) => return Ok(value),
+            Err(error) if tries < TRIES => {
+                warn!(function = %function, error = %format!("{error:#}"), tries, "Cannot store {what}; trying again.");
+                let _ = message.ack_with(AckKind::Progress).await;
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                tries += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 async fn nak(message: &jetstream::Message, delay: Duration, function: &str) {

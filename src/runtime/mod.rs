@@ -7,7 +7,7 @@
 pub mod wasm;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -21,8 +21,6 @@ pub struct Invocation {
     pub request_id: String,
     /// 1 for the first attempt.
     pub attempt: u32,
-    /// When the attempt must have finished (now + the function's timeout).
-    pub deadline: SystemTime,
     pub event: Arc<Event>,
 }
 

@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod engine;
+mod output;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,9 +21,10 @@ use futures::future::BoxFuture;
 use tokio::sync::Semaphore;
 use wasmtime::{Engine, InstancePre, Linker, Module, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
+use self::output::CappedOutput;
 use super::{FailureKind, Invocation, InvokeError, Response, Runtime};
 use crate::config::FunctionConfig;
 
@@ -62,7 +64,7 @@ impl WasmHost {
         };
         let engine = engine::build(limits).map_err(|e| anyhow::anyhow!("{e:?}")).context("creating the wasm engine")?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut State| &mut state.wasi)
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |state: &mut State| &mut state.wasi)
             .map_err(|e| anyhow::anyhow!("{e:?}"))
             .context("adding WASI to the linker")?;
         Ok(Self {
@@ -162,10 +164,10 @@ impl ResourceLimiter for MemoryLimiter {
 }
 
 impl WasmFunction {
-    /// Runs one invocation on the calling thread (blocking). [`Runtime::invoke`] wraps this
-    /// in a blocking task behind the host-wide concurrency limit.
-    pub fn invoke_blocking(&self, invocation: &Invocation) -> Result<Response, InvokeError> {
-        self.inner.run(invocation)
+    /// Runs one invocation on the current thread, driving it with `handle`'s timers.
+    /// [`Runtime::invoke`] does this on a blocking thread behind the host-wide limit.
+    pub fn invoke_on_this_thread(&self, handle: &tokio::runtime::Handle, invocation: &Invocation) -> Result<Response, InvokeError> {
+        handle.block_on(self.inner.run(invocation))
     }
 }
 
@@ -185,9 +187,11 @@ impl Runtime for WasmFunction {
                 .await
                 .map_err(|_| platform("the runtime is shutting down".into()))?;
             let inner = self.inner.clone();
+            let handle = tokio::runtime::Handle::current();
+            // Guest code is CPU-bound: it runs on a blocking thread, never on the async workers.
             tokio::task::spawn_blocking(move || {
                 let _permit = permit;
-                inner.run(&invocation)
+                handle.block_on(inner.run(&invocation))
             })
             .await
             .map_err(|e| platform(format!("the sandbox thread failed: {e}")))?
@@ -196,15 +200,14 @@ impl Runtime for WasmFunction {
 }
 
 impl Inner {
-    fn run(&self, invocation: &Invocation) -> Result<Response, InvokeError> {
+    async fn run(&self, invocation: &Invocation) -> Result<Response, InvokeError> {
         let started = Instant::now();
         let event = &invocation.event;
-        let stdout = MemoryOutputPipe::new(MAX_RESPONSE_BYTES);
-        let stderr = MemoryOutputPipe::new(MAX_LOG_BYTES);
-        let deadline_ms = invocation
-            .deadline
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
+        let stdout = CappedOutput::new(MAX_RESPONSE_BYTES);
+        let stderr = CappedOutput::new(MAX_LOG_BYTES);
+        // The clock starts when the sandbox does, not while the event waited for a slot.
+        let deadline = SystemTime::now() + self.timeout;
+        let deadline_ms = deadline.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdin(MemoryInputPipe::new(event.data.clone()))
             .stdout(stdout.clone())
@@ -228,31 +231,32 @@ impl Inner {
         };
         let mut store = Store::new(self.pre.module().engine(), state);
         store.limiter(|state| &mut state.limiter);
-        let remaining = invocation.deadline.duration_since(SystemTime::now()).unwrap_or_default();
-        store.set_epoch_deadline(engine::ticks(remaining));
+        store.set_epoch_deadline(engine::ticks(self.timeout));
         store.epoch_deadline_trap();
 
+        // Two clocks stop a function at its timeout: the epoch deadline traps running guest
+        // code, and this timer cancels a guest blocked in a host call (a sleep).
         let mut memory_bytes = 0usize;
-        let outcome = match self.pre.instantiate(&mut store) {
-            Ok(instance) => {
-                let result = instance
-                    .get_typed_func::<(), ()>(&mut store, "_start")
-                    .and_then(|start| start.call(&mut store, ()));
-                if let Some(memory) = instance.get_memory(&mut store, "memory") {
-                    memory_bytes = memory.data_size(&store);
-                }
-                result.map_err(|error| (error, false))
+        let run = async {
+            let instance = self.pre.instantiate_async(&mut store).await.map_err(|e| (e, true))?;
+            let start = instance.get_typed_func::<(), ()>(&mut store, "_start").map_err(|e| (e, true))?;
+            let result = start.call_async(&mut store, ()).await;
+            if let Some(memory) = instance.get_memory(&mut store, "memory") {
+                memory_bytes = memory.data_size(&store);
             }
-            Err(error) => Err((error, true)),
+            result.map_err(|e| (e, false))
+        };
+        let outcome = match tokio::time::timeout(self.timeout, run).await {
+            Ok(outcome) => outcome,
+            Err(_elapsed) => Err((wasmtime::Error::new(Trap::Interrupt), false)),
         };
         let refused = store.data().limiter.refused;
         memory_bytes = memory_bytes.max(store.data().limiter.peak);
         drop(store);
 
         let duration = started.elapsed();
-        let (logs, truncated) = split_logs(&stderr.contents());
-        let mut logs = logs;
-        if truncated {
+        let mut logs = split_logs(&stderr.contents());
+        if stderr.overflowed() {
             logs.push(format!("[sluice] log output past {MAX_LOG_BYTES} bytes was dropped"));
         }
         let fail = |kind: FailureKind, message: String, logs: Vec<String>| InvokeError { kind, message, logs, duration };
@@ -262,6 +266,13 @@ impl Inner {
             if exit != Some(0) {
                 return Err(self.classify(&error, exit, instantiating, refused, logs, duration));
             }
+        }
+        if stdout.overflowed() {
+            return Err(fail(
+                FailureKind::InvalidResponse,
+                format!("the response is larger than {} MiB", MAX_RESPONSE_BYTES / MIB),
+                logs,
+            ));
         }
         let output = stdout.contents();
         let body = trim_ascii(&output);
@@ -331,9 +342,7 @@ fn trim_ascii(bytes: &[u8]) -> &[u8] {
     bytes.trim_ascii()
 }
 
-/// Splits captured stderr into lines; reports whether the capture filled up.
-fn split_logs(bytes: &[u8]) -> (Vec<String>, bool) {
-    let truncated = bytes.len() >= MAX_LOG_BYTES;
-    let text = String::from_utf8_lossy(bytes);
-    (text.lines().map(str::to_owned).collect(), truncated)
+/// Splits captured stderr into lines.
+fn split_logs(bytes: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(bytes).lines().map(str::to_owned).collect()
 }
