@@ -83,3 +83,13 @@ fn a_valid_project_lists_its_functions() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("hello") && text.contains("1s 500ms") && text.contains("greetings"), "{text}");
 }
+
+#[test]
+fn the_example_project_loads() {
+    // Every example function in the repository parses and validates.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let project = sluice::config::Project::load(root).unwrap();
+    let names: Vec<&str> = project.functions.iter().map(|f| f.config.name.as_str()).collect();
+    assert_eq!(names, ["flaky", "hello"]);
+    assert!(project.function("hello").unwrap().config.subscribe.contains(&"greetings".to_owned()));
+}
