@@ -4,6 +4,7 @@
 //! which stores it in JetStream; [`dispatch`] pulls it for every subscribed function and runs
 //! it in a [`runtime`]; a failure that exhausts its retries lands in the dead-letter stream.
 
+pub mod bench;
 pub mod bus;
 pub mod cli;
 pub mod config;

@@ -11,6 +11,7 @@ pub mod embedded;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::{self, consumer, stream};
 use async_nats::HeaderMap;
 use bytes::Bytes;
@@ -160,13 +161,24 @@ impl Bus {
     /// Publishes a message and waits for JetStream's acknowledgement.
     pub async fn publish_raw(&self, subject: String, headers: HeaderMap, payload: Bytes) -> anyhow::Result<Published> {
         let ack = self
-            .js
-            .publish_with_headers(subject.clone(), headers, payload)
-            .await
-            .with_context(|| format!("publishing to {subject}"))?
+            .send_raw(subject.clone(), headers, payload)
+            .await?
             .await
             .with_context(|| format!("JetStream did not acknowledge the publish to {subject}"))?;
         Ok(Published { stream: ack.stream, seq: ack.sequence, duplicate: ack.duplicate })
+    }
+
+    /// Sends an event without waiting for the acknowledgement, for publishers that keep a
+    /// window of publishes in flight; the event is stored once the returned future resolves.
+    pub async fn send_event(&self, subject: String, event: &Event) -> anyhow::Result<PublishAckFuture> {
+        self.send_raw(subject, event.to_headers(), event.data.clone()).await
+    }
+
+    async fn send_raw(&self, subject: String, headers: HeaderMap, payload: Bytes) -> anyhow::Result<PublishAckFuture> {
+        self.js
+            .publish_with_headers(subject.clone(), headers, payload)
+            .await
+            .with_context(|| format!("publishing to {subject}"))
     }
 
     /// Creates or updates the durable pull consumer of a function: its subscribed topics

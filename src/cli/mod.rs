@@ -1,6 +1,7 @@
 //! The `sluice` command line: one file per subcommand. Each command returns data that is
 //! rendered once, as a table (or plain lines) for people or as JSON with `--json`.
 
+mod bench;
 mod functions;
 mod invoke;
 pub mod output;
@@ -44,6 +45,8 @@ pub enum Command {
     /// Inspect the project's functions.
     #[command(subcommand)]
     Functions(functions::Command),
+    /// Measure raw JetStream, bare wasmtime, Sluice end to end and cold starts in one run.
+    Bench(bench::Args),
 }
 
 impl Cli {
@@ -64,6 +67,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Publish(args) => publish::run(&ctx, args).await,
         Command::Invoke(args) => invoke::run(&ctx, args).await,
         Command::Functions(command) => functions::run(&ctx, command),
+        Command::Bench(args) => bench::run(&ctx, args).await,
     }
 }
 

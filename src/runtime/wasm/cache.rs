@@ -46,6 +46,17 @@ pub fn load(engine: &Engine, cache_dir: &Path, bytes: &[u8]) -> anyhow::Result<M
         .context("loading the compiled module")
 }
 
+/// Compiles `bytes` into the cache without loading it (ahead-of-time deployment).
+pub fn precompile(engine: &Engine, cache_dir: &Path, bytes: &[u8]) -> anyhow::Result<PathBuf> {
+    let path = cache_path(engine, cache_dir, bytes);
+    let compiled = engine
+        .precompile_module(bytes)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))
+        .context("compiling the module")?;
+    store(&path, &compiled).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
 /// Writes atomically (temporary file + rename), so a concurrent reader never sees half a file.
 fn store(path: &Path, compiled: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {

@@ -1,0 +1,708 @@
+//! `sluice bench`: the platform against its physical baselines, measured side by side in one
+//! run on one machine: raw JetStream (no wasm), bare wasmtime (no NATS), Sluice end to end,
+//! and cold starts. Ratios between phases of the same run hold on a noisy shared box where
+//! absolute numbers do not.
+
+pub mod noop;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer, stream};
+use bytes::Bytes;
+use futures::StreamExt as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{self, Bus};
+use crate::config::{FunctionConfig, RetryConfig, RuntimeKind};
+use crate::dispatch::Dispatcher;
+use crate::event::Event;
+use crate::runtime::wasm::{cache, HostConfig, WasmHost};
+use crate::runtime::{Invocation, Runtime};
+
+/// Publishes kept in flight by every publisher of the bench (raw and Sluice alike).
+const PUBLISH_WINDOW: usize = 4096;
+/// Iterations of the per-invocation phases.
+const INVOKE_ITERATIONS: usize = 5000;
+/// Distinct functions of the cold-start phase.
+const COLD_FUNCTIONS: usize = 50;
+/// How long the latency phase publishes at half the measured rate.
+const LATENCY_PERIOD: Duration = Duration::from_secs(3);
+/// Longest wait for one phase's events.
+const PHASE_LIMIT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub events: usize,
+    pub size: usize,
+    pub concurrency: u32,
+    /// Show progress bars (on a terminal).
+    pub progress: bool,
+}
+
+/// The report; field names are documented in docs/performance.md.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub machine: Machine,
+    pub options: ReportOptions,
+    pub raw_jetstream: RawJetStream,
+    pub bare_wasmtime: InvokeStats,
+    pub sluice_runtime: InvokeStats,
+    pub sluice: EndToEnd,
+    pub latency: Latency,
+    pub cold_start: ColdStart,
+    pub ratios: Ratios,
+    pub noop: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub nats_server_version: String,
+    pub sluice_version: &'static str,
+    pub os: &'static str,
+    pub arch: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReportOptions {
+    pub events: usize,
+    pub size: usize,
+    pub concurrency: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RawJetStream {
+    pub publish_msgs_per_sec: f64,
+    pub consume_msgs_per_sec: f64,
+    pub overlapped_msgs_per_sec: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InvokeStats {
+    pub iterations: usize,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    /// Process CPU time per invocation (all threads).
+    pub cpu_us_per_invocation: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EndToEnd {
+    pub events: usize,
+    pub events_per_sec: f64,
+    /// Events of this phase and the latency phase that ran exactly once.
+    pub invoked_once: usize,
+    pub duplicates: usize,
+    pub missing: usize,
+    pub exactly_once: bool,
+    /// Responses are published on `sluice.results.<function>`, as for any function.
+    pub results_published: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Latency {
+    pub publish_to_handler: Percentiles,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Percentiles {
+    pub rate_per_sec: f64,
+    pub events: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ColdStart {
+    pub functions: usize,
+    pub precompiled: Cold,
+    pub from_source: Cold,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Cold {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Ratios {
+    pub end_to_end_vs_raw_jetstream: f64,
+    pub invoke_cpu_vs_bare_wasmtime: f64,
+}
+
+const NOOP_DESCRIPTION: &str = "WASI preview-1 command: reads the realtime clock on entry, reads the whole event from stdin, \
+writes {\"entered_ns\":N} to stdout; a fresh instance per event; the dispatcher publishes each response on \
+sluice.results.<function> and acks the event, as for any function";
+
+/// Runs every phase against the server at `bus`.
+pub async fn run(bus: &Bus, options: &Options, work_dir: &std::path::Path) -> anyhow::Result<Report> {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let noop = noop::module(None)?;
+    let host = WasmHost::new(HostConfig {
+        max_concurrent: 2 * cores,
+        max_memory_mb: 16,
+        cache_dir: work_dir.join("cache"),
+    })?;
+    let data = event_data(options.size);
+
+    let raw_jetstream = raw_jetstream(bus, options, &run_id).await?;
+    let (bare_wasmtime, sluice_runtime) = invoke_phases(&host, &noop, &data, options).await?;
+    let (sluice, latency) = end_to_end(bus, &host, &noop, &data, options, &run_id).await?;
+    let cold_start = cold_start(options, work_dir).await?;
+
+    let ratios = Ratios {
+        end_to_end_vs_raw_jetstream: ratio(sluice.events_per_sec, raw_jetstream.overlapped_msgs_per_sec),
+        invoke_cpu_vs_bare_wasmtime: ratio(sluice_runtime.cpu_us_per_invocation, bare_wasmtime.cpu_us_per_invocation),
+    };
+    Ok(Report {
+        machine: Machine {
+            cores,
+            nats_server_version: bus.client.server_info().version,
+            sluice_version: env!("CARGO_PKG_VERSION"),
+            os: std::env::consts::OS,
+            arch: std::env::consts::ARCH,
+        },
+        options: ReportOptions { events: options.events, size: options.size, concurrency: options.concurrency },
+        raw_jetstream,
+        bare_wasmtime,
+        sluice_runtime,
+        sluice,
+        latency,
+        cold_start,
+        ratios,
+        noop: NOOP_DESCRIPTION,
+    })
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 { round3(a / b) } else { 0.0 }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// A JSON object of exactly `size` bytes (at least `{"p":""}`).
+fn event_data(size: usize) -> Bytes {
+    let pad = size.saturating_sub(8);
+    Bytes::from(format!("{{\"p\":\"{}\"}}", "x".repeat(pad)))
+}
+
+fn progress(options: &Options, len: usize, phase: &str) -> ProgressBar {
+    if !options.progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    if let Ok(style) = ProgressStyle::with_template("{prefix:>22} [{bar:30}] {pos}/{len} {per_sec}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(phase.to_owned());
+    bar
+}
+
+// ---- phase 1: raw JetStream -------------------------------------------------------------
+
+async fn raw_jetstream(bus: &Bus, options: &Options, run_id: &str) -> anyhow::Result<RawJetStream> {
+    let n = options.events;
+    let payload = Bytes::from(vec![b'x'; options.size]);
+    let js = &bus.js;
+
+    // Publish alone, then consume alone.
+    let (name, subject) = (format!("BENCH_RAW_{run_id}"), format!("bench.raw.{run_id}"));
+    let stream = create_raw_stream(js, &name, &subject).await?;
+    let bar = progress(options, n, "raw publish");
+    let started = Instant::now();
+    raw_publish(js, &subject, &payload, n, &bar).await?;
+    let publish = n as f64 / started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+
+    let bar = progress(options, n, "raw consume");
+    let started = Instant::now();
+    raw_consume(&stream, n, &bar).await?;
+    let consume = n as f64 / started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    js.delete_stream(&name).await.context("deleting the bench stream")?;
+
+    // Both at once.
+    let (name, subject) = (format!("BENCH_RAW2_{run_id}"), format!("bench.raw2.{run_id}"));
+    let stream = create_raw_stream(js, &name, &subject).await?;
+    let bar = progress(options, n, "raw overlapped");
+    let started = Instant::now();
+    let consumer = {
+        let stream = stream.clone();
+        let bar = bar.clone();
+        tokio::spawn(async move { raw_consume(&stream, n, &bar).await })
+    };
+    raw_publish(js, &subject, &payload, n, &ProgressBar::hidden()).await?;
+    consumer.await.context("the raw consumer task failed")??;
+    let overlapped = n as f64 / started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    js.delete_stream(&name).await.context("deleting the bench stream")?;
+
+    Ok(RawJetStream {
+        publish_msgs_per_sec: publish.round(),
+        consume_msgs_per_sec: consume.round(),
+        overlapped_msgs_per_sec: overlapped.round(),
+    })
+}
+
+async fn create_raw_stream(js: &jetstream::Context, name: &str, subject: &str) -> anyhow::Result<stream::Stream> {
+    js.create_stream(stream::Config {
+        name: name.to_owned(),
+        subjects: vec![subject.to_owned()],
+        storage: stream::StorageType::File,
+        num_replicas: 1,
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("creating stream {name}"))
+}
+
+async fn raw_publish(js: &jetstream::Context, subject: &str, payload: &Bytes, n: usize, bar: &ProgressBar) -> anyhow::Result<()> {
+    let mut window = VecDeque::with_capacity(PUBLISH_WINDOW);
+    for _ in 0..n {
+        if window.len() == PUBLISH_WINDOW {
+            if let Some(ack) = window.pop_front() {
+                let ack: jetstream::context::PublishAckFuture = ack;
+                ack.await.context("raw publish not acknowledged")?;
+                bar.inc(1);
+            }
+        }
+        window.push_back(js.publish(subject.to_owned(), payload.clone()).await.context("raw publish")?);
+    }
+    for ack in window {
+        ack.await.context("raw publish not acknowledged")?;
+        bar.inc(1);
+    }
+    Ok(())
+}
+
+async fn raw_consume(stream: &stream::Stream, n: usize, bar: &ProgressBar) -> anyhow::Result<()> {
+    let consumer = stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("bench".into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            max_ack_pending: -1,
+            ..Default::default()
+        })
+        .await
+        .context("creating the raw consumer")?;
+    let mut messages = consumer.stream().max_messages_per_batch(1000).messages().await.context("pulling")?;
+    let mut received = 0;
+    let deadline = tokio::time::Instant::now() + PHASE_LIMIT;
+    while received < n {
+        let message = tokio::time::timeout_at(deadline, messages.next())
+            .await
+            .map_err(|_| anyhow::anyhow!("the raw consumer received {received} of {n} messages in time"))?
+            .context("the raw consumer's stream ended")?
+            .map_err(|e| anyhow::anyhow!("raw consume: {e}"))?;
+        message.ack().await.map_err(|e| anyhow::anyhow!("raw ack: {e}"))?;
+        received += 1;
+        bar.inc(1);
+    }
+    Ok(())
+}
+
+// ---- phase 2: per invocation, bare wasmtime and the Sluice runtime ---------------------
+
+async fn invoke_phases(host: &WasmHost, noop: &[u8], data: &Bytes, options: &Options) -> anyhow::Result<(InvokeStats, InvokeStats)> {
+    let config = noop_config("bench-invoke", options.concurrency, Vec::new());
+    let function = host.load_bytes(&config, noop)?;
+    let event = Arc::new(Event::new("sluice.bench", "sluice.bench", data.clone()));
+
+    // Bare wasmtime: InstancePre::instantiate + call + drop with the same engine, module and
+    // WASI stdio; on one blocking thread, like the runtime's sandboxes.
+    let engine = host.engine().clone();
+    let module = wasmtime::Module::new(&engine, noop).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let mut linker: wasmtime::Linker<wasmtime_wasi::p1::WasiP1Ctx> = wasmtime::Linker::new(&engine);
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |ctx| ctx).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let pre = linker.instantiate_pre(&module).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let bar = progress(options, INVOKE_ITERATIONS, "bare wasmtime");
+    let handle = tokio::runtime::Handle::current();
+    let bare = {
+        let (data, bar) = (data.clone(), bar.clone());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<Duration>, Duration)> {
+            let cpu = cpu_time();
+            let mut times = Vec::with_capacity(INVOKE_ITERATIONS);
+            for _ in 0..INVOKE_ITERATIONS {
+                let started = Instant::now();
+                let stdout = wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(1 << 20);
+                let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+                    .stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(data.clone()))
+                    .stdout(stdout.clone())
+                    .build_p1();
+                let mut store = wasmtime::Store::new(&engine, wasi);
+                store.set_epoch_deadline(u64::MAX / 2);
+                handle
+                    .block_on(async {
+                        let instance = pre.instantiate_async(&mut store).await?;
+                        let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                        start.call_async(&mut store, ()).await
+                    })
+                    .map_err(|e| anyhow::anyhow!("bare wasmtime: {e:?}"))?;
+                drop(store);
+                times.push(started.elapsed());
+                bar.inc(1);
+            }
+            Ok((times, cpu_time().saturating_sub(cpu)))
+        })
+        .await
+        .context("the bare wasmtime thread failed")??
+    };
+    bar.finish_and_clear();
+
+    // The Sluice runtime: the path a dispatcher takes, without NATS.
+    let bar = progress(options, INVOKE_ITERATIONS, "sluice runtime");
+    let cpu = cpu_time();
+    let mut times = Vec::with_capacity(INVOKE_ITERATIONS);
+    for _ in 0..INVOKE_ITERATIONS {
+        let started = Instant::now();
+        let invocation = Invocation { request_id: "bench".into(), attempt: 1, event: event.clone() };
+        function.invoke(invocation).await.map_err(|e| anyhow::anyhow!("the no-op failed: {e}"))?;
+        times.push(started.elapsed());
+        bar.inc(1);
+    }
+    let sluice_cpu = cpu_time().saturating_sub(cpu);
+    bar.finish_and_clear();
+    Ok((invoke_stats(bare.0, bare.1), invoke_stats(times, sluice_cpu)))
+}
+
+fn invoke_stats(mut times: Vec<Duration>, cpu: Duration) -> InvokeStats {
+    times.sort();
+    let iterations = times.len();
+    InvokeStats {
+        iterations,
+        p50_us: round3(percentile(&times, 0.50).as_secs_f64() * 1e6),
+        p99_us: round3(percentile(&times, 0.99).as_secs_f64() * 1e6),
+        cpu_us_per_invocation: round3(cpu.as_secs_f64() * 1e6 / iterations.max(1) as f64),
+    }
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index]
+}
+
+/// CPU time of the whole process (user + system, all threads).
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage writes into the zeroed struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec.max(0) as u64, (t.tv_usec.max(0) as u32) * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+// ---- phase 3: end to end -----------------------------------------------------------------
+
+fn noop_config(name: &str, concurrency: u32, subscribe: Vec<String>) -> FunctionConfig {
+    FunctionConfig {
+        name: name.to_owned(),
+        runtime: RuntimeKind::Wasm,
+        module: PathBuf::from("noop.wasm"),
+        memory_mb: 16,
+        timeout: Duration::from_secs(10),
+        concurrency,
+        env: BTreeMap::new(),
+        subscribe,
+        on_success: None,
+        retry: RetryConfig::default(),
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// What the results collector saw: per event index, how often it ran and when it entered.
+struct Seen {
+    counts: Vec<u32>,
+    entered_ns: Vec<u64>,
+    distinct: usize,
+}
+
+async fn end_to_end(
+    bus: &Bus,
+    host: &WasmHost,
+    noop: &[u8],
+    data: &Bytes,
+    options: &Options,
+    run_id: &str,
+) -> anyhow::Result<(EndToEnd, Latency)> {
+    let name = format!("bench-{run_id}");
+    let topic = format!("bench.{run_id}");
+    let config = noop_config(&name, options.concurrency, vec![topic.clone()]);
+    let function = host.load_bytes(&config, noop)?;
+    let consumer = bus.function_consumer(&config).await?;
+    let n = options.events;
+    // The latency phase can publish up to this many more events.
+    let capacity = n * 2;
+    let seen = Arc::new(std::sync::Mutex::new(Seen { counts: vec![0; capacity], entered_ns: vec![0; capacity], distinct: 0 }));
+    let notify = Arc::new(tokio::sync::Notify::new());
+
+    let mut results = bus
+        .client
+        .subscribe(bus::results_subject(&name))
+        .await
+        .context("subscribing to the bench function's results")?;
+    bus.client.flush().await.context("flushing the results subscription")?;
+    let collector = {
+        let (seen, notify) = (seen.clone(), notify.clone());
+        tokio::spawn(async move {
+            while let Some(message) = results.next().await {
+                let index = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("sluice-event-id"))
+                    .and_then(|id| id.as_str().rsplit('-').next().and_then(|i| i.parse::<usize>().ok()));
+                let entered = serde_json::from_slice::<serde_json::Value>(&message.payload)
+                    .ok()
+                    .and_then(|v| v.get("entered_ns").and_then(serde_json::Value::as_u64));
+                if let (Some(index), Ok(mut seen)) = (index, seen.lock()) {
+                    if index < seen.counts.len() {
+                        if seen.counts[index] == 0 {
+                            seen.distinct += 1;
+                            seen.entered_ns[index] = entered.unwrap_or(0);
+                        }
+                        seen.counts[index] += 1;
+                    }
+                }
+                notify.notify_waiters();
+            }
+        })
+    };
+
+    let shutdown = CancellationToken::new();
+    let dispatcher = Dispatcher::new(bus.clone(), Arc::new(config), Arc::new(function));
+    let dispatching = tokio::spawn(dispatcher.run(consumer, shutdown.clone()));
+    let subject = bus::topic_subject(&topic);
+    let mut published_ns = vec![0u64; capacity];
+
+    // Maximum rate: publish as fast as JetStream takes it while the function runs.
+    let bar = progress(options, n, "sluice end to end");
+    let started = Instant::now();
+    let mut window = VecDeque::with_capacity(PUBLISH_WINDOW);
+    for (i, published) in published_ns.iter_mut().enumerate().take(n) {
+        if window.len() == PUBLISH_WINDOW {
+            if let Some(ack) = window.pop_front() {
+                let ack: jetstream::context::PublishAckFuture = ack;
+                ack.await.context("publish not acknowledged")?;
+            }
+        }
+        let event = bench_event(run_id, i, data);
+        *published = now_ns();
+        window.push_back(bus.send_event(subject.clone(), &event).await?);
+    }
+    for ack in window.drain(..) {
+        ack.await.context("publish not acknowledged")?;
+    }
+    wait_distinct(&seen, &notify, n, &bar).await?;
+    let events_per_sec = n as f64 / started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+
+    // Latency at half that rate.
+    let rate = (events_per_sec / 2.0).max(1.0);
+    let m = ((rate * LATENCY_PERIOD.as_secs_f64()) as usize).clamp(1, capacity - n);
+    let bar = progress(options, m, "latency at 50% load");
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let started = tokio::time::Instant::now();
+    let mut acks = VecDeque::new();
+    for (j, published) in published_ns.iter_mut().enumerate().skip(n).take(m) {
+        let due = started + interval.mul_f64((j - n) as f64);
+        tokio::time::sleep_until(due).await;
+        let event = bench_event(run_id, j, data);
+        *published = now_ns();
+        acks.push_back(bus.send_event(subject.clone(), &event).await?);
+        while acks.len() > PUBLISH_WINDOW {
+            if let Some(ack) = acks.pop_front() {
+                ack.await.context("publish not acknowledged")?;
+            }
+        }
+    }
+    for ack in acks {
+        ack.await.context("publish not acknowledged")?;
+    }
+    wait_distinct(&seen, &notify, n + m, &bar).await?;
+    bar.finish_and_clear();
+
+    // Let redeliveries or duplicates show up before counting.
+    wait_consumer_idle(bus, &name).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    shutdown.cancel();
+    dispatching.await.context("the dispatcher task failed")?;
+    collector.abort();
+    if let Ok(events) = bus.js.get_stream(bus::EVENTS_STREAM).await {
+        let _ = events.delete_consumer(&name).await;
+    }
+
+    let (invoked_once, duplicates, missing, latencies) = {
+        let seen = seen.lock().map_err(|_| anyhow::anyhow!("the results collector failed"))?;
+        let counts = &seen.counts[..n + m];
+        let once = counts.iter().filter(|c| **c == 1).count();
+        let duplicates = counts.iter().filter(|c| **c > 1).count();
+        let missing = counts.iter().filter(|c| **c == 0).count();
+        let mut latencies: Vec<Duration> = (n..n + m)
+            .map(|j| Duration::from_nanos(seen.entered_ns[j].saturating_sub(published_ns[j])))
+            .collect();
+        latencies.sort();
+        (once, duplicates, missing, latencies)
+    };
+    let ms = |d: Duration| round3(d.as_secs_f64() * 1e3);
+    Ok((
+        EndToEnd {
+            events: n,
+            events_per_sec: events_per_sec.round(),
+            invoked_once,
+            duplicates,
+            missing,
+            exactly_once: duplicates == 0 && missing == 0,
+            results_published: true,
+        },
+        Latency {
+            publish_to_handler: Percentiles {
+                rate_per_sec: rate.round(),
+                events: m,
+                p50_ms: ms(percentile(&latencies, 0.50)),
+                p99_ms: ms(percentile(&latencies, 0.99)),
+                p999_ms: ms(percentile(&latencies, 0.999)),
+            },
+        },
+    ))
+}
+
+fn bench_event(run_id: &str, index: usize, data: &Bytes) -> Event {
+    let mut event = Event::new("sluice.bench", "sluice.bench", data.clone());
+    event.id = format!("bench-{run_id}-{index}");
+    event
+}
+
+async fn wait_distinct(
+    seen: &std::sync::Mutex<Seen>,
+    notify: &tokio::sync::Notify,
+    target: usize,
+    bar: &ProgressBar,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + PHASE_LIMIT;
+    loop {
+        let notified = notify.notified();
+        let distinct = seen.lock().map(|s| s.distinct).unwrap_or(0);
+        bar.set_position(distinct.min(target) as u64);
+        if distinct >= target {
+            return Ok(());
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            anyhow::bail!("only {distinct} of {target} events were invoked within {PHASE_LIMIT:?}");
+        }
+    }
+}
+
+async fn wait_consumer_idle(bus: &Bus, name: &str) -> anyhow::Result<()> {
+    let stream = bus.js.get_stream(bus::EVENTS_STREAM).await.context("opening SLUICE_EVENTS")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = stream.consumer_info(name).await.context("reading the bench consumer")?;
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("the bench consumer still has {} pending and {} in flight", info.num_pending, info.num_ack_pending);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---- phase 4: cold start ------------------------------------------------------------------
+
+async fn cold_start(options: &Options, work_dir: &std::path::Path) -> anyhow::Result<ColdStart> {
+    let event = Arc::new(Event::new("sluice.bench", "sluice.bench", event_data(options.size)));
+    let config = noop_config("bench-cold", 1, Vec::new());
+    let host_config = |dir: &str| HostConfig { max_concurrent: 2, max_memory_mb: 16, cache_dir: work_dir.join(dir) };
+
+    // From source: compile, cache, link, first invocation.
+    let host = WasmHost::new(host_config("cold-source"))?;
+    let bar = progress(options, COLD_FUNCTIONS * 2, "cold start");
+    let mut from_source = Vec::with_capacity(COLD_FUNCTIONS);
+    for variant in 0..COLD_FUNCTIONS {
+        let bytes = noop::module(Some(variant))?;
+        let started = Instant::now();
+        let function = host.load_bytes(&config, &bytes)?;
+        first_invoke(&function, &event).await?;
+        from_source.push(started.elapsed());
+        bar.inc(1);
+    }
+
+    // From a precompiled artifact: deployed ahead (not timed), never loaded by this node.
+    let host = WasmHost::new(host_config("cold-precompiled"))?;
+    let variants: Vec<Vec<u8>> =
+        (0..COLD_FUNCTIONS).map(|v| noop::module(Some(COLD_FUNCTIONS + v))).collect::<anyhow::Result<_>>()?;
+    for bytes in &variants {
+        cache::precompile(host.engine(), &work_dir.join("cold-precompiled"), bytes)?;
+    }
+    let mut precompiled = Vec::with_capacity(COLD_FUNCTIONS);
+    for bytes in &variants {
+        let started = Instant::now();
+        let function = host.load_bytes(&config, bytes)?;
+        first_invoke(&function, &event).await?;
+        precompiled.push(started.elapsed());
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let cold = |mut times: Vec<Duration>| {
+        times.sort();
+        Cold {
+            p50_ms: round3(percentile(&times, 0.50).as_secs_f64() * 1e3),
+            p99_ms: round3(percentile(&times, 0.99).as_secs_f64() * 1e3),
+        }
+    };
+    Ok(ColdStart { functions: COLD_FUNCTIONS, precompiled: cold(precompiled), from_source: cold(from_source) })
+}
+
+async fn first_invoke(function: &crate::runtime::wasm::WasmFunction, event: &Arc<Event>) -> anyhow::Result<()> {
+    let invocation = Invocation { request_id: "cold".into(), attempt: 1, event: event.clone() };
+    function.invoke(invocation).await.map_err(|e| anyhow::anyhow!("the no-op failed: {e}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_data_has_the_requested_size_and_is_json() {
+        for size in [8, 128, 1000] {
+            let data = event_data(size);
+            assert_eq!(data.len(), size);
+            assert!(serde_json::from_slice::<serde_json::Value>(&data).is_ok());
+        }
+    }
+
+    #[test]
+    fn percentiles_pick_the_right_rank() {
+        let times: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&times, 0.5), Duration::from_millis(50));
+        assert_eq!(percentile(&times, 0.99), Duration::from_millis(99));
+        assert_eq!(percentile(&times, 0.999), Duration::from_millis(100));
+        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn noop_variants_differ() {
+        let a = noop::module(Some(1)).unwrap();
+        let b = noop::module(Some(2)).unwrap();
+        assert_ne!(a, b);
+        assert!(noop::module(None).is_ok());
+    }
+}

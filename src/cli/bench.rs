@@ -1,0 +1,112 @@
+//! `sluice bench`: raw JetStream, bare wasmtime, Sluice end to end and cold starts, side by
+//! side in one run (see `crate::bench` and docs/performance.md).
+
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+
+use super::output::{print_json, Table};
+use super::Context;
+use crate::bench::{self, Options, Report};
+use crate::bus::embedded::EmbeddedNats;
+use crate::bus::{Bus, StreamSetup};
+use crate::config::BusSettings;
+use crate::error::UsageError;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Events (and raw messages) per throughput phase.
+    #[arg(long, default_value_t = 20_000)]
+    pub events: usize,
+    /// Size of each message and event body, in bytes (at least 8).
+    #[arg(long, default_value_t = 128)]
+    pub size: usize,
+    /// Concurrency of the no-op function (its `max_ack_pending`).
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: u32,
+}
+
+pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
+    if args.events == 0 || args.events > 10_000_000 {
+        return Err(UsageError::new(format!("--events {}: use 1 to 10000000", args.events)).into());
+    }
+    if args.size < 8 || args.size > 1024 * 1024 {
+        return Err(UsageError::new(format!("--size {}: use 8 to 1048576 bytes", args.size)).into());
+    }
+    if args.concurrency == 0 || args.concurrency > 10_000 {
+        return Err(UsageError::new(format!("--concurrency {}: use 1 to 10000", args.concurrency)).into());
+    }
+    let work_dir = std::env::temp_dir().join(format!("sluice-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work_dir)?;
+    let result = measure(ctx, &args, &work_dir).await;
+    let _ = std::fs::remove_dir_all(&work_dir);
+    let report = result?;
+    if ctx.json {
+        print_json(&report)?;
+    } else {
+        println!("{}", render(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn measure(ctx: &Context, args: &Args, work_dir: &std::path::Path) -> anyhow::Result<Report> {
+    // Its own server (file storage, R1) unless one is given; started on this thread.
+    let mut server = None;
+    let url = match &ctx.nats {
+        Some(url) => url.clone(),
+        None => {
+            let started = EmbeddedNats::start(work_dir)?;
+            let url = started.url().to_owned();
+            server = Some(started);
+            url
+        }
+    };
+    let bus = Bus::connect(&url, &BusSettings::default(), StreamSetup::CreateMissing).await?;
+    let options = Options {
+        events: args.events,
+        size: args.size,
+        concurrency: args.concurrency,
+        progress: std::io::stderr().is_terminal(),
+    };
+    let report = bench::run(&bus, &options, work_dir).await;
+    drop(bus);
+    drop(server);
+    report
+}
+
+fn render(r: &Report) -> String {
+    let mut t = Table::new(vec!["PHASE", "FIGURE", "VALUE"]);
+    let mut row = |phase: &str, figure: &str, value: String| t.row(vec![phase.to_owned(), figure.to_owned(), value]);
+    row("raw JetStream", "publish", format!("{:.0} msgs/s", r.raw_jetstream.publish_msgs_per_sec));
+    row("raw JetStream", "consume + ack", format!("{:.0} msgs/s", r.raw_jetstream.consume_msgs_per_sec));
+    row("raw JetStream", "overlapped", format!("{:.0} msgs/s", r.raw_jetstream.overlapped_msgs_per_sec));
+    row("bare wasmtime", "invoke p50 / p99", format!("{:.1} / {:.1} µs", r.bare_wasmtime.p50_us, r.bare_wasmtime.p99_us));
+    row("bare wasmtime", "CPU per invoke", format!("{:.1} µs", r.bare_wasmtime.cpu_us_per_invocation));
+    row("sluice runtime", "invoke p50 / p99", format!("{:.1} / {:.1} µs", r.sluice_runtime.p50_us, r.sluice_runtime.p99_us));
+    row("sluice runtime", "CPU per invoke", format!("{:.1} µs", r.sluice_runtime.cpu_us_per_invocation));
+    row("sluice end to end", "throughput", format!("{:.0} events/s", r.sluice.events_per_sec));
+    row(
+        "sluice end to end",
+        "exactly once",
+        format!("{} ({} once, {} duplicates, {} missing)", r.sluice.exactly_once, r.sluice.invoked_once, r.sluice.duplicates, r.sluice.missing),
+    );
+    let l = &r.latency.publish_to_handler;
+    row(
+        "latency at 50% load",
+        "publish → handler",
+        format!("p50 {:.3} / p99 {:.3} / p99.9 {:.3} ms at {:.0}/s", l.p50_ms, l.p99_ms, l.p999_ms, l.rate_per_sec),
+    );
+    let c = &r.cold_start;
+    row("cold start", "precompiled", format!("p50 {:.3} / p99 {:.3} ms", c.precompiled.p50_ms, c.precompiled.p99_ms));
+    row("cold start", "from source", format!("p50 {:.3} / p99 {:.3} ms", c.from_source.p50_ms, c.from_source.p99_ms));
+    row("ratios", "end to end ÷ raw overlapped", format!("{:.3}", r.ratios.end_to_end_vs_raw_jetstream));
+    row("ratios", "invoke CPU ÷ bare wasmtime", format!("{:.3}", r.ratios.invoke_cpu_vs_bare_wasmtime));
+    format!(
+        "{}\n\n{} cores, nats-server {}, {} events of {} B, concurrency {}",
+        t.render(),
+        r.machine.cores,
+        r.machine.nats_server_version,
+        r.options.events,
+        r.options.size,
+        r.options.concurrency
+    )
+}
