@@ -21,7 +21,7 @@ pub struct Args {
     #[arg(long, default_value_t = 128)]
     pub size: usize,
     /// Concurrency of the no-op function (its `max_ack_pending`).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 128)]
     pub concurrency: u32,
 }
 

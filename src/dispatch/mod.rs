@@ -24,8 +24,8 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::task::TaskTracker;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument as _};
 
@@ -39,6 +39,27 @@ use crate::runtime::{Invocation, InvokeError, Response, Runtime};
 const FETCH_EXPIRY: Duration = Duration::from_secs(2);
 /// Pause after a failed pull before the next one.
 const FETCH_ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// Pull requests outstanding at once per function and process.
+const MAX_PULLS: usize = 4;
+
+/// Slots reserved for one pull request, and its place among the outstanding requests.
+struct Reserved {
+    _pull: OwnedSemaphorePermit,
+    slots: OwnedSemaphorePermit,
+}
+
+/// Waits for a free pull and at least one free slot, then takes every other free slot too.
+async fn reserve(pulls: &Arc<Semaphore>, slots: &Arc<Semaphore>) -> Option<Reserved> {
+    let pull = pulls.clone().acquire_owned().await.ok()?;
+    let mut reserved = slots.clone().acquire_owned().await.ok()?;
+    let more = u32::try_from(slots.available_permits()).unwrap_or(u32::MAX);
+    if more > 0 {
+        if let Ok(extra) = slots.clone().try_acquire_many_owned(more) {
+            reserved.merge(extra);
+        }
+    }
+    Some(Reserved { _pull: pull, slots: reserved })
+}
 
 /// Runs one function's events.
 pub struct Dispatcher {
@@ -56,71 +77,75 @@ impl Dispatcher {
     }
 
     /// Pulls and runs events until `shutdown`, then drains what is in flight.
+    ///
+    /// Every event is fetched with a slot already reserved for it: a pull request asks for
+    /// exactly as many events as it holds free slots, so nothing waits in a local buffer
+    /// where its ack timer would run while it is not being worked on, and shutdown can run
+    /// everything that was fetched. Up to [`MAX_PULLS`] requests are outstanding at once,
+    /// so a slot freed by a finished invocation is refilled without waiting for a round trip.
     pub async fn run(self: Arc<Self>, consumer: PullConsumer, shutdown: CancellationToken) {
         let name = self.function.name.clone();
         let concurrency = usize::try_from(self.function.concurrency).unwrap_or(1).max(1);
-        let permits = Arc::new(Semaphore::new(concurrency));
-        let mut tasks = JoinSet::new();
+        let slots = Arc::new(Semaphore::new(concurrency));
+        let pulls = Arc::new(Semaphore::new(MAX_PULLS));
+        let tracker = TaskTracker::new();
         info!(function = %name, concurrency, "Dispatcher started.");
-        'fetch: loop {
-            let first = tokio::select! {
-                permit = permits.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break 'fetch,
+        loop {
+            let reserved = tokio::select! {
+                reserved = reserve(&pulls, &slots) => match reserved {
+                    Some(reserved) => reserved,
+                    None => break,
                 },
-                () = shutdown.cancelled() => break 'fetch,
+                () = shutdown.cancelled() => break,
             };
-            // Ask for as many events as there are free slots: nothing waits in a local
-            // buffer where its ack timer would run while it is not being worked on.
-            let wanted = 1 + permits.available_permits();
-            let batch = consumer.batch().max_messages(wanted).expires(FETCH_EXPIRY).messages().await;
-            let mut batch = match batch {
-                Ok(batch) => batch,
-                Err(error) => {
-                    warn!(function = %name, %error, "Cannot pull events; retrying.");
-                    drop(first);
-                    tokio::select! {
-                        () = tokio::time::sleep(FETCH_ERROR_PAUSE) => continue 'fetch,
-                        () = shutdown.cancelled() => break 'fetch,
-                    }
-                }
-            };
-            let mut first = Some(first);
-            // The batch is drained to its end even during shutdown: everything fetched runs.
-            while let Some(item) = batch.next().await {
-                match item {
-                    Ok(message) => {
-                        let permit = match first.take() {
-                            Some(permit) => permit,
-                            None => match permits.clone().acquire_owned().await {
-                                Ok(permit) => permit,
-                                Err(_) => break,
-                            },
-                        };
-                        let this = self.clone();
-                        tasks.spawn(async move {
-                            this.handle(message).await;
-                            drop(permit);
-                        });
-                    }
-                    Err(error) => {
-                        warn!(function = %name, %error, "Pulling events failed; retrying.");
-                        break;
-                    }
-                }
-                while tasks.try_join_next().is_some() {}
-            }
-            while tasks.try_join_next().is_some() {}
+            let (this, consumer, inner) = (self.clone(), consumer.clone(), tracker.clone());
+            tracker.spawn(async move { this.pull(consumer, reserved, inner).await });
         }
-        let in_flight = tasks.len();
+        tracker.close();
+        let in_flight = concurrency - slots.available_permits();
         if in_flight > 0 {
             info!(function = %name, in_flight, "Draining in-flight invocations.");
         }
-        let bound = self.function.timeout + Duration::from_secs(5);
-        if tokio::time::timeout(bound, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
+        let bound = self.function.timeout + FETCH_EXPIRY + Duration::from_secs(5);
+        if tokio::time::timeout(bound, tracker.wait()).await.is_err() {
             warn!(function = %name, "In-flight invocations did not finish in time; JetStream will redeliver them.");
         }
         info!(function = %name, "Dispatcher stopped.");
+    }
+
+    /// One pull request for as many events as `reserved` holds slots; each delivered event
+    /// runs in its own task with one of them.
+    async fn pull(self: Arc<Self>, consumer: PullConsumer, reserved: Reserved, tracker: TaskTracker) {
+        let Reserved { _pull, mut slots } = reserved;
+        let wanted = slots.num_permits();
+        let batch = consumer.batch().max_messages(wanted).expires(FETCH_EXPIRY).messages().await;
+        let mut batch = match batch {
+            Ok(batch) => batch,
+            Err(error) => {
+                warn!(function = %self.function.name, %error, "Cannot pull events; retrying.");
+                tokio::time::sleep(FETCH_ERROR_PAUSE).await;
+                return;
+            }
+        };
+        while let Some(item) = batch.next().await {
+            match item {
+                Ok(message) => {
+                    // The server sends at most what was asked for; should it send more, the
+                    // event still runs (max_ack_pending bounds it) without a local slot.
+                    let slot = slots.split(1);
+                    let this = self.clone();
+                    tracker.spawn(async move {
+                        this.handle(message).await;
+                        drop(slot);
+                    });
+                }
+                Err(error) => {
+                    warn!(function = %self.function.name, %error, "Pulling events failed; retrying.");
+                    tokio::time::sleep(FETCH_ERROR_PAUSE).await;
+                    break;
+                }
+            }
+        }
     }
 
     /// Runs one delivered event to an ack, a delayed NAK or a dead letter.
@@ -223,7 +248,9 @@ impl Dispatcher {
                 return;
             }
         }
-        self.forget_first_attempt(delivery.sequence);
+        if attempt > 1 {
+            self.forget_first_attempt(delivery.sequence);
+        }
         if let Err(error) = delivery.message.ack().await {
             warn!(function = %name, request_id = %request_id, %error, "Cannot ack a finished event; it may run again.");
         }

@@ -58,8 +58,7 @@ impl WasmHost {
     pub fn new(config: HostConfig) -> anyhow::Result<Self> {
         let max_concurrent = config.max_concurrent.max(1);
         let limits = engine::EngineLimits {
-            // Slots beyond the running sandboxes cover instances still being dropped.
-            instances: u32::try_from(max_concurrent.saturating_mul(2).max(16)).unwrap_or(u32::MAX),
+            instances: u32::try_from(engine::pool_slots(max_concurrent)).unwrap_or(u32::MAX),
             max_memory_bytes: (config.max_memory_mb.max(1) as usize).saturating_mul(MIB),
         };
         let engine = engine::build(limits).map_err(|e| anyhow::anyhow!("{e:?}")).context("creating the wasm engine")?;
@@ -164,8 +163,8 @@ impl ResourceLimiter for MemoryLimiter {
 }
 
 impl WasmFunction {
-    /// Runs one invocation on the current thread, driving it with `handle`'s timers.
-    /// [`Runtime::invoke`] does this on a blocking thread behind the host-wide limit.
+    /// Runs one invocation to completion on the current (non-async) thread, bypassing the
+    /// host-wide limit: for benchmarks and tools.
     pub fn invoke_on_this_thread(&self, handle: &tokio::runtime::Handle, invocation: &Invocation) -> Result<Response, InvokeError> {
         handle.block_on(self.inner.run(invocation))
     }
@@ -186,15 +185,10 @@ impl Runtime for WasmFunction {
                 .acquire_owned()
                 .await
                 .map_err(|_| platform("the runtime is shutting down".into()))?;
-            let inner = self.inner.clone();
-            let handle = tokio::runtime::Handle::current();
-            // Guest code is CPU-bound: it runs on a blocking thread, never on the async workers.
-            tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                handle.block_on(inner.run(&invocation))
-            })
-            .await
-            .map_err(|e| platform(format!("the sandbox thread failed: {e}")))?
+            let _permit = permit;
+            // Guest code runs on the async workers and yields at every epoch tick, so a long
+            // function shares its thread with the NATS I/O instead of blocking it.
+            self.inner.run(&invocation).await
         })
     }
 }
@@ -231,11 +225,10 @@ impl Inner {
         };
         let mut store = Store::new(self.pre.module().engine(), state);
         store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(engine::ticks(self.timeout));
-        store.epoch_deadline_trap();
+        store.epoch_deadline_async_yield_and_update(1);
 
-        // Two clocks stop a function at its timeout: the epoch deadline traps running guest
-        // code, and this timer cancels a guest blocked in a host call (a sleep).
+        // The timer stops a function at its timeout, whether it is running guest code (which
+        // yields at every epoch tick) or blocked in a host call (a sleep): the call is dropped.
         let mut memory_bytes = 0usize;
         let run = async {
             let instance = self.pre.instantiate_async(&mut store).await.map_err(|e| (e, true))?;
