@@ -1,0 +1,68 @@
+//! `sluice bench`: the report has every documented figure, and every event of the end-to-end
+//! phase ran exactly once. No timing assertions: only structure and counts.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn the_report_is_complete_and_every_event_ran_once() {
+    let project = Project::new();
+    let out = project.sluice(&["--json", "bench", "--events", "1500", "--size", "256", "--concurrency", "32"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let number = |path: &str| -> f64 {
+        let value = path.split('.').fold(&report, |v, key| &v[key]);
+        value.as_f64().unwrap_or_else(|| panic!("{path} is missing or not a number: {report:#}"))
+    };
+    for path in [
+        "raw_jetstream.publish_msgs_per_sec",
+        "raw_jetstream.consume_msgs_per_sec",
+        "raw_jetstream.overlapped_msgs_per_sec",
+        "bare_wasmtime.p50_us",
+        "bare_wasmtime.p99_us",
+        "bare_wasmtime.cpu_us_per_invocation",
+        "sluice_runtime.p50_us",
+        "sluice_runtime.cpu_us_per_invocation",
+        "sluice.events_per_sec",
+        "latency.publish_to_handler.p50_ms",
+        "latency.publish_to_handler.p99_ms",
+        "latency.publish_to_handler.p999_ms",
+        "cold_start.precompiled.p50_ms",
+        "cold_start.precompiled.p99_ms",
+        "cold_start.from_source.p50_ms",
+        "cold_start.from_source.p99_ms",
+        "ratios.end_to_end_vs_raw_jetstream",
+        "ratios.invoke_cpu_vs_bare_wasmtime",
+    ] {
+        assert!(number(path) > 0.0, "{path} should be positive: {report:#}");
+    }
+    assert!(number("bare_wasmtime.p99_us") >= number("bare_wasmtime.p50_us"));
+    assert!(number("latency.publish_to_handler.p999_ms") >= number("latency.publish_to_handler.p50_ms"));
+    assert_eq!(number("cold_start.functions"), 50.0);
+    assert_eq!(number("machine.cores") as usize, std::thread::available_parallelism().unwrap().get());
+    assert!(report["machine"]["nats_server_version"].as_str().unwrap().starts_with('2'));
+    assert_eq!(number("options.events"), 1500.0);
+    assert_eq!(number("options.size"), 256.0);
+
+    // Exactly once: the throughput events plus the latency events, each invoked once.
+    let latency_events = number("latency.publish_to_handler.events") as u64;
+    assert!(latency_events > 0);
+    assert_eq!(report["sluice"]["events"], 1500);
+    assert_eq!(report["sluice"]["duplicates"], 0, "{report:#}");
+    assert_eq!(report["sluice"]["missing"], 0, "{report:#}");
+    assert_eq!(report["sluice"]["invoked_once"].as_u64().unwrap(), 1500 + latency_events);
+    assert_eq!(report["sluice"]["exactly_once"], true);
+    assert_eq!(report["sluice"]["results_published"], true);
+    assert!(report["noop"].as_str().unwrap().contains("stdin"));
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    let project = Project::new();
+    for args in [["bench", "--events", "0"], ["bench", "--size", "4"], ["bench", "--concurrency", "0"]] {
+        let out = project.sluice(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+}
