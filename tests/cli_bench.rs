@@ -29,6 +29,8 @@ fn the_report_is_complete_and_every_event_ran_once() {
         "latency.publish_to_handler.p50_ms",
         "latency.publish_to_handler.p99_ms",
         "latency.publish_to_handler.p999_ms",
+        "latency.raw_jetstream_publish_to_delivery.p50_ms",
+        "latency.raw_jetstream_publish_to_delivery.p99_ms",
         "cold_start.precompiled.p50_ms",
         "cold_start.precompiled.p99_ms",
         "cold_start.from_source.p50_ms",
@@ -49,6 +51,7 @@ fn the_report_is_complete_and_every_event_ran_once() {
     // Exactly once: the throughput events plus the latency events, each invoked once.
     let latency_events = number("latency.publish_to_handler.events") as u64;
     assert!(latency_events > 0);
+    assert_eq!(number("latency.raw_jetstream_publish_to_delivery.events") as u64, latency_events, "the baseline runs as many");
     assert_eq!(report["sluice"]["events"], 1500);
     assert_eq!(report["sluice"]["duplicates"], 0, "{report:#}");
     assert_eq!(report["sluice"]["missing"], 0, "{report:#}");

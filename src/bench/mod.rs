@@ -108,6 +108,9 @@ pub struct EndToEnd {
 #[derive(Debug, Serialize)]
 pub struct Latency {
     pub publish_to_handler: Percentiles,
+    /// The baseline at the same rate and size: a plain publish to a stream until a durable
+    /// pull consumer receives it, no wasm.
+    pub raw_jetstream_publish_to_delivery: Percentiles,
 }
 
 #[derive(Debug, Serialize)]
@@ -142,8 +145,9 @@ const NOOP_DESCRIPTION: &str = "WASI preview-1 command: reads the realtime clock
 writes {\"entered_ns\":N} to stdout; a fresh instance per event; the dispatcher publishes each response on \
 sluice.results.<function> and acks the event, as for any function";
 
-/// Runs every phase against the server at `bus`.
-pub async fn run(bus: &Bus, options: &Options, work_dir: &std::path::Path) -> anyhow::Result<Report> {
+/// Runs every phase. `load` is the load generator's connection (publishers, the results
+/// collector), `platform` the one consumers and the dispatcher use, as two processes would.
+pub async fn run(load: &Bus, platform: &Bus, options: &Options, work_dir: &std::path::Path) -> anyhow::Result<Report> {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let noop = noop::module(None)?;
@@ -154,9 +158,9 @@ pub async fn run(bus: &Bus, options: &Options, work_dir: &std::path::Path) -> an
     })?;
     let data = event_data(options.size);
 
-    let raw_jetstream = raw_jetstream(bus, options, &run_id).await?;
+    let raw_jetstream = raw_jetstream(load, platform, options, &run_id).await?;
     let (bare_wasmtime, sluice_runtime) = invoke_phases(&host, &noop, &data, options).await?;
-    let (sluice, latency) = end_to_end(bus, &host, &noop, &data, options, &run_id).await?;
+    let (sluice, latency) = end_to_end(load, platform, &host, &noop, &data, options, &run_id).await?;
     let cold_start = cold_start(options, work_dir).await?;
 
     let ratios = Ratios {
@@ -166,7 +170,7 @@ pub async fn run(bus: &Bus, options: &Options, work_dir: &std::path::Path) -> an
     Ok(Report {
         machine: Machine {
             cores,
-            nats_server_version: bus.client.server_info().version,
+            nats_server_version: load.client.server_info().version,
             sluice_version: env!("CARGO_PKG_VERSION"),
             os: std::env::consts::OS,
             arch: std::env::consts::ARCH,
@@ -211,14 +215,15 @@ fn progress(options: &Options, len: usize, phase: &str) -> ProgressBar {
 
 // ---- phase 1: raw JetStream -------------------------------------------------------------
 
-async fn raw_jetstream(bus: &Bus, options: &Options, run_id: &str) -> anyhow::Result<RawJetStream> {
+async fn raw_jetstream(load: &Bus, platform: &Bus, options: &Options, run_id: &str) -> anyhow::Result<RawJetStream> {
     let n = options.events;
     let payload = Bytes::from(vec![b'x'; options.size]);
-    let js = &bus.js;
+    let js = &load.js;
 
     // Publish alone, then consume alone.
     let (name, subject) = (format!("BENCH_RAW_{run_id}"), format!("bench.raw.{run_id}"));
-    let stream = create_raw_stream(js, &name, &subject).await?;
+    create_raw_stream(js, &name, &subject).await?;
+    let stream = platform.js.get_stream(&name).await.context("opening the bench stream")?;
     let bar = progress(options, n, "raw publish");
     let started = Instant::now();
     raw_publish(js, &subject, &payload, n, &bar).await?;
@@ -234,7 +239,8 @@ async fn raw_jetstream(bus: &Bus, options: &Options, run_id: &str) -> anyhow::Re
 
     // Both at once.
     let (name, subject) = (format!("BENCH_RAW2_{run_id}"), format!("bench.raw2.{run_id}"));
-    let stream = create_raw_stream(js, &name, &subject).await?;
+    create_raw_stream(js, &name, &subject).await?;
+    let stream = platform.js.get_stream(&name).await.context("opening the bench stream")?;
     let bar = progress(options, n, "raw overlapped");
     let started = Instant::now();
     let consumer = {
@@ -423,7 +429,8 @@ struct Seen {
 }
 
 async fn end_to_end(
-    bus: &Bus,
+    load: &Bus,
+    platform: &Bus,
     host: &WasmHost,
     noop: &[u8],
     data: &Bytes,
@@ -434,18 +441,18 @@ async fn end_to_end(
     let topic = format!("bench.{run_id}");
     let config = noop_config(&name, options.concurrency, vec![topic.clone()]);
     let function = host.load_bytes(&config, noop)?;
-    let consumer = bus.function_consumer(&config).await?;
+    let consumer = platform.function_consumer(&config).await?;
     let n = options.events;
     // The latency phase can publish up to this many more events.
     let capacity = n * 2;
     let seen = Arc::new(std::sync::Mutex::new(Seen { counts: vec![0; capacity], entered_ns: vec![0; capacity], distinct: 0 }));
 
-    let mut results = bus
+    let mut results = load
         .client
         .subscribe(bus::results_subject(&name))
         .await
         .context("subscribing to the bench function's results")?;
-    bus.client.flush().await.context("flushing the results subscription")?;
+    load.client.flush().await.context("flushing the results subscription")?;
     let collector = {
         let seen = seen.clone();
         tokio::spawn(async move {
@@ -470,7 +477,7 @@ async fn end_to_end(
     };
 
     let shutdown = CancellationToken::new();
-    let dispatcher = Dispatcher::new(bus.clone(), Arc::new(config), Arc::new(function));
+    let dispatcher = Dispatcher::new(platform.clone(), Arc::new(config), Arc::new(function));
     let dispatching = tokio::spawn(dispatcher.run(consumer, shutdown.clone()));
     let subject = bus::topic_subject(&topic);
     let mut published_ns = vec![0u64; capacity];
@@ -488,7 +495,7 @@ async fn end_to_end(
         }
         let event = bench_event(run_id, i, data);
         *published = now_ns();
-        window.push_back(bus.send_event(subject.clone(), &event).await?);
+        window.push_back(load.send_event(subject.clone(), &event).await?);
     }
     for ack in window.drain(..) {
         ack.await.context("publish not acknowledged")?;
@@ -509,7 +516,7 @@ async fn end_to_end(
         tokio::time::sleep_until(due).await;
         let event = bench_event(run_id, j, data);
         *published = now_ns();
-        acks.push_back(bus.send_event(subject.clone(), &event).await?);
+        acks.push_back(load.send_event(subject.clone(), &event).await?);
         while acks.len() > PUBLISH_WINDOW {
             if let Some(ack) = acks.pop_front() {
                 ack.await.context("publish not acknowledged")?;
@@ -523,12 +530,12 @@ async fn end_to_end(
     bar.finish_and_clear();
 
     // Let redeliveries or duplicates show up before counting.
-    wait_consumer_idle(bus, &name).await?;
+    wait_consumer_idle(load, &name).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     shutdown.cancel();
     dispatching.await.context("the dispatcher task failed")?;
     collector.abort();
-    if let Ok(events) = bus.js.get_stream(bus::EVENTS_STREAM).await {
+    if let Ok(events) = load.js.get_stream(bus::EVENTS_STREAM).await {
         let _ = events.delete_consumer(&name).await;
     }
 
@@ -538,13 +545,11 @@ async fn end_to_end(
         let once = counts.iter().filter(|c| **c == 1).count();
         let duplicates = counts.iter().filter(|c| **c > 1).count();
         let missing = counts.iter().filter(|c| **c == 0).count();
-        let mut latencies: Vec<Duration> = (n..n + m)
+        let latencies: Vec<Duration> = (n..n + m)
             .map(|j| Duration::from_nanos(seen.entered_ns[j].saturating_sub(published_ns[j])))
             .collect();
-        latencies.sort();
         (once, duplicates, missing, latencies)
     };
-    let ms = |d: Duration| round3(d.as_secs_f64() * 1e3);
     Ok((
         EndToEnd {
             events: n,
@@ -556,15 +561,79 @@ async fn end_to_end(
             results_published: true,
         },
         Latency {
-            publish_to_handler: Percentiles {
-                rate_per_sec: rate.round(),
-                events: m,
-                p50_ms: ms(percentile(&latencies, 0.50)),
-                p99_ms: ms(percentile(&latencies, 0.99)),
-                p999_ms: ms(percentile(&latencies, 0.999)),
-            },
+            publish_to_handler: percentiles(rate, latencies),
+            raw_jetstream_publish_to_delivery: raw_latency(load, platform, options, run_id, rate, m).await?,
         },
     ))
+}
+
+fn percentiles(rate: f64, mut latencies: Vec<Duration>) -> Percentiles {
+    latencies.sort();
+    let ms = |d: Duration| round3(d.as_secs_f64() * 1e3);
+    Percentiles {
+        rate_per_sec: rate.round(),
+        events: latencies.len(),
+        p50_ms: ms(percentile(&latencies, 0.50)),
+        p99_ms: ms(percentile(&latencies, 0.99)),
+        p999_ms: ms(percentile(&latencies, 0.999)),
+    }
+}
+
+/// Raw JetStream at `rate` for `count` messages: each carries its publish time in its first
+/// eight bytes; the consumer subtracts it on delivery.
+async fn raw_latency(load: &Bus, platform: &Bus, options: &Options, run_id: &str, rate: f64, count: usize) -> anyhow::Result<Percentiles> {
+    let (name, subject) = (format!("BENCH_LAT_{run_id}"), format!("bench.lat.{run_id}"));
+    create_raw_stream(&load.js, &name, &subject).await?;
+    let stream = platform.js.get_stream(&name).await.context("opening the bench stream")?;
+    let consumer = stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("bench".into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .context("creating the latency consumer")?;
+    let mut messages = consumer.stream().max_messages_per_batch(1000).messages().await.context("pulling")?;
+    let receiver = tokio::spawn(async move {
+        let mut latencies = Vec::with_capacity(count);
+        while latencies.len() < count {
+            let Some(Ok(message)) = messages.next().await else { break };
+            let now = now_ns();
+            let sent = message.payload.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(now, u64::from_le_bytes);
+            latencies.push(Duration::from_nanos(now.saturating_sub(sent)));
+            let _ = message.ack().await;
+        }
+        latencies
+    });
+    let bar = progress(options, count, "raw latency");
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let started = tokio::time::Instant::now();
+    let mut acks = VecDeque::new();
+    for i in 0..count {
+        tokio::time::sleep_until(started + interval.mul_f64(i as f64)).await;
+        let mut payload = vec![b'x'; options.size.max(8)];
+        payload[..8].copy_from_slice(&now_ns().to_le_bytes());
+        acks.push_back(load.js.publish(subject.clone(), payload.into()).await.context("raw publish")?);
+        while acks.len() > PUBLISH_WINDOW {
+            if let Some(ack) = acks.pop_front() {
+                ack.await.context("raw publish not acknowledged")?;
+            }
+        }
+        bar.inc(1);
+    }
+    for ack in acks {
+        ack.await.context("raw publish not acknowledged")?;
+    }
+    let latencies = tokio::time::timeout(PHASE_LIMIT, receiver)
+        .await
+        .map_err(|_| anyhow::anyhow!("the raw latency consumer did not receive every message in time"))?
+        .context("the raw latency consumer failed")?;
+    bar.finish_and_clear();
+    load.js.delete_stream(&name).await.context("deleting the bench stream")?;
+    if latencies.len() < count {
+        anyhow::bail!("the raw latency consumer received {} of {count} messages", latencies.len());
+    }
+    Ok(percentiles(rate, latencies))
 }
 
 fn bench_event(run_id: &str, index: usize, data: &Bytes) -> Event {

@@ -60,15 +60,17 @@ async fn measure(ctx: &Context, args: &Args, work_dir: &std::path::Path) -> anyh
             url
         }
     };
-    let bus = Bus::connect(&url, &BusSettings::default(), StreamSetup::CreateMissing).await?;
+    // Two connections, as a publisher and a worker in separate processes would have.
+    let load = Bus::connect(&url, &BusSettings::default(), StreamSetup::CreateMissing).await?;
+    let platform = Bus::connect(&url, &BusSettings::default(), StreamSetup::CreateMissing).await?;
     let options = Options {
         events: args.events,
         size: args.size,
         concurrency: args.concurrency,
         progress: std::io::stderr().is_terminal(),
     };
-    let report = bench::run(&bus, &options, work_dir).await;
-    drop(bus);
+    let report = bench::run(&load, &platform, &options, work_dir).await;
+    drop((load, platform));
     drop(server);
     report
 }
@@ -93,6 +95,12 @@ fn render(r: &Report) -> String {
     row(
         "latency at 50% load",
         "publish → handler",
+        format!("p50 {:.3} / p99 {:.3} / p99.9 {:.3} ms at {:.0}/s", l.p50_ms, l.p99_ms, l.p999_ms, l.rate_per_sec),
+    );
+    let l = &r.latency.raw_jetstream_publish_to_delivery;
+    row(
+        "latency at 50% load",
+        "raw JetStream → consumer",
         format!("p50 {:.3} / p99 {:.3} / p99.9 {:.3} ms at {:.0}/s", l.p50_ms, l.p99_ms, l.p999_ms, l.rate_per_sec),
     );
     let c = &r.cold_start;
