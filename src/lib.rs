@@ -9,6 +9,7 @@ pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod dispatch;
+pub mod dlq;
 pub mod error;
 pub mod event;
 pub mod runtime;

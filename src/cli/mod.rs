@@ -2,6 +2,7 @@
 //! rendered once, as a table (or plain lines) for people or as JSON with `--json`.
 
 mod bench;
+mod dlq;
 mod functions;
 mod invoke;
 pub mod output;
@@ -45,6 +46,9 @@ pub enum Command {
     /// Inspect the project's functions.
     #[command(subcommand)]
     Functions(functions::Command),
+    /// Inspect, replay and purge dead letters.
+    #[command(subcommand)]
+    Dlq(dlq::Command),
     /// Measure raw JetStream, bare wasmtime, Sluice end to end and cold starts in one run.
     Bench(bench::Args),
 }
@@ -68,6 +72,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Invoke(args) => invoke::run(&ctx, args).await,
         Command::Functions(command) => functions::run(&ctx, command),
         Command::Bench(args) => bench::run(&ctx, args).await,
+        Command::Dlq(command) => dlq::run(&ctx, command).await,
     }
 }
 

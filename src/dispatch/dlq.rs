@@ -19,6 +19,11 @@ pub const REQUEST_ID: &str = "sluice-request-id";
 const FAILURE_HEADERS: &[&str] =
     &[FUNCTION, ERROR, ERROR_KIND, ATTEMPTS, ORIGINAL_SUBJECT, ORIGINAL_SEQ, FIRST_ATTEMPT, FAILED_AT, REQUEST_ID];
 
+/// Whether a header is one of the failure headers a dead letter carries.
+pub fn is_failure_header(name: &str) -> bool {
+    FAILURE_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
 /// Why an event is dead.
 #[derive(Debug)]
 pub struct DeadLetter<'a> {
@@ -40,7 +45,7 @@ pub struct DeadLetter<'a> {
 /// The id `<function>:<stream>:<seq>` makes a second write of the same delivery a duplicate.
 pub async fn write(bus: &Bus, event: &Event, record: &DeadLetter<'_>) -> anyhow::Result<Published> {
     let mut event = event.clone();
-    event.extensions.retain(|(name, _)| !FAILURE_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name)));
+    event.extensions.retain(|(name, _)| !is_failure_header(name));
     let time = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
     event.set_extension(FUNCTION, record.function);
     event.set_extension(ERROR, one_line(record.error));

@@ -7,6 +7,8 @@
 //! - `{"alloc_mb": 512}`: allocates and touches that much memory
 //! - `{"bad_output": true}`: writes something that is not JSON
 //! - `{"sleep_ms": 200}`: takes that long before answering (combines with the above)
+//! - environment `FLAKY_FAIL=1` (in function.toml's `env`): fails every event, until the
+//!   setting is removed; shows fixing a cause and replaying the dead letters
 //! Anything else succeeds with `{"ok": true, "attempt": N}`.
 
 use std::io::Read;
@@ -21,7 +23,7 @@ fn main() {
     if let Some(ms) = event.get("sleep_ms").and_then(|v| v.as_u64()) {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
-    if flag("fail") {
+    if flag("fail") || std::env::var("FLAKY_FAIL").is_ok_and(|v| v == "1") {
         eprintln!("failing on purpose (attempt {attempt})");
         std::process::exit(1);
     }
