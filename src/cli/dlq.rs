@@ -85,7 +85,12 @@ pub struct FilterArgs {
 }
 
 impl FilterArgs {
+    fn is_set(&self) -> bool {
+        self.function.is_some() || self.error.is_some() || self.since.is_some()
+    }
+
     fn filter(&self, now: DateTime<Utc>) -> anyhow::Result<Filter> {
+        check_function(self.function.as_deref())?;
         let since = match &self.since {
             Some(text) => Some(dlq::parse_time(text, now).map_err(|m| UsageError::new(format!("--since: {m}")))?),
             None => None,
@@ -94,7 +99,28 @@ impl FilterArgs {
     }
 }
 
+fn check_function(function: Option<&str>) -> anyhow::Result<()> {
+    if let Some(function) = function {
+        crate::config::validate_name(function).map_err(|m| UsageError::new(format!("--function: {m}")))?;
+    }
+    Ok(())
+}
+
 pub async fn run(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
+    // Usage errors first, before anything connects.
+    match &command {
+        Command::Replay { ids, filter, .. } if !ids.is_empty() && filter.is_set() => {
+            return Err(UsageError::new("--function, --error and --since select entries for --all; with ids, name only the ids").into());
+        }
+        Command::Purge { ids, function, older_than, .. } if !ids.is_empty() && (function.is_some() || older_than.is_some()) => {
+            return Err(UsageError::new("--function and --older-than select entries for --all; with ids, name only the ids").into());
+        }
+        Command::Purge { function, .. } => check_function(function.as_deref())?,
+        Command::List { filter, .. } | Command::Replay { filter, .. } => {
+            filter.filter(Utc::now())?;
+        }
+        _ => {}
+    }
     let settings = ctx.settings()?;
     let url = ctx.nats_url(&settings)?;
     let bus = Bus::connect(&url, &settings.bus, StreamSetup::CreateMissing).await?;
