@@ -18,14 +18,7 @@ fn worker_toml(project: &Project, broken: bool) {
 async fn publish_many(js: &async_nats::jetstream::Context, prefix: &str, n: usize) {
     let mut acks = Vec::new();
     for i in 0..n {
-        let id = format!("{prefix}-{i}");
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("ce-specversion", "1.0");
-        headers.insert("ce-id", id.as_str());
-        headers.insert("ce-type", "test.job");
-        headers.insert("ce-source", "tests");
-        headers.insert("Nats-Msg-Id", id.as_str());
-        acks.push(js.publish_with_headers("sluice.events.jobs", headers, r#"{"n":1}"#.into()).await.unwrap());
+        acks.push(publish_event(js, "sluice.events.jobs", &format!("{prefix}-{i}"), r#"{"n":1}"#).await);
     }
     for ack in acks {
         ack.await.unwrap();

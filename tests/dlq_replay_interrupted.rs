@@ -19,10 +19,7 @@ async fn a_killed_replay_loses_nothing() {
     let mut all = BTreeSet::new();
     for i in 0..300 {
         let id = format!("job-{i}");
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("ce-id", id.as_str());
-        headers.insert("Nats-Msg-Id", id.as_str());
-        js.publish_with_headers("sluice.events.jobs", headers, "{}".into()).await.unwrap().await.unwrap();
+        publish_event(&js, "sluice.events.jobs", &id, "{}").await.await.unwrap();
         all.insert(id);
     }
     wait_stream_count(&js, "SLUICE_DLQ", 300, Duration::from_secs(60)).await;

@@ -33,13 +33,7 @@ async fn a_killed_worker_loses_no_event() {
             good.insert(format!("good-{i}"));
             (format!("good-{i}"), r#"{"sleep_ms":60}"#)
         };
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("ce-id", id.as_str());
-        headers.insert("ce-type", "test.job");
-        headers.insert("ce-source", "tests");
-        headers.insert("ce-specversion", "1.0");
-        headers.insert("Nats-Msg-Id", id.as_str());
-        js.publish_with_headers("sluice.events.jobs", headers, data.into()).await.unwrap().await.unwrap();
+        publish_event(&js, "sluice.events.jobs", &id, data).await.await.unwrap();
     }
 
     // Kill the first worker while it is busy.

@@ -337,3 +337,20 @@ impl Results {
 pub fn header<'a>(message: &'a jetstream::message::StreamMessage, name: &str) -> Option<&'a str> {
     message.headers.get(name).map(|v| v.as_str())
 }
+
+/// Publishes a CloudEvents-headed JSON event with id `id` straight to JetStream (as a
+/// trigger would) and returns the acknowledgement to await.
+pub async fn publish_event(
+    js: &jetstream::Context,
+    subject: &str,
+    id: &str,
+    data: &'static str,
+) -> jetstream::context::PublishAckFuture {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("ce-specversion", "1.0");
+    headers.insert("ce-id", id);
+    headers.insert("ce-type", "test.job");
+    headers.insert("ce-source", "tests");
+    headers.insert("Nats-Msg-Id", id);
+    js.publish_with_headers(subject.to_owned(), headers, data.into()).await.unwrap()
+}
