@@ -39,6 +39,8 @@ use crate::runtime::{Invocation, InvokeError, Response, Runtime};
 const FETCH_EXPIRY: Duration = Duration::from_secs(2);
 /// Pause after a failed pull before the next one.
 const FETCH_ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// First-attempt times remembered per dispatcher at most.
+const FIRST_ATTEMPTS_CAP: usize = 100_000;
 /// Pull requests outstanding at once per function and process.
 const MAX_PULLS: usize = 4;
 
@@ -274,13 +276,18 @@ impl Dispatcher {
             retry::Decision::Retry(delay) => {
                 if attempt == 1 {
                     if let Ok(mut map) = self.first_attempts.lock() {
+                        // Entries whose retries another process finished are never removed
+                        // here; bound the map (a lost entry only falls back to publish time).
+                        if map.len() >= FIRST_ATTEMPTS_CAP {
+                            map.clear();
+                        }
                         map.insert(delivery.sequence, started);
                     }
                 }
                 nak(delivery.message, delay, name).await;
             }
             retry::Decision::DeadLetter => {
-                self.dead_letter(delivery, attempt, error.kind.label(), &error.to_string(), Some((request_id, started))).await;
+                self.dead_letter(delivery, attempt, error.kind.label(), &error.message, Some((request_id, started))).await;
             }
         }
     }

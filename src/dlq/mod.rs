@@ -313,12 +313,17 @@ pub fn stats(entries: &[Entry], now: DateTime<Utc>) -> Vec<FunctionStats> {
         .into_iter()
         .map(|(function, entries)| {
             let oldest = entries.iter().map(|e| e.failed_at).min().unwrap_or(now);
-            let mut errors: BTreeMap<&str, usize> = BTreeMap::new();
+            let mut errors: BTreeMap<(&str, &str), usize> = BTreeMap::new();
             for entry in &entries {
-                *errors.entry(entry.error_line()).or_default() += 1;
+                *errors.entry((entry.error_kind.as_str(), entry.error_line())).or_default() += 1;
             }
-            let mut top: Vec<ErrorCount> =
-                errors.into_iter().map(|(error, count)| ErrorCount { error: error.to_owned(), count }).collect();
+            let mut top: Vec<ErrorCount> = errors
+                .into_iter()
+                .map(|((kind, error), count)| ErrorCount {
+                    error: if kind.is_empty() { error.to_owned() } else { format!("{kind}: {error}") },
+                    count,
+                })
+                .collect();
             top.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.error.cmp(&b.error)));
             top.truncate(3);
             FunctionStats {
