@@ -14,3 +14,4 @@ pub mod error;
 pub mod event;
 pub mod runtime;
 pub mod telemetry;
+pub mod triggers;

@@ -84,6 +84,31 @@ fn a_valid_project_lists_its_functions() {
     assert!(text.contains("hello") && text.contains("1s 500ms") && text.contains("greetings"), "{text}");
 }
 
+fn write_trigger(project: &Project, name: &str, text: &str) -> std::path::PathBuf {
+    let dir = project.path().join("triggers");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn bad_cron_triggers() {
+    for (text, field) in [
+        ("kind = \"cron\"\nschedule = \"every tuesday\"\ntopic = \"t\"\n", "schedule"),
+        ("kind = \"cron\"\nschedule = \"@hourly\"\ntimezone = \"Mars/Olympus\"\ntopic = \"t\"\n", "timezone"),
+        ("kind = \"cron\"\nschedule = \"@hourly\"\ntopic = \"t\"\nmised = \"skip\"\n", "mised"),
+        ("kind = \"cron\"\nschedule = \"@hourly\"\ntopic = \"t\"\nmissed = \"sometimes\"\n", "missed"),
+        ("kind = \"cron\"\nschedule = \"@hourly\"\nfunction = \"nope\"\n", "function"),
+        ("kind = \"cron\"\nschedule = \"@hourly\"\n", "topic"),
+        ("kind = \"sundial\"\nschedule = \"@hourly\"\n", "kind"),
+    ] {
+        let project = Project::new();
+        let path = write_trigger(&project, "t", text);
+        assert_config_error(&project, &path, field);
+    }
+}
+
 #[test]
 fn the_example_project_loads() {
     // Every example function in the repository parses and validates.
@@ -92,4 +117,7 @@ fn the_example_project_loads() {
     let names: Vec<&str> = project.functions.iter().map(|f| f.config.name.as_str()).collect();
     assert_eq!(names, ["flaky", "hello"]);
     assert!(project.function("hello").unwrap().config.subscribe.contains(&"greetings".to_owned()));
+    // Every example trigger parses too.
+    let triggers: Vec<&str> = project.triggers.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(triggers, ["every-minute"]);
 }

@@ -25,6 +25,8 @@ pub const EVENTS_PREFIX: &str = "sluice.events.";
 pub const DIRECT_PREFIX: &str = "sluice.direct.";
 pub const DLQ_PREFIX: &str = "sluice.dlq.";
 pub const RESULTS_PREFIX: &str = "sluice.results.";
+/// KV bucket with trigger state (last fired ticks, cursors, leases).
+pub const STATE_BUCKET: &str = "sluice_state";
 
 /// Oldest nats-server Sluice works with: consumers with several filter subjects need 2.10.
 pub const MIN_SERVER_VERSION: (u64, u64) = (2, 10);
@@ -179,6 +181,28 @@ impl Bus {
             .publish_with_headers(subject.clone(), headers, payload)
             .await
             .with_context(|| format!("publishing to {subject}"))
+    }
+
+    /// The KV bucket `sluice_state`, created if missing.
+    pub async fn state(&self) -> anyhow::Result<jetstream::kv::Store> {
+        if let Ok(store) = self.js.get_key_value(STATE_BUCKET).await {
+            return Ok(store);
+        }
+        let created = self
+            .js
+            .create_key_value(jetstream::kv::Config {
+                bucket: STATE_BUCKET.into(),
+                description: "Sluice trigger state".into(),
+                history: 1,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await;
+        match created {
+            Ok(store) => Ok(store),
+            // Another process created it meanwhile.
+            Err(_) => self.js.get_key_value(STATE_BUCKET).await.context("opening KV bucket sluice_state"),
+        }
     }
 
     /// Creates or updates the durable pull consumer of a function: its subscribed topics

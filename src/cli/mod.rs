@@ -7,6 +7,7 @@ mod functions;
 mod invoke;
 pub mod output;
 mod publish;
+mod triggers;
 mod up;
 
 use std::path::PathBuf;
@@ -46,6 +47,9 @@ pub enum Command {
     /// Inspect the project's functions.
     #[command(subcommand)]
     Functions(functions::Command),
+    /// Inspect the project's triggers.
+    #[command(subcommand)]
+    Triggers(triggers::Command),
     /// Inspect, replay and purge dead letters.
     #[command(subcommand)]
     Dlq(dlq::Command),
@@ -73,6 +77,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Functions(command) => functions::run(&ctx, command),
         Command::Bench(args) => bench::run(&ctx, args).await,
         Command::Dlq(command) => dlq::run(&ctx, command).await,
+        Command::Triggers(command) => triggers::run(&ctx, command),
     }
 }
 

@@ -70,16 +70,35 @@ pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<ExitCode> {
         let dispatcher = Dispatcher::new(bus.clone(), Arc::new(def.config.clone()), Arc::new(function));
         dispatchers.spawn(dispatcher.run(consumer, shutdown.clone()));
     }
+    let mut triggers = JoinSet::new();
+    for def in &project.triggers {
+        let trigger = crate::triggers::build(def).map_err(|e| ConfigError::new(&def.path, None, format!("{e:#}")))?;
+        let ctx = crate::triggers::TriggerContext { name: def.name.clone(), bus: bus.clone(), shutdown: shutdown.clone() };
+        let name = def.name.clone();
+        triggers.spawn(async move {
+            if let Err(error) = trigger.run(ctx).await {
+                warn!(trigger = %name, error = %format!("{error:#}"), "Trigger stopped.");
+            }
+        });
+    }
     if project.functions.is_empty() {
         warn!(dir = %project.dir.join("functions").display(), "No functions found; add functions/<name>/function.toml.");
     }
     let names: Vec<&str> = project.functions.iter().map(|f| f.config.name.as_str()).collect();
-    println!("Sluice is up: {} function(s) [{}] on {url}. Press Ctrl-C to stop.", names.len(), names.join(", "));
+    let trigger_names: Vec<&str> = project.triggers.iter().map(|t| t.name.as_str()).collect();
+    println!(
+        "Sluice is up: {} function(s) [{}], {} trigger(s) [{}] on {url}. Press Ctrl-C to stop.",
+        names.len(),
+        names.join(", "),
+        trigger_names.len(),
+        trigger_names.join(", ")
+    );
     let _ = std::io::stdout().flush();
 
     wait_for_signal().await;
     info!("Shutting down: no new events are fetched; in-flight invocations finish.");
     shutdown.cancel();
+    while triggers.join_next().await.is_some() {}
     while dispatchers.join_next().await.is_some() {}
     if let Err(error) = bus.client.flush().await {
         warn!(%error, "Cannot flush the last acknowledgements; JetStream will redeliver those events.");

@@ -95,6 +95,8 @@ pub struct Project {
     pub settings: Settings,
     /// Sorted by name.
     pub functions: Vec<FunctionDef>,
+    /// `triggers/*.toml`, sorted by name.
+    pub triggers: Vec<crate::triggers::TriggerDef>,
 }
 
 impl Settings {
@@ -120,7 +122,8 @@ impl Project {
     pub fn load(dir: &Path) -> Result<Self, ConfigError> {
         let settings = Settings::load(dir)?;
         let functions = load_functions(&dir.join("functions"))?;
-        Ok(Self { dir: dir.to_path_buf(), settings, functions })
+        let triggers = load_triggers(&dir.join("triggers"), &functions)?;
+        Ok(Self { dir: dir.to_path_buf(), settings, functions, triggers })
     }
 
     pub fn function(&self, name: &str) -> Option<&FunctionDef> {
@@ -182,4 +185,45 @@ fn load_functions(dir: &Path) -> Result<Vec<FunctionDef>, ConfigError> {
     }
     functions.sort_by(|a, b| a.config.name.cmp(&b.config.name));
     Ok(functions)
+}
+
+/// Reads every `triggers/*.toml`; the file name (without `.toml`) is the trigger's name.
+fn load_triggers(dir: &Path, functions: &[FunctionDef]) -> Result<Vec<crate::triggers::TriggerDef>, ConfigError> {
+    use crate::triggers::{Target, TriggerConfig, TriggerDef};
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(ConfigError::new(dir, None, format!("cannot list the folder: {e}"))),
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.is_file() && path.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    paths.sort();
+    let mut triggers = Vec::with_capacity(paths.len());
+    for path in paths {
+        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
+        if let Err(message) = super::validate_name(&name) {
+            return Err(ConfigError::new(&path, None, format!("the file name is the trigger's name: {message}")));
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| ConfigError::new(&path, None, format!("cannot read the file: {e}")))?;
+        let config = TriggerConfig::parse(&path, &text)?;
+        let TriggerConfig::Cron(cron) = &config;
+        if let Err((field, message)) = cron.check() {
+            return Err(ConfigError::new(&path, Some(&field), message));
+        }
+        if let Target::Function(function) = config.target() {
+            if !functions.iter().any(|f| f.config.name == function) {
+                return Err(ConfigError::new(
+                    &path,
+                    Some("function"),
+                    format!("no function named {function:?} in functions/"),
+                ));
+            }
+        }
+        triggers.push(TriggerDef { name, path, config });
+    }
+    Ok(triggers)
 }

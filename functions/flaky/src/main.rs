@@ -9,6 +9,7 @@
 //! - `{"sleep_ms": 200}`: takes that long before answering (combines with the above)
 //! - environment `FLAKY_FAIL=1` (in function.toml's `env`): fails every event, until the
 //!   setting is removed; shows fixing a cause and replaying the dead letters
+//! - environment `FLAKY_ECHO=1`: answers with the event it received
 //! Anything else succeeds with `{"ok": true, "attempt": N}`.
 
 use std::io::Read;
@@ -19,6 +20,10 @@ fn main() {
     let event: serde_json::Value = serde_json::from_str(&input).unwrap_or(serde_json::Value::Null);
     let attempt: u64 = std::env::var("SLUICE_ATTEMPT").ok().and_then(|a| a.parse().ok()).unwrap_or(1);
     let flag = |key: &str| event.get(key).and_then(|v| v.as_bool()).unwrap_or(false);
+    if std::env::var("FLAKY_ECHO").is_ok_and(|v| v == "1") {
+        println!("{event}");
+        return;
+    }
 
     if let Some(ms) = event.get("sleep_ms").and_then(|v| v.as_u64()) {
         std::thread::sleep(std::time::Duration::from_millis(ms));

@@ -1,0 +1,99 @@
+//! `sluice triggers list | next NAME`.
+
+use std::process::ExitCode;
+
+use chrono::Utc;
+use clap::Subcommand;
+use serde::Serialize;
+
+use super::output::{print_json, Table};
+use super::Context;
+use crate::error::UsageError;
+use crate::triggers::{Target, TriggerConfig, TriggerDef};
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Every trigger with its kind, target and (for schedules) the next fire times.
+    List,
+    /// The next fire times of one scheduled trigger, in its timezone.
+    Next {
+        name: String,
+        #[arg(long, default_value_t = 10)]
+        count: usize,
+    },
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    name: String,
+    kind: &'static str,
+    target: Target,
+    schedule: Option<String>,
+    timezone: Option<String>,
+    /// RFC 3339 in the trigger's timezone.
+    next: Vec<String>,
+}
+
+fn next_fires(def: &TriggerDef, count: usize) -> anyhow::Result<Vec<String>> {
+    let TriggerConfig::Cron(cron) = &def.config;
+    let schedule = cron.check().map_err(|(f, m)| anyhow::anyhow!("{f}: {m}"))?;
+    let tz = schedule.timezone();
+    let mut out = Vec::with_capacity(count);
+    let mut cursor = Utc::now();
+    for _ in 0..count {
+        let Some(next) = schedule.next_after(cursor) else { break };
+        out.push(next.with_timezone(&tz).to_rfc3339());
+        cursor = next;
+    }
+    Ok(out)
+}
+
+fn row(def: &TriggerDef, count: usize) -> anyhow::Result<Row> {
+    let TriggerConfig::Cron(cron) = &def.config;
+    Ok(Row {
+        name: def.name.clone(),
+        kind: def.config.kind(),
+        target: def.config.target(),
+        schedule: Some(cron.schedule.clone()),
+        timezone: Some(cron.timezone.clone()),
+        next: next_fires(def, count)?,
+    })
+}
+
+pub fn run(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
+    let project = ctx.project()?;
+    let rows: Vec<Row> = match &command {
+        Command::List => project.triggers.iter().map(|t| row(t, 3)).collect::<anyhow::Result<_>>()?,
+        Command::Next { name, count } => {
+            let def = project.triggers.iter().find(|t| &t.name == name).ok_or_else(|| {
+                let names: Vec<&str> = project.triggers.iter().map(|t| t.name.as_str()).collect();
+                UsageError::new(format!("no trigger named {name:?}; triggers: {}", if names.is_empty() { "none".into() } else { names.join(", ") }))
+            })?;
+            vec![row(def, *count)?]
+        }
+    };
+    if ctx.json {
+        print_json(&rows)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Command::Next { .. } = command {
+        for time in rows.iter().flat_map(|r| &r.next) {
+            println!("{time}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        println!("No triggers in {}: add triggers/<name>.toml.", project.dir.join("triggers").display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = Table::new(vec!["NAME", "KIND", "TARGET", "SCHEDULE", "NEXT"]);
+    for r in &rows {
+        let schedule = match (&r.schedule, &r.timezone) {
+            (Some(s), Some(tz)) => format!("{s} ({tz})"),
+            _ => String::new(),
+        };
+        table.row(vec![r.name.clone(), r.kind.to_owned(), r.target.to_string(), schedule, r.next.join(", ")]);
+    }
+    println!("{}", table.render());
+    Ok(ExitCode::SUCCESS)
+}
