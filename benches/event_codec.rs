@@ -1,5 +1,7 @@
 //! Event encode (attributes → NATS headers) and decode (stored message → event).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // benchmarks fail loudly
+
 use bytes::Bytes;
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, Criterion};

@@ -3,6 +3,8 @@
 //!
 //! Needs the example modules: `scripts/build-functions.sh`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // benchmarks fail loudly
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;

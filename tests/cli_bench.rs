@@ -1,6 +1,8 @@
 //! `sluice bench`: the report has every documented figure, and every event of the end-to-end
 //! phase ran exactly once. No timing assertions: only structure and counts.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
 mod common;
 
 use common::*;

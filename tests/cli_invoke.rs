@@ -1,5 +1,7 @@
 //! `sluice invoke`: one local invocation with no NATS, like `sam local invoke -e`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
 mod common;
 
 use common::*;

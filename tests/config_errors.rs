@@ -1,5 +1,7 @@
 //! Bad configuration: `sluice` exits with status 2 and names the file and the field.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
 mod common;
 
 use common::*;

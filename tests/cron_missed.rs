@@ -1,6 +1,8 @@
 //! After downtime a cron trigger's `missed` policy decides: `skip` fires nothing for the gap,
 //! `fire_once` exactly one catch-up, `fire_all` one per missed tick.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -1,6 +1,8 @@
 //! A per-second schedule with two `sluice up` processes on one NATS: every tick is invoked
 //! exactly once, and the handler receives the EventBridge Scheduled Event shape.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -1,6 +1,8 @@
 //! Bulk redrive: `replay --all --function F` of 1,000 entries loses none and duplicates none;
 //! `--dry-run` changes nothing; `purge` without `--yes` on a non-terminal refuses.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
 mod common;
 
 use std::collections::BTreeSet;

@@ -1,6 +1,8 @@
 //! `sluice dlq list` and `show` report a poison event's function, error, attempts, topic and
 //! body exactly as stored; JSON field names are stable (docs/dlq.md).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
 mod common;
 
 use std::time::Duration;

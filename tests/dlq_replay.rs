@@ -2,6 +2,8 @@
 //! `--to-topic` reaches every subscriber; a replay that fails again comes back to the DLQ
 //! with its history (`sluice-replays`, `sluice-replay-of`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
 mod common;
 
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! Crash safety: a `sluice up` killed with SIGKILL mid-flight loses nothing; a second
 //! process finishes every accepted event, as a result or a dead letter.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
 mod common;
 
 use std::collections::BTreeSet;

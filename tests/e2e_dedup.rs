@@ -1,5 +1,7 @@
 //! Dedup: publishing the same event id twice within the duplicate window invokes once.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
 mod common;
 
 use std::time::Duration;

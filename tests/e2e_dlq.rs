@@ -1,6 +1,8 @@
 //! Poison event: after exactly `max_attempts` failures the event is in `SLUICE_DLQ` with the
 //! failure headers and its original attributes and body, and is no longer pending.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
 mod common;
 
 use std::time::Duration;

@@ -1,5 +1,7 @@
 //! Fan-out: one event on a topic with two subscribed functions runs each exactly once.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
 mod common;
 
 use std::time::Duration;

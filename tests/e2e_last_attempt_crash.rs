@@ -1,6 +1,8 @@
 //! A worker killed during an event's last attempt: the event still reaches the DLQ (as
 //! `lost`) once JetStream redelivers it, and the function is not run past its budget.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
 mod common;
 
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! Limits: an endless loop stops at its timeout and a memory bomb at its memory limit, each
 //! into the DLQ, while a neighbour function keeps answering.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
 mod common;
 
 use std::time::Duration;

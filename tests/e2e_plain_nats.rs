@@ -1,6 +1,8 @@
 //! A message published by a plain NATS client, without CloudEvents headers, is still an
 //! event: its id comes from its stream sequence and its type is `sluice.raw`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
 mod common;
 
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! Retry then success: a function failing attempts 1 and 2 succeeds on attempt 3 and
 //! leaves nothing in the dead-letter stream.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
 mod common;
 
 use std::time::Duration;

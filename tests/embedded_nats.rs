@@ -2,6 +2,8 @@
 //! other commands in the directory find it, and it stops with `up`. A missing or too old
 //! nats-server is reported in one line with how to install a current one.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
 mod common;
 
 use std::time::Duration;

@@ -12,6 +12,7 @@
 //!   straight to the DLQ without running the function again.
 //! - On shutdown no new events are fetched, everything already fetched is run to its end,
 //!   and in-flight invocations are bounded by the function's timeout.
+//!
 //! Ordering between events is not guaranteed (up to `concurrency` run at once).
 
 pub mod dlq;

@@ -7,6 +7,7 @@
 //!   occurs twice (fall back) fires at its first occurrence only.
 //! - A job that runs every hour ("0 */15 * * * *") follows real time: times in the skipped
 //!   hour do not exist, and the repeated hour runs twice.
+//!
 //! Interval schedules are aligned to the Unix epoch, so every process agrees on the ticks.
 
 use std::str::FromStr as _;
