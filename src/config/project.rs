@@ -142,17 +142,10 @@ impl Project {
 /// Reads every `function.toml` one level below `dir`. A missing `functions/` folder is an
 /// empty project, not an error.
 fn load_functions(dir: &Path) -> Result<Vec<FunctionDef>, ConfigError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(ConfigError::new(dir, None, format!("cannot list the folder: {e}"))),
-    };
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|entry| entry.path().join("function.toml"))
-        .filter(|path| path.is_file())
-        .collect();
-    paths.sort();
+    let paths = list_dir(dir, |path| {
+        let file = path.join("function.toml");
+        file.is_file().then_some(file)
+    })?;
 
     let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut functions = Vec::with_capacity(paths.len());
@@ -190,17 +183,9 @@ fn load_functions(dir: &Path) -> Result<Vec<FunctionDef>, ConfigError> {
 /// Reads every `triggers/*.toml`; the file name (without `.toml`) is the trigger's name.
 fn load_triggers(dir: &Path, functions: &[FunctionDef]) -> Result<Vec<crate::triggers::TriggerDef>, ConfigError> {
     use crate::triggers::{Target, TriggerConfig, TriggerDef};
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(ConfigError::new(dir, None, format!("cannot list the folder: {e}"))),
-    };
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|path| path.is_file() && path.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    paths.sort();
+    let paths = list_dir(dir, |path| {
+        (path.is_file() && path.extension().is_some_and(|e| e == "toml")).then_some(path)
+    })?;
     let mut triggers = Vec::with_capacity(paths.len());
     for path in paths {
         let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
@@ -226,4 +211,16 @@ fn load_triggers(dir: &Path, functions: &[FunctionDef]) -> Result<Vec<crate::tri
         triggers.push(TriggerDef { name, path, config });
     }
     Ok(triggers)
+}
+
+/// The entries of `dir` that `pick` keeps (mapped), sorted. A missing folder is empty.
+fn list_dir(dir: &Path, pick: impl Fn(PathBuf) -> Option<PathBuf>) -> Result<Vec<PathBuf>, ConfigError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(ConfigError::new(dir, None, format!("cannot list the folder: {e}"))),
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(Result::ok).filter_map(|entry| pick(entry.path())).collect();
+    paths.sort();
+    Ok(paths)
 }
