@@ -28,7 +28,7 @@ fn module_bytes() -> Vec<u8> {
 fn invoke(c: &mut Criterion) {
     let bytes = module_bytes();
     let cache = tempfile::tempdir().unwrap();
-    let host = WasmHost::new(HostConfig { max_concurrent: 4, max_memory_mb: 64, cache_dir: cache.path().to_path_buf() }).unwrap();
+    let host = WasmHost::new(HostConfig { max_concurrent: 4, max_memory_mb: 64, cache_dir: cache.path().to_path_buf(), buckets_dir: None }).unwrap();
     let config: FunctionConfig =
         toml::from_str("name = \"hello\"\nruntime = \"wasm\"\nmodule = \"hello.wasm\"\nmemory_mb = 64\ntimeout = \"3s\"").unwrap();
     let function = host.load_bytes(&config, &bytes).unwrap();

@@ -155,6 +155,7 @@ pub async fn run(load: &Bus, platform: &Bus, options: &Options, work_dir: &std::
         max_concurrent: 2 * cores,
         max_memory_mb: 16,
         cache_dir: work_dir.join("cache"),
+        buckets_dir: None,
     })?;
     let data = event_data(options.size);
 
@@ -413,6 +414,7 @@ fn noop_config(name: &str, concurrency: u32, subscribe: Vec<String>) -> Function
         env: BTreeMap::new(),
         subscribe,
         on_success: None,
+        buckets: Vec::new(),
         retry: RetryConfig::default(),
     }
 }
@@ -685,7 +687,7 @@ async fn wait_consumer_idle(bus: &Bus, name: &str) -> anyhow::Result<()> {
 async fn cold_start(options: &Options, work_dir: &std::path::Path) -> anyhow::Result<ColdStart> {
     let event = Arc::new(Event::new("sluice.bench", "sluice.bench", event_data(options.size)));
     let config = noop_config("bench-cold", 1, Vec::new());
-    let host_config = |dir: &str| HostConfig { max_concurrent: 2, max_memory_mb: 16, cache_dir: work_dir.join(dir) };
+    let host_config = |dir: &str| HostConfig { max_concurrent: 2, max_memory_mb: 16, cache_dir: work_dir.join(dir), buckets_dir: None };
 
     // From source: compile, cache, link, first invocation.
     let host = WasmHost::new(host_config("cold-source"))?;

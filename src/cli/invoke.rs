@@ -58,6 +58,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         max_concurrent: 1,
         max_memory_mb: def.config.memory_mb,
         cache_dir: project.cache_dir(),
+        buckets_dir: Some(project.buckets_dir()),
     })?;
     let function = host
         .load(&def.config, &def.module_path)

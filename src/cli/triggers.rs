@@ -13,7 +13,7 @@ use crate::triggers::{Target, TriggerConfig, TriggerDef};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Every trigger with its kind, target and (for schedules) the next fire times.
+    /// Every trigger with its kind, target, source and (for schedules) the next fire times.
     List,
     /// The next fire times of one scheduled trigger, in its timezone.
     Next {
@@ -28,6 +28,8 @@ struct Row {
     name: String,
     kind: &'static str,
     target: Target,
+    /// What it watches: the schedule, the bucket.
+    source: String,
     schedule: Option<String>,
     timezone: Option<String>,
     /// RFC 3339 in the trigger's timezone.
@@ -35,7 +37,7 @@ struct Row {
 }
 
 fn next_fires(def: &TriggerDef, count: usize) -> anyhow::Result<Vec<String>> {
-    let TriggerConfig::Cron(cron) = &def.config;
+    let TriggerConfig::Cron(cron) = &def.config else { return Ok(Vec::new()) };
     let schedule = cron.check().map_err(|(f, m)| anyhow::anyhow!("{f}: {m}"))?;
     let tz = schedule.timezone();
     let mut out = Vec::with_capacity(count);
@@ -49,13 +51,17 @@ fn next_fires(def: &TriggerDef, count: usize) -> anyhow::Result<Vec<String>> {
 }
 
 fn row(def: &TriggerDef, count: usize) -> anyhow::Result<Row> {
-    let TriggerConfig::Cron(cron) = &def.config;
+    let cron = match &def.config {
+        TriggerConfig::Cron(cron) => Some(cron),
+        _ => None,
+    };
     Ok(Row {
         name: def.name.clone(),
         kind: def.config.kind(),
         target: def.config.target(),
-        schedule: Some(cron.schedule.clone()),
-        timezone: Some(cron.timezone.clone()),
+        source: def.config.source(),
+        schedule: cron.map(|c| c.schedule.clone()),
+        timezone: cron.map(|c| c.timezone.clone()),
         next: next_fires(def, count)?,
     })
 }
@@ -69,6 +75,9 @@ pub fn run(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
                 let names: Vec<&str> = project.triggers.iter().map(|t| t.name.as_str()).collect();
                 UsageError::new(format!("no trigger named {name:?}; triggers: {}", if names.is_empty() { "none".into() } else { names.join(", ") }))
             })?;
+            if !matches!(def.config, TriggerConfig::Cron(_)) {
+                return Err(UsageError::new(format!("trigger {name:?} is a {} trigger; only schedules have fire times", def.config.kind())).into());
+            }
             vec![row(def, *count)?]
         }
     };
@@ -86,13 +95,9 @@ pub fn run(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         println!("No triggers in {}: add triggers/<name>.toml.", project.dir.join("triggers").display());
         return Ok(ExitCode::SUCCESS);
     }
-    let mut table = Table::new(vec!["NAME", "KIND", "TARGET", "SCHEDULE", "NEXT"]);
+    let mut table = Table::new(vec!["NAME", "KIND", "TARGET", "SOURCE", "NEXT"]);
     for r in &rows {
-        let schedule = match (&r.schedule, &r.timezone) {
-            (Some(s), Some(tz)) => format!("{s} ({tz})"),
-            _ => String::new(),
-        };
-        table.row(vec![r.name.clone(), r.kind.to_owned(), r.target.to_string(), schedule, r.next.join(", ")]);
+        table.row(vec![r.name.clone(), r.kind.to_owned(), r.target.to_string(), r.source.clone(), r.next.join(", ")]);
     }
     println!("{}", table.render());
     Ok(ExitCode::SUCCESS)

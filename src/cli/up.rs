@@ -58,6 +58,7 @@ pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<ExitCode> {
         max_concurrent: project.settings.runtime.max_concurrent.unwrap_or(2 * cpus),
         max_memory_mb: project.functions.iter().map(|f| f.config.memory_mb).max().unwrap_or(128),
         cache_dir: project.cache_dir(),
+        buckets_dir: Some(project.buckets_dir()),
     })?;
 
     let shutdown = CancellationToken::new();
@@ -72,7 +73,7 @@ pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<ExitCode> {
     }
     let mut triggers = JoinSet::new();
     for def in &project.triggers {
-        let trigger = crate::triggers::build(def).map_err(|e| ConfigError::new(&def.path, None, format!("{e:#}")))?;
+        let trigger = crate::triggers::build(def, &project).map_err(|e| ConfigError::new(&def.path, None, format!("{e:#}")))?;
         let ctx = crate::triggers::TriggerContext { name: def.name.clone(), bus: bus.clone(), shutdown: shutdown.clone() };
         let name = def.name.clone();
         triggers.spawn(async move {

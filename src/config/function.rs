@@ -37,9 +37,40 @@ pub struct FunctionConfig {
     /// invocation (chaining). Default none.
     #[serde(default)]
     pub on_success: Option<String>,
+    /// Local buckets the function may use, as `"name:ro"` or `"name:rw"` (plain `"name"` is
+    /// read-only). Each is mounted in the sandbox at `/buckets/<name>`; nothing else of the
+    /// host's file system is visible. Default none.
+    #[serde(default)]
+    pub buckets: Vec<String>,
     /// What happens when an invocation fails.
     #[serde(default)]
     pub retry: RetryConfig,
+}
+
+/// A bucket a function may use, parsed from `buckets`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketGrant {
+    pub bucket: String,
+    pub writable: bool,
+}
+
+impl BucketGrant {
+    /// Parses `"name"`, `"name:ro"` or `"name:rw"`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (bucket, mode) = text.split_once(':').unwrap_or((text, "ro"));
+        let writable = match mode {
+            "ro" => false,
+            "rw" => true,
+            other => return Err(format!("{text:?}: access {other:?} is neither \"ro\" (read-only) nor \"rw\" (read-write)")),
+        };
+        super::validate_bucket(bucket).map_err(|m| format!("{text:?}: {m}"))?;
+        Ok(Self { bucket: bucket.to_owned(), writable })
+    }
+
+    /// Where the sandbox sees it.
+    pub fn guest_path(&self) -> String {
+        format!("/buckets/{}", self.bucket)
+    }
 }
 
 /// The runtimes this build can run.
@@ -139,6 +170,11 @@ pub(crate) const MAX_CONCURRENCY: u32 = 10_000;
 pub(crate) const MAX_ATTEMPTS: u32 = 100;
 
 impl FunctionConfig {
+    /// The bucket grants; entries that do not parse are skipped (`check` reports them).
+    pub fn bucket_grants(&self) -> Vec<BucketGrant> {
+        self.buckets.iter().filter_map(|g| BucketGrant::parse(g).ok()).collect()
+    }
+
     /// Semantic checks serde cannot express. Returns the offending field and what is wrong.
     pub(crate) fn check(&self) -> Result<(), (String, String)> {
         let field = |f: &str, m: String| Err((f.to_owned(), m));
@@ -173,6 +209,13 @@ impl FunctionConfig {
             }
             if key.starts_with("SLUICE_") {
                 return field("env", format!("{key:?}: the SLUICE_ prefix is reserved for the invocation context"));
+            }
+        }
+        let mut granted = std::collections::BTreeSet::new();
+        for grant in &self.buckets {
+            let grant = BucketGrant::parse(grant).map_err(|m| ("buckets".to_owned(), m))?;
+            if !granted.insert(grant.bucket.clone()) {
+                return field("buckets", format!("bucket {:?} is listed twice", grant.bucket));
             }
         }
         let retry = &self.retry;
@@ -239,6 +282,19 @@ mod tests {
         f.subscribe = vec!["a.*".into()];
         f.on_success = Some("a.b".into());
         assert_eq!(f.check().unwrap_err().0, "on_success");
+    }
+
+    #[test]
+    fn bucket_grants_parse() {
+        assert_eq!(BucketGrant::parse("uploads").unwrap(), BucketGrant { bucket: "uploads".into(), writable: false });
+        assert!(BucketGrant::parse("thumbs:rw").unwrap().writable);
+        assert!(!BucketGrant::parse("thumbs:ro").unwrap().writable);
+        assert!(BucketGrant::parse("thumbs:wr").unwrap_err().contains("\"wr\""));
+        assert!(BucketGrant::parse("../etc:ro").is_err());
+        let mut f = parse("name = \"a\"\nruntime = \"wasm\"\nmodule = \"a.wasm\"\nbuckets = [\"a:rw\", \"a\"]\n").unwrap();
+        assert_eq!(f.check().unwrap_err().0, "buckets");
+        f.buckets = vec!["a:rw".into(), "b".into()];
+        assert!(f.check().is_ok());
     }
 
     #[test]

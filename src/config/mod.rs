@@ -10,7 +10,7 @@ mod project;
 
 use std::path::{Path, PathBuf};
 
-pub use function::{BackoffConfig, FunctionConfig, RetryConfig, RuntimeKind};
+pub use function::{BackoffConfig, BucketGrant, FunctionConfig, RetryConfig, RuntimeKind};
 pub use project::{BusSettings, NatsSettings, Project, RuntimeSettings, Settings, FunctionDef};
 
 /// Invalid configuration. Exit code 2.
@@ -112,6 +112,26 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// Checks a bucket name: S3's rules (lowercase letters, digits, `.` and `-`, starting and
+/// ending with a letter or digit), plus `_`, up to 63 characters. It is also the folder
+/// name under `buckets/`.
+pub fn validate_bucket(name: &str) -> Result<(), String> {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let ok = (1..=63).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_'))
+        && edge(name.chars().next())
+        && edge(name.chars().last())
+        && !name.contains("..");
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid bucket name: use 1 to 63 lowercase letters, digits, `.`, `-` or `_`, \
+             starting and ending with a letter or digit"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +156,17 @@ mod tests {
         assert!(validate_name("a.b").is_err());
         assert!(validate_name("").is_err());
         assert!(validate_name("has space").is_err());
+    }
+
+    #[test]
+    fn bucket_names_follow_s3_rules() {
+        assert!(validate_bucket("uploads").is_ok());
+        assert!(validate_bucket("my-bucket.v2").is_ok());
+        assert!(validate_bucket("Uploads").is_err());
+        assert!(validate_bucket("..").is_err());
+        assert!(validate_bucket("a/b").is_err());
+        assert!(validate_bucket(".hidden").is_err());
+        assert!(validate_bucket("").is_err());
     }
 
     #[test]

@@ -130,6 +130,11 @@ impl Project {
         self.functions.iter().find(|f| f.config.name == name)
     }
 
+    /// Where local buckets live: `buckets/<name>/`.
+    pub fn buckets_dir(&self) -> PathBuf {
+        self.dir.join("buckets")
+    }
+
     /// The cache directory for precompiled modules.
     pub fn cache_dir(&self) -> PathBuf {
         match &self.settings.runtime.cache_dir {
@@ -195,8 +200,7 @@ fn load_triggers(dir: &Path, functions: &[FunctionDef]) -> Result<Vec<crate::tri
         let text = std::fs::read_to_string(&path)
             .map_err(|e| ConfigError::new(&path, None, format!("cannot read the file: {e}")))?;
         let config = TriggerConfig::parse(&path, &text)?;
-        let TriggerConfig::Cron(cron) = &config;
-        if let Err((field, message)) = cron.check() {
+        if let Err((field, message)) = config.check() {
             return Err(ConfigError::new(&path, Some(&field), message));
         }
         if let Target::Function(function) = config.target() {

@@ -5,6 +5,7 @@
 //! A trigger publishes through [`TriggerContext::bus`] and advances its own cursor (last
 //! fired tick, offset, LSN) only after JetStream acknowledged the publish.
 
+pub mod bucket;
 pub mod cron;
 
 use std::path::PathBuf;
@@ -25,10 +26,12 @@ use crate::bus::Bus;
 pub enum TriggerConfig {
     /// A schedule: fires Scheduled Events.
     Cron(cron::CronConfig),
+    /// A watched bucket: fires S3 event notifications.
+    Bucket(bucket::BucketConfig),
 }
 
 /// The kinds this build has.
-pub const KINDS: &[&str] = &["cron"];
+pub const KINDS: &[&str] = &["cron", "bucket"];
 
 impl TriggerConfig {
     /// Parses one trigger file.
@@ -41,6 +44,7 @@ impl TriggerConfig {
         let kind: Kind = toml::from_str(text).map_err(|e| ConfigError::from_toml(path, text, &e))?;
         match kind.kind.as_deref() {
             Some("cron") => toml::from_str(text).map(TriggerConfig::Cron).map_err(|e| ConfigError::from_toml(path, text, &e)),
+            Some("bucket") => toml::from_str(text).map(TriggerConfig::Bucket).map_err(|e| ConfigError::from_toml(path, text, &e)),
             Some(other) => Err(ConfigError::new(
                 path,
                 Some("kind"),
@@ -53,6 +57,23 @@ impl TriggerConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             TriggerConfig::Cron(_) => "cron",
+            TriggerConfig::Bucket(_) => "bucket",
+        }
+    }
+
+    /// Semantic checks of the adapter's settings: the offending field and what is wrong.
+    pub fn check(&self) -> Result<(), (String, String)> {
+        match self {
+            TriggerConfig::Cron(c) => c.check().map(drop),
+            TriggerConfig::Bucket(c) => c.check(),
+        }
+    }
+
+    /// What it watches, in a word or two: a schedule, a bucket.
+    pub fn source(&self) -> String {
+        match self {
+            TriggerConfig::Cron(c) => format!("{} ({})", c.schedule, c.timezone),
+            TriggerConfig::Bucket(c) => c.source(),
         }
     }
 
@@ -60,6 +81,7 @@ impl TriggerConfig {
     pub fn target(&self) -> Target {
         match self {
             TriggerConfig::Cron(c) => c.target(),
+            TriggerConfig::Bucket(c) => c.target(),
         }
     }
 }
@@ -111,9 +133,10 @@ pub trait Trigger: Send {
     fn run(self: Box<Self>, ctx: TriggerContext) -> BoxFuture<'static, anyhow::Result<()>>;
 }
 
-/// The registry: the adapter for a definition.
-pub fn build(def: &TriggerDef) -> anyhow::Result<Box<dyn Trigger>> {
+/// The registry: the adapter for a definition of `project`.
+pub fn build(def: &TriggerDef, project: &crate::config::Project) -> anyhow::Result<Box<dyn Trigger>> {
     match &def.config {
         TriggerConfig::Cron(config) => Ok(Box::new(cron::CronTrigger::new(&def.name, config)?)),
+        TriggerConfig::Bucket(config) => Ok(Box::new(bucket::BucketTrigger::new(&def.name, config, &project.buckets_dir())?)),
     }
 }

@@ -1,6 +1,8 @@
 //! Test fixtures: a real nats-server per test, a temporary project, a `sluice up` process.
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

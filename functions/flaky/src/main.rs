@@ -10,6 +10,9 @@
 //! - environment `FLAKY_FAIL=1` (in function.toml's `env`): fails every event, until the
 //!   setting is removed; shows fixing a cause and replaying the dead letters
 //! - environment `FLAKY_ECHO=1`: answers with the event it received
+//! - `{"read_file": PATH}`, `{"write_file": PATH, "content": TEXT}`, `{"list_dir": PATH}`:
+//!   tries that on the sandbox's file system and answers `{"ok": true, ...}` or
+//!   `{"ok": false, "error": ...}` (shows what a function granted buckets can reach)
 //! Anything else succeeds with `{"ok": true, "attempt": N}`.
 
 use std::io::Read;
@@ -25,6 +28,10 @@ fn main() {
         return;
     }
 
+    if let Some(answer) = file_op(&event) {
+        println!("{answer}");
+        return;
+    }
     if let Some(ms) = event.get("sleep_ms").and_then(|v| v.as_u64()) {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
@@ -63,4 +70,30 @@ fn main() {
         return;
     }
     println!("{}", serde_json::json!({ "ok": true, "attempt": attempt }));
+}
+
+/// The file-system probes; `None` when the event asks for none.
+fn file_op(event: &serde_json::Value) -> Option<serde_json::Value> {
+    use serde_json::json;
+    let text = |key: &str| event.get(key).and_then(|v| v.as_str());
+    let outcome = |result: std::io::Result<serde_json::Value>| match result {
+        Ok(value) => json!({ "ok": true, "result": value }),
+        Err(error) => json!({ "ok": false, "error": error.to_string() }),
+    };
+    if let Some(path) = text("read_file") {
+        return Some(outcome(std::fs::read_to_string(path).map(serde_json::Value::String)));
+    }
+    if let Some(path) = text("write_file") {
+        let content = text("content").unwrap_or_default();
+        return Some(outcome(std::fs::write(path, content).map(|()| json!(content.len()))));
+    }
+    if let Some(path) = text("list_dir") {
+        let names = std::fs::read_dir(path).and_then(|entries| {
+            let mut names = entries.map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned())).collect::<std::io::Result<Vec<_>>>()?;
+            names.sort();
+            Ok(json!(names))
+        });
+        return Some(outcome(names));
+    }
+    None
 }

@@ -3,8 +3,9 @@
 //! ABI: the event data arrives on stdin, the invocation context in `SLUICE_*` environment
 //! variables (plus the function's own `env`), the response is the JSON written to stdout
 //! (empty stdout is `null`), stderr lines are the function's logs, and exit status 0 is
-//! success. Each invocation gets a fresh instance (no state survives between events), no
-//! preopened directories and no sockets. Memory is capped at `memory_mb`, time at `timeout`
+//! success. Each invocation gets a fresh instance (no state survives between events) and no
+//! sockets; the only files it sees are the local buckets granted in `buckets`, each mounted
+//! at `/buckets/<name>` read-only or read-write. Memory is capped at `memory_mb`, time at `timeout`
 //! (epoch interruption), and host-wide at most `max_concurrent` sandboxes run at once.
 
 pub mod cache;
@@ -22,7 +23,7 @@ use tokio::sync::Semaphore;
 use wasmtime::{Engine, InstancePre, Linker, Module, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
-use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use self::output::CappedOutput;
 use super::{FailureKind, Invocation, InvokeError, Response, Runtime};
@@ -43,6 +44,9 @@ pub struct HostConfig {
     pub max_memory_mb: u32,
     /// Precompiled-module cache.
     pub cache_dir: PathBuf,
+    /// The project's local buckets (`buckets/`), where granted buckets are mounted from;
+    /// `None` where there is no project (benchmarks).
+    pub buckets_dir: Option<PathBuf>,
 }
 
 /// The engine, the WASI linker and the host-wide concurrency limit, shared by all functions.
@@ -51,6 +55,7 @@ pub struct WasmHost {
     engine: Engine,
     linker: Arc<Linker<State>>,
     cache_dir: PathBuf,
+    buckets_dir: Option<PathBuf>,
     slots: Arc<Semaphore>,
 }
 
@@ -70,6 +75,7 @@ impl WasmHost {
             engine,
             linker: Arc::new(linker),
             cache_dir: config.cache_dir,
+            buckets_dir: config.buckets_dir,
             slots: Arc::new(Semaphore::new(max_concurrent)),
         })
     }
@@ -103,11 +109,13 @@ impl WasmHost {
         let mut env: Vec<(String, String)> = config.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         env.push(("SLUICE_FUNCTION".into(), config.name.clone()));
         env.push(("SLUICE_MEMORY_MB".into(), config.memory_mb.to_string()));
+        let mounts = self.mounts(config)?;
         Ok(WasmFunction {
             inner: Arc::new(Inner {
                 name: config.name.clone(),
                 pre,
                 env,
+                mounts,
                 memory_limit: (config.memory_mb as usize).saturating_mul(MIB),
                 memory_mb: config.memory_mb,
                 timeout: config.timeout,
@@ -115,6 +123,36 @@ impl WasmHost {
             slots: self.slots.clone(),
         })
     }
+}
+
+impl WasmHost {
+    /// The host folders of a function's bucket grants, created if missing.
+    fn mounts(&self, config: &FunctionConfig) -> anyhow::Result<Vec<Mount>> {
+        let grants = config.bucket_grants();
+        if grants.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(dir) = &self.buckets_dir else {
+            anyhow::bail!("function {}: bucket grants need a project folder with buckets/", config.name);
+        };
+        grants
+            .into_iter()
+            .map(|grant| {
+                let host = dir.join(&grant.bucket);
+                std::fs::create_dir_all(&host)
+                    .with_context(|| format!("creating the bucket folder {} granted to {}", host.display(), config.name))?;
+                let perms = if grant.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+                Ok(Mount { host, guest: grant.guest_path(), perms })
+            })
+            .collect()
+    }
+}
+
+/// A host folder visible in the sandbox.
+struct Mount {
+    host: PathBuf,
+    guest: String,
+    perms: FsPerms,
 }
 
 /// A function ready to run: its linked module and limits.
@@ -129,6 +167,7 @@ struct Inner {
     pre: InstancePre<State>,
     /// The function's own env plus the per-function context variables.
     env: Vec<(String, String)>,
+    mounts: Vec<Mount>,
     memory_limit: usize,
     memory_mb: u32,
     timeout: std::time::Duration,
@@ -218,6 +257,12 @@ impl Inner {
             .env("SLUICE_TRACEPARENT", &event.traceparent);
         if let Some(subject) = &event.subject {
             wasi.env("SLUICE_EVENT_SUBJECT", subject);
+        }
+        for mount in &self.mounts {
+            if let Err(error) = wasi.preopened_dir(&mount.host, &mount.guest, mount.perms) {
+                let message = format!("cannot mount {} at {}: {error}", mount.host.display(), mount.guest);
+                return Err(InvokeError { kind: FailureKind::Platform, message, logs: Vec::new(), duration: started.elapsed() });
+            }
         }
         let state = State {
             wasi: wasi.build_p1(),
