@@ -120,6 +120,7 @@ impl LocalBucket {
             warn!(trigger = %emitter.trigger, "The kernel's inotify queue overflowed; listing the bucket again.");
             return true;
         }
+        tracing::trace!(kind = ?event.kind, paths = ?event.paths, "inotify event");
         let now = Instant::now();
         for path in &event.paths {
             match event.kind {
