@@ -156,6 +156,11 @@ impl Project {
 
     /// Starts `sluice up` against `nats_url` (None: embedded) and waits until it is up.
     pub fn up(&self, nats_url: Option<&str>) -> Up {
+        self.up_with_env(nats_url, &[])
+    }
+
+    /// Like [`Project::up`] with extra environment variables.
+    pub fn up_with_env(&self, nats_url: Option<&str>, env: &[(&str, &str)]) -> Up {
         let log_path = self.path().join(format!("up-{}.log", std::process::id() as u128 * 1000 + next_id()));
         let log = std::fs::File::create(&log_path).unwrap();
         let mut command = Command::new(SLUICE);
@@ -166,6 +171,7 @@ impl Project {
         let mut child = command
             .arg("up")
             .env_remove("SLUICE_NATS_URL")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)

@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -64,6 +65,8 @@ impl S3Server {
         let log = std::fs::File::create(&log_path).unwrap();
         let d = |p: &str| dir.path().join(p).display().to_string();
         let args = [
+            // Log to stderr (our weed.log) only: by default glog also writes files into /tmp.
+            "-logtostderr".to_owned(),
             "server".to_owned(),
             "-ip=127.0.0.1".to_owned(),
             "-ip.bind=127.0.0.1".to_owned(),
@@ -94,9 +97,21 @@ impl S3Server {
             // As on AWS: writing to a missing bucket fails rather than creating it.
             "-s3.autoCreateBucket=false".to_owned(),
         ];
-        let child = Command::new(weed_binary())
+        let mut command = Command::new(weed_binary());
+        // If the test process dies without dropping us (killed, aborted), take weed with it.
+        // (The signal follows the spawning thread: start the server on the test's own thread.)
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command
             .args(&args)
+            // weed reads optional *.toml settings from ., $HOME/.seaweedfs and /etc/seaweedfs:
+            // keep a developer's own out of the tests.
             .current_dir(dir.path())
+            .env("HOME", dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

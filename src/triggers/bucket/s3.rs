@@ -38,8 +38,9 @@ impl S3Watcher {
             .with_endpoint(&endpoint)
             .with_bucket_name(&config.bucket)
             .with_region(config.region.as_deref().unwrap_or(DEFAULT_REGION))
-            .with_allow_http(endpoint.starts_with("http://"))
+            // Client options first: they replace earlier settings such as allow_http.
             .with_client_options(ClientOptions::new().with_connect_timeout(Duration::from_secs(5)).with_timeout(Duration::from_secs(60)))
+            .with_allow_http(endpoint.starts_with("http://"))
             // Listing again at the next poll is the retry; don't stall a poll for minutes.
             .with_retry(RetryConfig { backoff: BackoffConfig::default(), max_retries: 2, retry_timeout: Duration::from_secs(20) });
         builder = match (key, secret) {
