@@ -132,10 +132,8 @@ impl LocalBucket {
                     }
                 }
                 EventKind::Create(CreateKind::Folder) => self.found_folder(root, path, pending),
-                EventKind::Create(_) | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => {
-                    if !path.is_dir() {
-                        pending.insert(path.clone(), Pending { closed: false, touched: now });
-                    }
+                EventKind::Create(_) | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) if !path.is_dir() => {
+                    pending.insert(path.clone(), Pending { closed: false, touched: now });
                 }
                 EventKind::Modify(ModifyKind::Name(RenameMode::From)) | EventKind::Remove(_) => {
                     pending.retain(|p, _| !p.starts_with(path));
@@ -473,7 +471,7 @@ mod tests {
         // Our own process is skipped, so a child holds it open.
         let mut child = std::process::Command::new("sh")
             .arg("-c")
-            .arg(format!("exec 3>>'{}'; sleep 5", path.display()))
+            .arg(format!("exec 3>>'{}'; exec sleep 5", path.display()))
             .spawn()
             .unwrap();
         let targets: HashSet<_> = [id].into_iter().collect();

@@ -51,7 +51,7 @@ pub struct Origin<'a> {
 pub fn event(origin: &Origin<'_>, change: Change, key: &str, version: &Version, at: DateTime<Utc>) -> Event {
     let id = event_id(origin.trigger, change, key, version);
     let data = s3_event(origin, change, key, version, at, &id);
-    let mut event = Event::new(SOURCE, &format!("{SOURCE}.{}", change.as_str()), data);
+    let mut event = Event::new(SOURCE, format!("{SOURCE}.{}", change.as_str()), data);
     event.id = id;
     event.time = at;
     event.subject = Some(encode_key(key));
