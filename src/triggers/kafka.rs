@@ -1,0 +1,358 @@
+//! The `kafka` trigger: records of Kafka topics become events, through a consumer group.
+//!
+//! At least once, in order per partition: records are published to JetStream in the order
+//! they arrive (one connection keeps that order), with a bounded window of publishes in
+//! flight; a record's offset is stored for commit only after JetStream acknowledged it and
+//! every record before it. Offsets are committed every second and at shutdown. After a
+//! crash or a rebalance the records after the last commit are read again; their event id
+//! (`kafka:<trigger>:<topic>/<partition>/<offset>`) lets the duplicate window remove them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use aws_lambda_events::encodings::MillisecondTimestamp;
+use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
+use base64::Engine as _;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use futures::stream::{FuturesOrdered, StreamExt as _};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message, Timestamp};
+use rdkafka::ClientContext;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use super::health::{Health, Status};
+use super::{Target, Trigger, TriggerContext};
+use crate::event::Event;
+
+pub const SOURCE: &str = "sluice.kafka";
+pub const EVENT_TYPE: &str = "sluice.kafka.record";
+/// Publishes in flight at most: bounds memory and how far a slow JetStream lets Kafka run.
+const WINDOW: usize = 256;
+
+/// `kind = "kafka"`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub kind: String,
+    /// Bootstrap servers, comma-separated ("host1:9092,host2:9092").
+    pub brokers: String,
+    pub topics: Vec<String>,
+    /// Consumer group. Default `sluice-<trigger>`.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Where a new group starts: `earliest` or `latest` (the default, as Lambda's LATEST).
+    #[serde(default)]
+    pub start: Start,
+    /// Further librdkafka settings, passed through (`"security.protocol" = "SASL_SSL"`,
+    /// `"sasl.mechanisms" = "PLAIN"`, ...). A value `"$NAME"` is read from the environment.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    pub topic: Option<String>,
+    pub function: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Start {
+    Earliest,
+    #[default]
+    Latest,
+}
+
+/// Settings Sluice owns; `options` cannot change them.
+const OWNED: &[&str] = &["group.id", "bootstrap.servers", "enable.auto.commit", "enable.auto.offset.store", "auto.offset.reset"];
+
+impl KafkaConfig {
+    pub fn target(&self) -> Target {
+        match (&self.topic, &self.function) {
+            (Some(topic), _) => Target::Topic(topic.clone()),
+            (None, Some(function)) => Target::Function(function.clone()),
+            (None, None) => Target::Topic(String::new()),
+        }
+    }
+
+    pub fn source(&self) -> String {
+        format!("{} {}", self.brokers, self.topics.join(","))
+    }
+
+    pub fn check(&self) -> Result<(), (String, String)> {
+        let field = |f: &str, m: String| Err((f.to_owned(), m));
+        if self.brokers.trim().is_empty() || self.brokers.split(',').any(|b| !b.trim().contains(':')) {
+            return field("brokers", format!("{:?}: list host:port pairs separated by commas", self.brokers));
+        }
+        if self.topics.is_empty() {
+            return field("topics", "is empty: list the Kafka topics to consume".to_owned());
+        }
+        for topic in &self.topics {
+            let ok = !topic.is_empty()
+                && topic.len() <= 249
+                && topic.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            if !ok {
+                return field("topics", format!("{topic:?} is not a Kafka topic name (letters, digits, `.`, `_`, `-`)"));
+            }
+        }
+        for key in self.options.keys() {
+            if OWNED.contains(&key.as_str()) {
+                return field("options", format!("{key:?} is set by Sluice (use `group`, `brokers` or `start`)"));
+            }
+        }
+        match (&self.topic, &self.function) {
+            (Some(_), Some(_)) | (None, None) => field("topic", "give exactly one of `topic` and `function`".to_owned()),
+            (Some(topic), None) => crate::config::validate_topic(topic, false).or_else(|m| field("topic", m)),
+            (None, Some(function)) => crate::config::validate_name(function).or_else(|m| field("function", m)),
+        }
+    }
+}
+
+/// Logs librdkafka's errors and rebalances against the trigger's name.
+struct Context {
+    trigger: String,
+}
+
+impl ClientContext for Context {
+    fn error(&self, error: KafkaError, reason: &str) {
+        warn!(trigger = %self.trigger, %error, reason, "Kafka client error; librdkafka keeps retrying.");
+    }
+}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(partitions) => {
+                info!(trigger = %self.trigger, partitions = %describe(partitions), "Kafka rebalance: partitions revoked.");
+            }
+            Rebalance::Error(error) => warn!(trigger = %self.trigger, %error, "Kafka rebalance failed."),
+            Rebalance::Assign(_) => {}
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            info!(trigger = %self.trigger, partitions = %describe(partitions), "Kafka rebalance: partitions assigned.");
+        }
+    }
+}
+
+fn describe(partitions: &rdkafka::TopicPartitionList) -> String {
+    partitions.elements().iter().map(|e| format!("{}/{}", e.topic(), e.partition())).collect::<Vec<_>>().join(",")
+}
+
+pub struct KafkaTrigger {
+    config: KafkaConfig,
+}
+
+impl KafkaTrigger {
+    pub fn new(name: &str, config: &KafkaConfig) -> anyhow::Result<Self> {
+        config.check().map_err(|(field, message)| anyhow::anyhow!("trigger {name}: {field}: {message}"))?;
+        Ok(Self { config: config.clone() })
+    }
+
+    fn consumer(&self, trigger: &str) -> anyhow::Result<StreamConsumer<Context>> {
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &self.config.brokers)
+            .set("group.id", self.config.group.clone().unwrap_or_else(|| format!("sluice-{trigger}")))
+            .set("client.id", format!("sluice-{trigger}"))
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", match self.config.start {
+                Start::Earliest => "earliest",
+                Start::Latest => "latest",
+            })
+            .set("session.timeout.ms", "10000");
+        for (key, value) in &self.config.options {
+            let value = match value.strip_prefix('$') {
+                Some(var) => std::env::var(var).with_context(|| format!("trigger {trigger}: options.{key}: ${var} is not set"))?,
+                None => value.clone(),
+            };
+            client.set(key, value);
+        }
+        let consumer: StreamConsumer<Context> = client
+            .create_with_context(Context { trigger: trigger.to_owned() })
+            .with_context(|| format!("trigger {trigger}: creating the Kafka consumer"))?;
+        let topics: Vec<&str> = self.config.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).with_context(|| format!("trigger {trigger}: subscribing to {}", topics.join(", ")))?;
+        Ok(consumer)
+    }
+}
+
+impl Trigger for KafkaTrigger {
+    fn run(self: Box<Self>, ctx: TriggerContext) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async move {
+            let mut health = Health::new(&ctx.name, &ctx.bus).await;
+            health.set(Status::Starting, format!("connecting to {}", self.config.brokers)).await;
+            let mut failures = 0u32;
+            loop {
+                match self.consume(&ctx, &mut health).await {
+                    Ok(()) => break,
+                    Err(error) => {
+                        failures += 1;
+                        let message = format!("{error:#}");
+                        warn!(trigger = %ctx.name, error = %message, attempt = failures, "Kafka consumer failed; starting it again with backoff.");
+                        health.set(Status::Unhealthy, message).await;
+                        let delay = Duration::from_millis(200 * 2u64.pow(failures.min(5))).min(Duration::from_secs(5));
+                        tokio::select! {
+                            () = ctx.shutdown.cancelled() => break,
+                            () = tokio::time::sleep(delay) => {}
+                        }
+                    }
+                }
+            }
+            health.set(Status::Stopped, String::new()).await;
+            Ok(())
+        })
+    }
+}
+
+impl KafkaTrigger {
+    async fn consume(&self, ctx: &TriggerContext, health: &mut Health) -> anyhow::Result<()> {
+        let consumer = self.consumer(&ctx.name)?;
+        let subject = self.config.target().subject();
+        let mut inflight = FuturesOrdered::new();
+        let mut healthy = false;
+        let mut consumed = 0u64;
+        let result: anyhow::Result<()> = loop {
+            tokio::select! {
+                biased;
+                () = ctx.shutdown.cancelled() => break Ok(()),
+                Some(done) = inflight.next(), if !inflight.is_empty() => {
+                    let (acked, topic, partition, offset): (anyhow::Result<()>, String, i32, i64) = done;
+                    if let Err(error) = acked {
+                        // Nothing after the last stored offset is committed: a restart of
+                        // the consumer reads it again, in order.
+                        break Err(error.context(format!("publishing {topic}/{partition}/{offset}")));
+                    }
+                    if let Err(error) = consumer.store_offset(&topic, partition, offset) {
+                        // A revoked partition: its new owner reads from the last commit.
+                        warn!(trigger = %ctx.name, %error, topic, partition, offset, "Cannot store the offset (partition revoked?).");
+                    }
+                }
+                received = consumer.recv(), if inflight.len() < WINDOW => {
+                    let message = match received {
+                        Ok(message) => message,
+                        Err(error) => {
+                            warn!(trigger = %ctx.name, %error, "Kafka consumer error; continuing.");
+                            health.set(Status::Unhealthy, format!("{error}")).await;
+                            healthy = false;
+                            continue;
+                        }
+                    };
+                    if !healthy {
+                        healthy = true;
+                        health.set(Status::Healthy, format!("consuming {} as group member", self.config.topics.join(","))).await;
+                    }
+                    consumed += 1;
+                    let event = event(&ctx.name, &self.config.brokers, &message);
+                    let (topic, partition, offset) = (message.topic().to_owned(), message.partition(), message.offset());
+                    drop(message);
+                    let ack = match ctx.bus.send_event(subject.clone(), &event).await {
+                        Ok(ack) => ack,
+                        Err(error) => break Err(error),
+                    };
+                    inflight.push_back(async move {
+                        let acked = ack.await.map(drop).map_err(|e| anyhow::anyhow!("JetStream did not acknowledge: {e}"));
+                        (acked, topic, partition, offset)
+                    });
+                }
+            }
+        };
+        // Finish what is in flight (bounded by the publish timeout) and commit it.
+        while let Some((acked, topic, partition, offset)) = inflight.next().await {
+            if acked.is_err() {
+                break;
+            }
+            let _ = consumer.store_offset(&topic, partition, offset);
+        }
+        if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
+            warn!(trigger = %ctx.name, %error, "Cannot commit the last offsets; those records are read again (and deduplicated).");
+        }
+        info!(trigger = %ctx.name, consumed, "Kafka consumer stopped.");
+        result
+    }
+}
+
+/// The event for one record: a Lambda Kafka event (`SelfManagedKafka`) holding that record.
+pub fn event<M: Message>(trigger: &str, brokers: &str, message: &M) -> Event {
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let (timestamp, timestamp_type) = match message.timestamp() {
+        Timestamp::CreateTime(ms) => (ms, "CREATE_TIME"),
+        Timestamp::LogAppendTime(ms) => (ms, "LOG_APPEND_TIME"),
+        Timestamp::NotAvailable => (Utc::now().timestamp_millis(), "NO_TIMESTAMP_TYPE"),
+    };
+    let time = DateTime::<Utc>::from_timestamp_millis(timestamp).unwrap_or_else(Utc::now);
+    let mut headers = Vec::new();
+    if let Some(list) = message.headers() {
+        for header in list.iter() {
+            // Lambda gives header values as arrays of signed bytes.
+            let value: Vec<i8> = header.value.unwrap_or_default().iter().map(|b| i8::from_ne_bytes([*b])).collect();
+            headers.push(HashMap::from([(header.key.to_owned(), value)]));
+        }
+    }
+    let mut record = KafkaRecord::default();
+    record.topic = Some(message.topic().to_owned());
+    record.partition = i64::from(message.partition());
+    record.offset = message.offset();
+    record.timestamp = MillisecondTimestamp(time);
+    record.timestamp_type = Some(timestamp_type.to_owned());
+    record.key = message.key().map(b64);
+    record.value = message.payload().map(b64);
+    record.headers = headers;
+    let mut kafka = KafkaEvent::default();
+    kafka.event_source = Some("SelfManagedKafka".to_owned());
+    kafka.bootstrap_servers = Some(brokers.to_owned());
+    kafka.records = HashMap::from([(format!("{}-{}", message.topic(), message.partition()), vec![record])]);
+    let data = serde_json::to_vec(&kafka).unwrap_or_default();
+    let mut event = Event::new(SOURCE, EVENT_TYPE, Bytes::from(data));
+    event.id = format!("kafka:{trigger}:{}/{}/{}", message.topic(), message.partition(), message.offset());
+    event.time = time;
+    event.subject = Some(format!("{}/{}", message.topic(), message.partition()));
+    event
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+
+    #[test]
+    fn a_record_becomes_a_lambda_kafka_event() {
+        let headers = OwnedHeaders::new().insert(Header { key: "trace", value: Some(&[0x01u8, 0xff][..]) });
+        let message = OwnedMessage::new(
+            Some(b"{\"id\":7}".to_vec()),
+            Some(b"order-7".to_vec()),
+            "orders".into(),
+            Timestamp::CreateTime(1_700_000_000_000),
+            2,
+            41,
+            Some(headers),
+        );
+        let event = event("orders-in", "127.0.0.1:9092", &message);
+        assert_eq!(event.id, "kafka:orders-in:orders/2/41");
+        let parsed: KafkaEvent = serde_json::from_slice(&event.data).unwrap();
+        assert_eq!(parsed.event_source.as_deref(), Some("SelfManagedKafka"));
+        let record = &parsed.records["orders-2"][0];
+        assert_eq!(record.offset, 41);
+        assert_eq!(record.partition, 2);
+        assert_eq!(record.value.as_deref(), Some("eyJpZCI6N30="));
+        assert_eq!(record.key.as_deref(), Some("b3JkZXItNw=="));
+        assert_eq!(record.timestamp_type.as_deref(), Some("CREATE_TIME"));
+        assert_eq!(record.headers[0]["trace"], vec![1i8, -1i8]);
+    }
+
+    #[test]
+    fn checks_name_the_field() {
+        let ok = "kind = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\ntopics = [\"orders\"]\ntopic = \"orders.kafka\"\n";
+        let parse = |t: &str| toml::from_str::<KafkaConfig>(t).unwrap();
+        assert!(parse(ok).check().is_ok());
+        assert_eq!(parse(&ok.replace("127.0.0.1:9092", "localhost")).check().unwrap_err().0, "brokers");
+        assert_eq!(parse(&ok.replace("[\"orders\"]", "[\"or ders\"]")).check().unwrap_err().0, "topics");
+        assert_eq!(parse(&format!("{ok}[options]\n\"group.id\" = \"x\"\n")).check().unwrap_err().0, "options");
+    }
+}
