@@ -73,17 +73,17 @@ async fn five_thousand_records_survive_a_crash_mid_stream() {
     produce(&kafka, "orders", 0..2500).await;
     let mut up = project.up(Some(&nats.url()));
     for _ in 0..600 {
-        if stream_messages(&js, "SLUICE_EVENTS").await.len() >= 800 {
+        if stream_count(&js, "SLUICE_EVENTS").await >= 800 {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     up.kill();
-    let at_crash = stream_messages(&js, "SLUICE_EVENTS").await.len();
+    let at_crash = stream_count(&js, "SLUICE_EVENTS").await;
     produce(&kafka, "orders", 2500..5000).await;
     let up = project.up(Some(&nats.url()));
     for _ in 0..1200 {
-        if stream_messages(&js, "SLUICE_EVENTS").await.len() >= 5000 {
+        if stream_count(&js, "SLUICE_EVENTS").await >= 5000 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -128,4 +128,31 @@ async fn five_thousand_records_survive_a_crash_mid_stream() {
     assert_eq!(info.ack_floor.stream_sequence, 5000);
     assert_eq!(info.num_ack_pending, 0);
     assert_eq!(info.num_redelivered, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_broker_shows_as_unhealthy() {
+    let nats = NatsServer::start();
+    let port = free_port();
+    let project = Project::new();
+    std::fs::create_dir_all(project.path().join("triggers")).unwrap();
+    std::fs::write(
+        project.path().join("triggers/orders-in.toml"),
+        format!("kind = \"kafka\"\nbrokers = \"127.0.0.1:{port}\"\ntopics = [\"orders\"]\ntopic = \"orders\"\n"),
+    )
+    .unwrap();
+    let up = project.up(Some(&nats.url()));
+    let mut listed = serde_json::Value::Null;
+    for _ in 0..150 {
+        let out = project.sluice(&["--nats", &nats.url(), "--json", "triggers", "list"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        listed = serde_json::from_slice(&out.stdout).unwrap();
+        if listed[0]["status"] == "unhealthy" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(listed[0]["status"], "unhealthy", "{listed}");
+    assert!(listed[0]["message"].as_str().unwrap().contains(&format!("127.0.0.1:{port}")), "{listed}");
+    assert!(up.log().contains("trigger=orders-in"), "{}", up.log());
 }

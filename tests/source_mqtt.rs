@@ -27,20 +27,13 @@ async fn publish(port: u16, messages: Vec<(String, Vec<u8>)>) {
     });
     let mut acked = 0;
     while acked < count {
-        match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await.expect("broker answers").unwrap() {
-            rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) => acked += 1,
-            _ => {}
+        let event = tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await.expect("broker answers").unwrap();
+        if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = event {
+            acked += 1;
         }
     }
     let client = sender.await.unwrap();
     let _ = client.disconnect().await;
-}
-
-async fn event_count(js: &async_nats::jetstream::Context) -> u64 {
-    match js.get_stream("SLUICE_EVENTS").await {
-        Ok(mut stream) => stream.info().await.unwrap().state.messages,
-        Err(_) => 0,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -59,14 +52,14 @@ async fn messages_sent_while_disconnected_arrive_after_reconnect() {
     // The first start creates the persistent session; a probe shows it is subscribed.
     let mut up = project.up(Some(&nats.url()));
     let mut probes = 0;
-    while event_count(&js).await == 0 {
+    while stream_count(&js, "SLUICE_EVENTS").await == 0 {
         probes += 1;
         assert!(probes < 100, "no MQTT message arrived; log:\n{}", up.log());
         publish(broker.port, vec![("devices/probe/telemetry".into(), br#"{"probe":true}"#.to_vec())]).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = event_count(&js).await;
+    let before = stream_count(&js, "SLUICE_EVENTS").await;
     up.kill();
 
     // While down: 50 JSON messages, one binary, one on a topic outside the filter.
@@ -78,7 +71,7 @@ async fn messages_sent_while_disconnected_arrive_after_reconnect() {
 
     let up = project.up(Some(&nats.url()));
     for _ in 0..300 {
-        if event_count(&js).await >= before + 51 {
+        if stream_count(&js, "SLUICE_EVENTS").await >= before + 51 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -32,7 +32,7 @@ async fn core_messages_reach_the_function_with_their_headers() {
         client.publish("legacy.orders.probe", "{\"probe\":true}".into()).await.unwrap();
         client.flush().await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if stream_messages(&js, "SLUICE_EVENTS").await.len() > 0 {
+        if stream_count(&js, "SLUICE_EVENTS").await > 0 {
             break;
         }
         assert!(i < 99, "the bridge never forwarded");
@@ -40,7 +40,7 @@ async fn core_messages_reach_the_function_with_their_headers() {
     results.wait_for(1, Duration::from_secs(10)).await;
     let probes = results.received.len();
 
-    let before = stream_messages(&js, "SLUICE_EVENTS").await.len();
+    let before = stream_count(&js, "SLUICE_EVENTS").await as usize;
     for i in 0..20 {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("x-tenant", "acme");
@@ -96,13 +96,13 @@ async fn the_jetstream_variant_survives_a_crash_without_loss() {
     let mut up = project.up(Some(&nats.url()));
     // Crash mid-stream.
     for _ in 0..300 {
-        if stream_messages(&js, "SLUICE_EVENTS").await.len() >= 300 {
+        if stream_count(&js, "SLUICE_EVENTS").await >= 300 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     up.kill();
-    let at_crash = stream_messages(&js, "SLUICE_EVENTS").await.len();
+    let at_crash = stream_count(&js, "SLUICE_EVENTS").await;
     publish(2000..2500).await;
     let up = project.up(Some(&nats.url()));
     wait_stream_count(&js, "SLUICE_EVENTS", 2500, Duration::from_secs(60)).await;

@@ -8,6 +8,7 @@
 //! (`kafka:<trigger>:<topic>/<partition>/<offset>`) lets the duplicate window remove them.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -110,14 +111,20 @@ impl KafkaConfig {
     }
 }
 
-/// Logs librdkafka's errors and rebalances against the trigger's name.
+/// Logs librdkafka's errors and rebalances against the trigger's name, and keeps the last
+/// error for the trigger's health (librdkafka retries connections by itself; the consumer
+/// only sees silence).
 struct Context {
     trigger: String,
+    last_error: Arc<Mutex<Option<String>>>,
 }
 
 impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
         warn!(trigger = %self.trigger, %error, reason, "Kafka client error; librdkafka keeps retrying.");
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(reason.to_owned());
+        }
     }
 }
 
@@ -153,7 +160,7 @@ impl KafkaTrigger {
         Ok(Self { config: config.clone() })
     }
 
-    fn consumer(&self, trigger: &str) -> anyhow::Result<StreamConsumer<Context>> {
+    fn consumer(&self, trigger: &str, last_error: Arc<Mutex<Option<String>>>) -> anyhow::Result<StreamConsumer<Context>> {
         let mut client = ClientConfig::new();
         client
             .set("bootstrap.servers", &self.config.brokers)
@@ -175,7 +182,7 @@ impl KafkaTrigger {
             client.set(key, value);
         }
         let consumer: StreamConsumer<Context> = client
-            .create_with_context(Context { trigger: trigger.to_owned() })
+            .create_with_context(Context { trigger: trigger.to_owned(), last_error })
             .with_context(|| format!("trigger {trigger}: creating the Kafka consumer"))?;
         let topics: Vec<&str> = self.config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).with_context(|| format!("trigger {trigger}: subscribing to {}", topics.join(", ")))?;
@@ -213,8 +220,10 @@ impl Trigger for KafkaTrigger {
 
 impl KafkaTrigger {
     async fn consume(&self, ctx: &TriggerContext, health: &mut Health) -> anyhow::Result<()> {
-        let consumer = self.consumer(&ctx.name)?;
+        let last_error = Arc::new(Mutex::new(None));
+        let consumer = self.consumer(&ctx.name, last_error.clone())?;
         let subject = self.config.target().subject();
+        let mut check = tokio::time::interval(Duration::from_secs(1));
         let mut inflight = FuturesOrdered::new();
         let mut healthy = false;
         let mut consumed = 0u64;
@@ -232,6 +241,13 @@ impl KafkaTrigger {
                     if let Err(error) = consumer.store_offset(&topic, partition, offset) {
                         // A revoked partition: its new owner reads from the last commit.
                         warn!(trigger = %ctx.name, %error, topic, partition, offset, "Cannot store the offset (partition revoked?).");
+                    }
+                }
+                _ = check.tick() => {
+                    let error = last_error.lock().ok().and_then(|mut e| e.take());
+                    if let Some(error) = error {
+                        health.set(Status::Unhealthy, format!("{}: {error}", self.config.brokers)).await;
+                        healthy = false;
                     }
                 }
                 received = consumer.recv(), if inflight.len() < WINDOW => {
@@ -308,7 +324,14 @@ pub fn event<M: Message>(trigger: &str, brokers: &str, message: &M) -> Event {
     kafka.event_source = Some("SelfManagedKafka".to_owned());
     kafka.bootstrap_servers = Some(brokers.to_owned());
     kafka.records = HashMap::from([(format!("{}-{}", message.topic(), message.partition()), vec![record])]);
-    let data = serde_json::to_vec(&kafka).unwrap_or_default();
+    // Lambda sends the timestamp as a number of milliseconds; the crate writes a string.
+    let mut json = serde_json::to_value(&kafka).unwrap_or_default();
+    if let Some(records) = json.get_mut("records").and_then(serde_json::Value::as_object_mut) {
+        for record in records.values_mut().filter_map(serde_json::Value::as_array_mut).flatten() {
+            record["timestamp"] = serde_json::Value::from(timestamp);
+        }
+    }
+    let data = serde_json::to_vec(&json).unwrap_or_default();
     let mut event = Event::new(SOURCE, EVENT_TYPE, Bytes::from(data));
     event.id = format!("kafka:{trigger}:{}/{}/{}", message.topic(), message.partition(), message.offset());
     event.time = time;
@@ -344,6 +367,8 @@ mod tests {
         assert_eq!(record.key.as_deref(), Some("b3JkZXItNw=="));
         assert_eq!(record.timestamp_type.as_deref(), Some("CREATE_TIME"));
         assert_eq!(record.headers[0]["trace"], vec![1i8, -1i8]);
+        let json: serde_json::Value = serde_json::from_slice(&event.data).unwrap();
+        assert_eq!(json["records"]["orders-2"][0]["timestamp"], 1_700_000_000_000i64, "a number, as Lambda sends it");
     }
 
     #[test]

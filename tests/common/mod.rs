@@ -284,6 +284,14 @@ pub async fn wait_idle(js: &jetstream::Context, function: &str, limit: Duration)
     }
 }
 
+/// How many messages `stream` holds (0 if it does not exist yet).
+pub async fn stream_count(js: &jetstream::Context, stream: &str) -> u64 {
+    match js.get_stream(stream).await {
+        Ok(mut s) => s.info().await.unwrap().state.messages,
+        Err(_) => 0,
+    }
+}
+
 /// Waits until the stream holds at least `count` messages.
 pub async fn wait_stream_count(js: &jetstream::Context, stream: &str, count: u64, limit: Duration) {
     let started = Instant::now();

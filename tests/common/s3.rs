@@ -13,7 +13,7 @@ use object_store::aws::{AmazonS3, AmazonS3Builder, AwsAuthorizer, AwsCredential}
 use object_store::client::{HttpConnector, HttpRequest, HttpRequestBody, ReqwestConnector};
 use object_store::ClientOptions;
 
-/// The `weed` binary the tests run (SeaweedFS 4.x; set up by scripts/setup.sh).
+/// The `weed` binary the tests run (SeaweedFS 4.x; set up by scripts/setup-test.sh).
 pub fn weed_binary() -> PathBuf {
     std::env::var_os("SLUICE_WEED").map_or_else(|| PathBuf::from("weed"), PathBuf::from)
 }
@@ -116,7 +116,7 @@ impl S3Server {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("weed runs (scripts/setup.sh installs SeaweedFS; or set SLUICE_WEED)");
+            .expect("weed runs (scripts/setup-test.sh installs SeaweedFS; or set SLUICE_WEED)");
         let mut server = Self {
             child: Some(child),
             port: s3,
