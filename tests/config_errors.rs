@@ -112,14 +112,34 @@ fn bad_cron_triggers() {
 }
 
 #[test]
+fn bad_source_triggers() {
+    for (text, field) in [
+        ("kind = \"bucket\"\nbucket = \"Up Loads\"\ntopic = \"t\"\n", "bucket"),
+        ("kind = \"bucket\"\nbucket = \"u\"\nevents = [\"modified\"]\ntopic = \"t\"\n", "events"),
+        ("kind = \"bucket\"\nbucket = \"u\"\nendpoint = \"s3.example.com\"\ntopic = \"t\"\n", "endpoint"),
+        ("kind = \"kafka\"\nbrokers = \"nohost\"\ntopics = [\"o\"]\ntopic = \"t\"\n", "brokers"),
+        ("kind = \"kafka\"\nbrokers = \"h:9092\"\ntopics = []\ntopic = \"t\"\n", "topics"),
+        ("kind = \"nats\"\nsubject = \">\"\ntopic = \"t\"\n", "subject"),
+        ("kind = \"nats\"\nsubject = \"a.b\"\nconsumer = \"c\"\ntopic = \"t\"\n", "consumer"),
+        ("kind = \"mqtt\"\nbroker = \"http://h\"\nfilter = \"a/#\"\ntopic = \"t\"\n", "broker"),
+        ("kind = \"mqtt\"\nbroker = \"mqtt://h\"\nfilter = \"a/#/b\"\ntopic = \"t\"\n", "filter"),
+    ] {
+        let project = Project::new();
+        let path = write_trigger(&project, "t", text);
+        assert_config_error(&project, &path, field);
+    }
+}
+
+#[test]
 fn the_example_project_loads() {
     // Every example function in the repository parses and validates.
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let project = sluice::config::Project::load(root).unwrap();
     let names: Vec<&str> = project.functions.iter().map(|f| f.config.name.as_str()).collect();
-    assert_eq!(names, ["flaky", "hello"]);
+    assert_eq!(names, ["flaky", "hello", "wordcount"]);
     assert!(project.function("hello").unwrap().config.subscribe.contains(&"greetings".to_owned()));
     // Every example trigger parses too.
     let triggers: Vec<&str> = project.triggers.iter().map(|t| t.name.as_str()).collect();
-    assert_eq!(triggers, ["every-minute"]);
+    assert_eq!(triggers, ["every-minute", "uploads"]);
+    assert_eq!(project.function("wordcount").unwrap().config.buckets, ["uploads:ro", "reports:rw"]);
 }

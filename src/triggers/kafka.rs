@@ -255,7 +255,7 @@ impl KafkaTrigger {
                         Ok(message) => message,
                         Err(error) => {
                             warn!(trigger = %ctx.name, %error, "Kafka consumer error; continuing.");
-                            health.set(Status::Unhealthy, format!("{error}")).await;
+                            health.set(Status::Unhealthy, format!("{}: {error}", self.config.brokers)).await;
                             healthy = false;
                             continue;
                         }
