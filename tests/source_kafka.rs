@@ -142,17 +142,7 @@ async fn an_unreachable_broker_shows_as_unhealthy() {
     )
     .unwrap();
     let up = project.up(Some(&nats.url()));
-    let mut listed = serde_json::Value::Null;
-    for _ in 0..150 {
-        let out = project.sluice(&["--nats", &nats.url(), "--json", "triggers", "list"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        listed = serde_json::from_slice(&out.stdout).unwrap();
-        if listed[0]["status"] == "unhealthy" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(listed[0]["status"], "unhealthy", "{listed}");
-    assert!(listed[0]["message"].as_str().unwrap().contains(&format!("127.0.0.1:{port}")), "{listed}");
+    let listed = wait_for_trigger_status(&project, &nats.url(), "unhealthy").await;
+    assert!(listed["message"].as_str().unwrap().contains(&format!("127.0.0.1:{port}")), "{listed}");
     assert!(up.log().contains("trigger=orders-in"), "{}", up.log());
 }

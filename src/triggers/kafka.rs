@@ -71,11 +71,7 @@ const OWNED: &[&str] = &["group.id", "bootstrap.servers", "enable.auto.commit", 
 
 impl KafkaConfig {
     pub fn target(&self) -> Target {
-        match (&self.topic, &self.function) {
-            (Some(topic), _) => Target::Topic(topic.clone()),
-            (None, Some(function)) => Target::Function(function.clone()),
-            (None, None) => Target::Topic(String::new()),
-        }
+        crate::triggers::target_of(&self.topic, &self.function)
     }
 
     pub fn source(&self) -> String {
@@ -103,11 +99,7 @@ impl KafkaConfig {
                 return field("options", format!("{key:?} is set by Sluice (use `group`, `brokers` or `start`)"));
             }
         }
-        match (&self.topic, &self.function) {
-            (Some(_), Some(_)) | (None, None) => field("topic", "give exactly one of `topic` and `function`".to_owned()),
-            (Some(topic), None) => crate::config::validate_topic(topic, false).or_else(|m| field("topic", m)),
-            (None, Some(function)) => crate::config::validate_name(function).or_else(|m| field("function", m)),
-        }
+        crate::triggers::check_target(&self.topic, &self.function)
     }
 }
 
@@ -193,26 +185,12 @@ impl KafkaTrigger {
 impl Trigger for KafkaTrigger {
     fn run(self: Box<Self>, ctx: TriggerContext) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
-            let mut health = Health::new(&ctx.name, &ctx.bus).await;
-            health.set(Status::Starting, format!("connecting to {}", self.config.brokers)).await;
-            let mut failures = 0u32;
-            loop {
-                match self.consume(&ctx, &mut health).await {
-                    Ok(()) => break,
-                    Err(error) => {
-                        failures += 1;
-                        let message = format!("{error:#}");
-                        warn!(trigger = %ctx.name, error = %message, attempt = failures, "Kafka consumer failed; starting it again with backoff.");
-                        health.set(Status::Unhealthy, message).await;
-                        let delay = Duration::from_millis(200 * 2u64.pow(failures.min(5))).min(Duration::from_secs(5));
-                        tokio::select! {
-                            () = ctx.shutdown.cancelled() => break,
-                            () = tokio::time::sleep(delay) => {}
-                        }
-                    }
-                }
-            }
-            health.set(Status::Stopped, String::new()).await;
+            super::run_restarting(&ctx, "Kafka consumer", || async {
+                let mut health = Health::new(&ctx.name, &ctx.bus).await;
+                health.set(Status::Starting, format!("connecting to {}", self.config.brokers)).await;
+                self.consume(&ctx, &mut health).await
+            })
+            .await;
             Ok(())
         })
     }

@@ -137,6 +137,58 @@ impl std::fmt::Display for Target {
     }
 }
 
+/// The target a trigger file names: its `topic`, else its `function`.
+pub(crate) fn target_of(topic: &Option<String>, function: &Option<String>) -> Target {
+    match (topic, function) {
+        (Some(topic), _) => Target::Topic(topic.clone()),
+        (None, Some(function)) => Target::Function(function.clone()),
+        (None, None) => Target::Topic(String::new()),
+    }
+}
+
+/// Exactly one of `topic` and `function`, and that one valid.
+pub(crate) fn check_target(topic: &Option<String>, function: &Option<String>) -> Result<(), (String, String)> {
+    match (topic, function) {
+        (Some(_), Some(_)) | (None, None) => Err(("topic".to_owned(), "give exactly one of `topic` and `function`".to_owned())),
+        (Some(topic), None) => crate::config::validate_topic(topic, false).map_err(|m| ("topic".to_owned(), m)),
+        (None, Some(function)) => crate::config::validate_name(function).map_err(|m| ("function".to_owned(), m)),
+    }
+}
+
+/// Delay before retrying a source after its `failures`-th failure in a row: 400 ms,
+/// doubling, at most 5 s.
+pub(crate) fn retry_delay(failures: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(200 * 2u64.pow(failures.clamp(1, 5))).min(std::time::Duration::from_secs(5))
+}
+
+/// Runs a source until it stops cleanly or `sluice up` shuts down. A failure is logged with
+/// the trigger's name, shown as unhealthy, and the source is started again after
+/// [`retry_delay`].
+pub(crate) async fn run_restarting<F, Fut>(ctx: &TriggerContext, what: &str, mut attempt: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut health = health::Health::new(&ctx.name, &ctx.bus).await;
+    let mut failures = 0u32;
+    loop {
+        match attempt().await {
+            Ok(()) => break,
+            Err(error) => {
+                failures += 1;
+                let message = format!("{error:#}");
+                tracing::warn!(trigger = %ctx.name, error = %message, attempt = failures, "{what} failed; starting it again with backoff.");
+                health.set(health::Status::Unhealthy, message).await;
+                tokio::select! {
+                    () = ctx.shutdown.cancelled() => break,
+                    () = tokio::time::sleep(retry_delay(failures)) => {}
+                }
+            }
+        }
+    }
+    health.set(health::Status::Stopped, String::new()).await;
+}
+
 /// A trigger as loaded from the project.
 #[derive(Debug, Clone)]
 pub struct TriggerDef {

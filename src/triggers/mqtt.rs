@@ -57,11 +57,7 @@ const fn default_qos() -> u8 {
 
 impl MqttConfig {
     pub fn target(&self) -> Target {
-        match (&self.topic, &self.function) {
-            (Some(topic), _) => Target::Topic(topic.clone()),
-            (None, Some(function)) => Target::Function(function.clone()),
-            (None, None) => Target::Topic(String::new()),
-        }
+        crate::triggers::target_of(&self.topic, &self.function)
     }
 
     pub fn source(&self) -> String {
@@ -100,11 +96,7 @@ impl MqttConfig {
         if self.username_env.is_some() != self.password_env.is_some() {
             return field("username_env", "set both username_env and password_env, or neither".to_owned());
         }
-        match (&self.topic, &self.function) {
-            (Some(_), Some(_)) | (None, None) => field("topic", "give exactly one of `topic` and `function`".to_owned()),
-            (Some(topic), None) => crate::config::validate_topic(topic, false).or_else(|m| field("topic", m)),
-            (None, Some(function)) => crate::config::validate_name(function).or_else(|m| field("function", m)),
-        }
+        crate::triggers::check_target(&self.topic, &self.function)
     }
 }
 
@@ -157,7 +149,7 @@ impl MqttTrigger {
                 }
                 if failed {
                     failures += 1;
-                    tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(failures.min(5))).min(Duration::from_secs(5))).await;
+                    tokio::time::sleep(super::retry_delay(failures)).await;
                 } else {
                     failures = 0;
                 }

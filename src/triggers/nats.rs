@@ -18,7 +18,7 @@ use async_nats::jetstream::{self, consumer::pull, AckKind};
 use futures::future::BoxFuture;
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::info;
 
 use super::health::{Health, Status};
 use super::mqtt::publish_until_acked;
@@ -57,11 +57,7 @@ pub struct NatsConfig {
 
 impl NatsConfig {
     pub fn target(&self) -> Target {
-        match (&self.topic, &self.function) {
-            (Some(topic), _) => Target::Topic(topic.clone()),
-            (None, Some(function)) => Target::Function(function.clone()),
-            (None, None) => Target::Topic(String::new()),
-        }
+        crate::triggers::target_of(&self.topic, &self.function)
     }
 
     pub fn source(&self) -> String {
@@ -99,11 +95,7 @@ impl NatsConfig {
                 return field("stream", format!("{stream:?} is Sluice's own stream"));
             }
         }
-        match (&self.topic, &self.function) {
-            (Some(_), Some(_)) | (None, None) => field("topic", "give exactly one of `topic` and `function`".to_owned()),
-            (Some(topic), None) => crate::config::validate_topic(topic, false).or_else(|m| field("topic", m)),
-            (None, Some(function)) => crate::config::validate_name(function).or_else(|m| field("function", m)),
-        }
+        crate::triggers::check_target(&self.topic, &self.function)
     }
 }
 
@@ -121,29 +113,14 @@ impl NatsTrigger {
 impl Trigger for NatsTrigger {
     fn run(self: Box<Self>, ctx: TriggerContext) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
-            let mut health = Health::new(&ctx.name, &ctx.bus).await;
-            let mut failures = 0u32;
-            loop {
-                let result = match &self.config.stream {
+            super::run_restarting(&ctx, "NATS source", || async {
+                let mut health = Health::new(&ctx.name, &ctx.bus).await;
+                match &self.config.stream {
                     None => self.core(&ctx, &mut health).await,
                     Some(stream) => self.jetstream(&ctx, &mut health, stream).await,
-                };
-                match result {
-                    Ok(()) => break,
-                    Err(error) => {
-                        failures += 1;
-                        let message = format!("{error:#}");
-                        warn!(trigger = %ctx.name, error = %message, attempt = failures, "NATS source failed; trying again with backoff.");
-                        health.set(Status::Unhealthy, message).await;
-                        let delay = Duration::from_millis(200 * 2u64.pow(failures.min(5))).min(Duration::from_secs(5));
-                        tokio::select! {
-                            () = ctx.shutdown.cancelled() => break,
-                            () = tokio::time::sleep(delay) => {}
-                        }
-                    }
                 }
-            }
-            health.set(Status::Stopped, String::new()).await;
+            })
+            .await;
             Ok(())
         })
     }

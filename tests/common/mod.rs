@@ -284,6 +284,23 @@ pub async fn wait_idle(js: &jetstream::Context, function: &str, limit: Duration)
     }
 }
 
+/// Polls `sluice triggers list --json` until the first trigger reports `status` (about 15 s at
+/// most) and returns that listing entry.
+pub async fn wait_for_trigger_status(project: &Project, nats_url: &str, status: &str) -> serde_json::Value {
+    let mut listed = serde_json::Value::Null;
+    for _ in 0..150 {
+        let out = project.sluice(&["--nats", nats_url, "--json", "triggers", "list"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        listed = serde_json::from_slice(&out.stdout).unwrap();
+        if listed[0]["status"] == status {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(listed[0]["status"], status, "{listed}");
+    listed[0].clone()
+}
+
 /// How many messages `stream` holds (0 if it does not exist yet).
 pub async fn stream_count(js: &jetstream::Context, stream: &str) -> u64 {
     match js.get_stream(stream).await {

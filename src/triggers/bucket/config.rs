@@ -120,11 +120,7 @@ fn default_session_token_env() -> String {
 
 impl BucketConfig {
     pub fn target(&self) -> Target {
-        match (&self.topic, &self.function) {
-            (Some(topic), _) => Target::Topic(topic.clone()),
-            (None, Some(function)) => Target::Function(function.clone()),
-            (None, None) => Target::Topic(String::new()),
-        }
+        crate::triggers::target_of(&self.topic, &self.function)
     }
 
     /// Whether a key passes the prefix and suffix filters.
@@ -173,11 +169,7 @@ impl BucketConfig {
         if self.settle > Duration::from_secs(60) {
             return field("settle", format!("{:?} is too long: use at most 60s", self.settle));
         }
-        match (&self.topic, &self.function) {
-            (Some(_), Some(_)) | (None, None) => field("topic", "give exactly one of `topic` and `function`".to_owned()),
-            (Some(topic), None) => crate::config::validate_topic(topic, false).or_else(|m| field("topic", m)),
-            (None, Some(function)) => crate::config::validate_name(function).or_else(|m| field("function", m)),
-        }
+        crate::triggers::check_target(&self.topic, &self.function)
     }
 }
 

@@ -51,11 +51,7 @@ const fn default_max_catchup() -> usize {
 
 impl CronConfig {
     pub fn target(&self) -> Target {
-        match (&self.topic, &self.function) {
-            (Some(topic), _) => Target::Topic(topic.clone()),
-            (None, Some(function)) => Target::Function(function.clone()),
-            (None, None) => Target::Topic(String::new()),
-        }
+        crate::triggers::target_of(&self.topic, &self.function)
     }
 
     /// Semantic checks; the offending field and what is wrong.
@@ -64,13 +60,7 @@ impl CronConfig {
             ("timezone".to_owned(), format!("{:?} is not an IANA timezone name (e.g. \"Europe/Berlin\", \"UTC\")", self.timezone))
         })?;
         let schedule = Schedule::parse(&self.schedule, timezone).map_err(|m| ("schedule".to_owned(), m))?;
-        match (&self.topic, &self.function) {
-            (Some(_), Some(_)) | (None, None) => {
-                return Err(("topic".to_owned(), "give exactly one of `topic` and `function`".to_owned()));
-            }
-            (Some(topic), None) => crate::config::validate_topic(topic, false).map_err(|m| ("topic".to_owned(), m))?,
-            (None, Some(function)) => crate::config::validate_name(function).map_err(|m| ("function".to_owned(), m))?,
-        }
+        crate::triggers::check_target(&self.topic, &self.function)?;
         if self.max_catchup == 0 || self.max_catchup > 10_000 {
             return Err(("max_catchup".to_owned(), format!("{} is out of range: use 1 to 10000", self.max_catchup)));
         }
