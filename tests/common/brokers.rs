@@ -22,6 +22,18 @@ fn wait_for_port(port: u16, child: &mut Child, what: &str) {
     }
 }
 
+/// Makes the broker die with the test process, even one killed before its fixtures drop.
+fn die_with_parent(command: &mut Command) -> &mut Command {
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt as _;
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        })
+    }
+}
+
 fn kill(child: &mut Option<Child>) {
     if let Some(mut child) = child.take() {
         let _ = child.kill();
@@ -41,7 +53,7 @@ impl Kafka {
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let log = tempfile::NamedTempFile::new().unwrap();
-        let mut child = Command::new(binary("SLUICE_TANSU", "tansu"))
+        let mut child = die_with_parent(&mut Command::new(binary("SLUICE_TANSU", "tansu")))
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -85,7 +97,7 @@ impl Mqtt {
             format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 10000\nlog_dest stderr\n"),
         )
         .unwrap();
-        let mut child = Command::new(binary("SLUICE_MOSQUITTO", "mosquitto"))
+        let mut child = die_with_parent(&mut Command::new(binary("SLUICE_MOSQUITTO", "mosquitto")))
             .arg("-c")
             .arg(&conf)
             .stdin(Stdio::null())

@@ -169,6 +169,15 @@ impl Project {
         if let Some(url) = nats_url {
             command.args(["--nats", url]);
         }
+        // Dies with the test process even when it is killed before dropping `Up`.
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt as _;
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         let mut child = command
             .arg("up")
             .env_remove("SLUICE_NATS_URL")
