@@ -53,3 +53,34 @@ if [ -z "${SLUICE_MOSQUITTO:-}" ] || [ ! -x "$SLUICE_MOSQUITTO" ]; then
 fi
 export SLUICE_MOSQUITTO
 echo "setup: mosquitto: $SLUICE_MOSQUITTO" >&2
+
+# PostgreSQL with logical decoding, for the postgres trigger's tests: the local cluster
+# (started if it is down), switched to wal_level = logical with a restart if it is not
+# already. Tests use their own tables, publications and slots named sluice_test_*; slots a
+# killed test left behind would hold WAL forever, so inactive ones are dropped here.
+SLUICE_TEST_PG_DSN=${SLUICE_TEST_PG_DSN:-postgres://postgres@127.0.0.1:5432/test}
+sluice_psql() { psql "$SLUICE_TEST_PG_DSN" -X -q -A -t -v ON_ERROR_STOP=1 -c "$1"; }
+sluice_pg_cluster() { ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1; }
+if ! command -v psql >/dev/null || [ -z "$(sluice_pg_cluster)" ]; then
+  echo "setup: installing the Debian package postgresql" >&2
+  sluice_sudo=; [ "$(id -u)" = 0 ] || sluice_sudo=sudo
+  $sluice_sudo apt-get install -y -q postgresql >&2 \
+    || { $sluice_sudo apt-get update -q >&2 && $sluice_sudo apt-get install -y -q postgresql >&2; }
+fi
+sluice_pg_restart() {
+  local verb=$1 sudo_pg=
+  [ "$(id -u)" = 0 ] || sudo_pg=sudo
+  $sudo_pg pg_ctlcluster --skip-systemctl-redirect "$(sluice_pg_cluster)" main "$verb" >&2
+  for _ in $(seq 1 50); do pg_isready -q -h 127.0.0.1 -p 5432 && return 0; sleep 0.2; done
+  echo "setup: PostgreSQL did not come up on 127.0.0.1:5432 after pg_ctlcluster $verb" >&2
+  return 1
+}
+pg_isready -q -h 127.0.0.1 -p 5432 || sluice_pg_restart start
+if [ "$(sluice_psql 'SHOW wal_level')" != logical ]; then
+  echo "setup: PostgreSQL: ALTER SYSTEM SET wal_level = logical, and a restart" >&2
+  sluice_psql 'ALTER SYSTEM SET wal_level = logical'
+  sluice_pg_restart restart
+fi
+sluice_psql "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots WHERE slot_name LIKE 'sluice\_test\_%' AND NOT active" >/dev/null
+export SLUICE_TEST_PG_DSN
+echo "setup: postgres: $SLUICE_TEST_PG_DSN (wal_level $(sluice_psql 'SHOW wal_level'))" >&2

@@ -98,12 +98,70 @@ async fn add_health(ctx: &Context, settings: &crate::config::Settings, rows: &mu
     }
 }
 
+/// The replication slot of each postgres trigger, read from PostgreSQL itself: a slot that
+/// nothing consumes keeps WAL without bound, and this shows it whether or not a worker runs.
+fn add_slots(triggers: &[TriggerDef], rows: &mut [Row]) {
+    use crate::triggers::postgres::{catalog, config};
+    for (def, row) in triggers.iter().zip(rows.iter_mut()) {
+        let TriggerConfig::Postgres(postgres) = &def.config else { continue };
+        let slot = postgres.slot_name(&def.name);
+        let state = postgres.resolve_dsn(&def.name).and_then(|dsn| {
+            let server = config::describe_dsn(&dsn).map_err(anyhow::Error::msg)?;
+            catalog::slot_state(&dsn, &server, &slot)
+        });
+        let details = row.details.get_or_insert_with(Default::default);
+        details.insert("slot".into(), slot.clone().into());
+        match state {
+            Ok(Some(state)) => {
+                details.insert("slot_lag_bytes".into(), state.lag_bytes.into());
+                details.insert("slot_active".into(), state.active_pid.is_some().into());
+                details.insert("confirmed_lsn".into(), state.confirmed_lsn.into());
+            }
+            Ok(None) => {
+                details.insert("slot_lag_bytes".into(), serde_json::Value::Null);
+                details.insert("slot_error".into(), format!("slot {slot} does not exist yet (sluice up creates it)").into());
+            }
+            Err(error) => {
+                details.insert("slot_lag_bytes".into(), serde_json::Value::Null);
+                details.insert("slot_error".into(), format!("{error:#}").into());
+            }
+        }
+    }
+}
+
+/// `slot sluice_orders lag 1.5 MiB (active)`, for the table.
+fn slot_summary(details: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+    let slot = details.get("slot")?.as_str()?;
+    if let Some(error) = details.get("slot_error").and_then(|e| e.as_str()) {
+        return Some(format!("slot {slot}: {error}"));
+    }
+    let lag = details.get("slot_lag_bytes")?.as_i64()?;
+    let active = details.get("slot_active").and_then(serde_json::Value::as_bool) == Some(true);
+    Some(format!("slot {slot} lag {} ({})", human_bytes(lag), if active { "active" } else { "inactive: WAL is kept for it" }))
+}
+
+fn human_bytes(bytes: i64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value.abs() >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
 pub async fn run(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
     let project = ctx.project()?;
     let rows: Vec<Row> = match &command {
         Command::List => {
             let mut rows = project.triggers.iter().map(|t| row(t, 3)).collect::<anyhow::Result<Vec<_>>>()?;
             add_health(ctx, &project.settings, &mut rows).await;
+            add_slots(&project.triggers, &mut rows);
             rows
         }
         Command::Next { name, count } => {
@@ -137,7 +195,13 @@ pub async fn run(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
             (Some(status), Some(since)) => format!("{status} ({})", crate::triggers::health::ago(since)),
             _ => "-".to_owned(),
         };
-        let detail = if r.next.is_empty() { r.message.clone().unwrap_or_default() } else { r.next.join(", ") };
+        let slot = r.details.as_ref().and_then(slot_summary);
+        let detail = match (&slot, r.message.as_deref().filter(|m| !m.is_empty())) {
+            _ if !r.next.is_empty() => r.next.join(", "),
+            (Some(slot), Some(message)) => format!("{slot}; {message}"),
+            (Some(slot), None) => slot.clone(),
+            (None, message) => message.unwrap_or_default().to_owned(),
+        };
         table.row(vec![r.name.clone(), r.kind.to_owned(), r.target.to_string(), r.source.clone(), status, detail]);
     }
     println!("{}", table.render());

@@ -13,7 +13,7 @@ pub fn init(default_level: &str) {
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .and_then(|spec| EnvFilter::try_new(spec).ok())
-        .unwrap_or_else(|| EnvFilter::new(format!("{default_level},async_nats=warn,wasmtime=warn,cranelift=warn")));
+        .unwrap_or_else(|| EnvFilter::new(format!("{default_level},async_nats=warn,wasmtime=warn,cranelift=warn,pg_walstream=error")));
     let json = std::env::var("SLUICE_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())

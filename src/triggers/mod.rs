@@ -11,6 +11,7 @@ pub mod health;
 pub mod kafka;
 pub mod mqtt;
 pub mod nats;
+pub mod postgres;
 
 use std::path::PathBuf;
 
@@ -38,10 +39,12 @@ pub enum TriggerConfig {
     Nats(nats::NatsConfig),
     /// An MQTT topic filter.
     Mqtt(mqtt::MqttConfig),
+    /// Row changes of PostgreSQL tables, through a logical replication slot.
+    Postgres(postgres::PostgresConfig),
 }
 
 /// The kinds this build has.
-pub const KINDS: &[&str] = &["cron", "bucket", "kafka", "nats", "mqtt"];
+pub const KINDS: &[&str] = &["cron", "bucket", "kafka", "nats", "mqtt", "postgres"];
 
 impl TriggerConfig {
     /// Parses one trigger file.
@@ -58,6 +61,7 @@ impl TriggerConfig {
             Some("kafka") => toml::from_str(text).map(TriggerConfig::Kafka).map_err(|e| ConfigError::from_toml(path, text, &e)),
             Some("nats") => toml::from_str(text).map(TriggerConfig::Nats).map_err(|e| ConfigError::from_toml(path, text, &e)),
             Some("mqtt") => toml::from_str(text).map(TriggerConfig::Mqtt).map_err(|e| ConfigError::from_toml(path, text, &e)),
+            Some("postgres") => toml::from_str(text).map(TriggerConfig::Postgres).map_err(|e| ConfigError::from_toml(path, text, &e)),
             Some(other) => Err(ConfigError::new(
                 path,
                 Some("kind"),
@@ -74,6 +78,7 @@ impl TriggerConfig {
             TriggerConfig::Kafka(_) => "kafka",
             TriggerConfig::Nats(_) => "nats",
             TriggerConfig::Mqtt(_) => "mqtt",
+            TriggerConfig::Postgres(_) => "postgres",
         }
     }
 
@@ -85,6 +90,7 @@ impl TriggerConfig {
             TriggerConfig::Kafka(c) => c.check(),
             TriggerConfig::Nats(c) => c.check(),
             TriggerConfig::Mqtt(c) => c.check(),
+            TriggerConfig::Postgres(c) => c.check(),
         }
     }
 
@@ -96,6 +102,7 @@ impl TriggerConfig {
             TriggerConfig::Kafka(c) => c.source(),
             TriggerConfig::Nats(c) => c.source(),
             TriggerConfig::Mqtt(c) => c.source(),
+            TriggerConfig::Postgres(c) => c.source(),
         }
     }
 
@@ -107,6 +114,7 @@ impl TriggerConfig {
             TriggerConfig::Kafka(c) => c.target(),
             TriggerConfig::Nats(c) => c.target(),
             TriggerConfig::Mqtt(c) => c.target(),
+            TriggerConfig::Postgres(c) => c.target(),
         }
     }
 }
@@ -218,5 +226,6 @@ pub fn build(def: &TriggerDef, project: &crate::config::Project) -> anyhow::Resu
         TriggerConfig::Kafka(config) => Ok(Box::new(kafka::KafkaTrigger::new(&def.name, config)?)),
         TriggerConfig::Nats(config) => Ok(Box::new(nats::NatsTrigger::new(&def.name, config)?)),
         TriggerConfig::Mqtt(config) => Ok(Box::new(mqtt::MqttTrigger::new(&def.name, config)?)),
+        TriggerConfig::Postgres(config) => Ok(Box::new(postgres::PostgresTrigger::new(&def.name, config)?)),
     }
 }

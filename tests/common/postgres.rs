@@ -1,0 +1,75 @@
+//! The local PostgreSQL (configured for logical decoding by scripts/setup-test.sh): each test
+//! gets its own table, publication and slot, all named `sluice_test_<unique>`, dropped when
+//! the fixture is.
+
+use std::process::Command;
+
+use tokio_postgres::{Client, NoTls};
+
+/// The server the tests use.
+pub fn dsn() -> String {
+    std::env::var("SLUICE_TEST_PG_DSN").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A test's names on the shared server, cleaned up on drop.
+pub struct PgFixture {
+    /// Table, publication and slot share this name.
+    pub name: String,
+    pub client: Client,
+    /// Roles made by the test, dropped with the rest.
+    roles: Vec<String>,
+}
+
+impl PgFixture {
+    pub async fn new() -> Self {
+        let name = format!("sluice_test_{}", uuid::Uuid::new_v4().simple().to_string().get(..12).unwrap());
+        let client = connect().await;
+        let level: String = client.query_one("SHOW wal_level", &[]).await.unwrap().get(0);
+        assert_eq!(level, "logical", "scripts/setup-test.sh sets wal_level = logical on {}", dsn());
+        Self { name, client, roles: Vec::new() }
+    }
+
+    /// `triggers/<trigger>.toml` text for this fixture's table, delivering to `function`.
+    pub fn trigger(&self, function: &str, extra: &str) -> String {
+        format!(
+            "kind = \"postgres\"\ndsn = \"{}\"\nslot = \"{n}\"\npublication = \"{n}\"\ntables = [\"public.{n}\"]\nfunction = \"{function}\"\n{extra}",
+            dsn(),
+            n = self.name
+        )
+    }
+
+    /// A role that may log in but not stream.
+    pub async fn role_without_replication(&mut self) -> String {
+        let role = format!("{}_role", self.name);
+        self.client.batch_execute(&format!("CREATE ROLE {role} LOGIN")).await.unwrap();
+        self.roles.push(role.clone());
+        role
+    }
+}
+
+pub async fn connect() -> Client {
+    let (client, connection) = tokio_postgres::connect(&dsn(), NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+impl Drop for PgFixture {
+    fn drop(&mut self) {
+        // Synchronous, through psql: drop runs outside any runtime's reach.
+        let n = &self.name;
+        let mut statements = vec![
+            format!("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '{n}' AND active_pid IS NOT NULL"),
+            "SELECT pg_sleep(0.3)".to_owned(),
+            format!("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{n}'"),
+            format!("DROP PUBLICATION IF EXISTS {n}"),
+            format!("DROP TABLE IF EXISTS {n}"),
+        ];
+        statements.extend(self.roles.iter().map(|role| format!("DROP ROLE IF EXISTS {role}")));
+        let mut command = Command::new("psql");
+        command.args([dsn().as_str(), "-X", "-q"]);
+        for statement in &statements {
+            command.args(["-c", statement]);
+        }
+        let _ = command.output();
+    }
+}

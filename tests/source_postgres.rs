@@ -1,0 +1,334 @@
+//! The `postgres` trigger against the real local PostgreSQL (wal_level = logical, set by
+//! scripts/setup-test.sh): 1,000 inserts, 200 updates and 100 deletes in mixed transactions
+//! arrive exactly once and in commit order with typed old and new rows, through a kill of
+//! `sluice up` mid-burst; a rolled-back transaction fires nothing; the handler gets the
+//! documented record; set-up mistakes name their fix; `triggers list` shows the slot's lag.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::postgres::PgFixture;
+use common::*;
+use serde_json::{json, Value};
+
+const COLUMNS: &str = "id int PRIMARY KEY, name text NOT NULL, qty bigint, price numeric(12,2), paid boolean, \
+                       at timestamptz, day date, data jsonb, blob bytea, tags text[], ratio double precision, note text";
+
+async fn create_table(pg: &PgFixture) {
+    let n = &pg.name;
+    pg.client
+        .batch_execute(&format!("CREATE TABLE {n} ({COLUMNS}); ALTER TABLE {n} REPLICA IDENTITY FULL;"))
+        .await
+        .unwrap();
+}
+
+/// The row `id` as inserted, in SQL.
+fn insert_sql(table: &str, id: i64) -> String {
+    let note = if id % 2 == 0 { format!("'note {id}'") } else { "NULL".to_owned() };
+    format!(
+        "INSERT INTO {table} VALUES ({id}, 'item-{id}', {qty}, {id}.25, {paid}, \
+         timestamptz '2026-11-27 12:00:00.5+00' + interval '{id} seconds', date '2026-01-01' + {day}, \
+         '{{\"id\": {id}, \"tags\": [\"a\"]}}', '\\x{b:02x}00ff', ARRAY['x', 'y z'], {id}.0 / 4, {note});",
+        qty = id * 1_000_000_007,
+        paid = id % 2 == 0,
+        day = id % 365,
+        b = id % 256,
+    )
+}
+
+/// The same row as the event's JSON should type it.
+fn inserted(id: i64) -> Value {
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-27T12:00:00.5Z").unwrap() + chrono::Duration::seconds(id);
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap() + chrono::Duration::days(id % 365);
+    let blob = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [(id % 256) as u8, 0, 255]);
+    json!({
+        "id": id, "name": format!("item-{id}"), "qty": id * 1_000_000_007, "price": format!("{id}.25"),
+        "paid": id % 2 == 0, "at": at.to_utc().to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        "day": day.to_string(), "data": {"id": id, "tags": ["a"]}, "blob": blob, "tags": ["x", "y z"],
+        "ratio": id as f64 / 4.0, "note": if id % 2 == 0 { json!(format!("note {id}")) } else { Value::Null },
+    })
+}
+
+fn update_sql(table: &str, id: i64) -> String {
+    format!("UPDATE {table} SET name = name || '-v2', qty = qty + 1, paid = true WHERE id = {id};")
+}
+
+/// `row` after [`update_sql`].
+fn updated(row: &Value) -> Value {
+    let mut row = row.clone();
+    row["name"] = json!(format!("{}-v2", row["name"].as_str().unwrap()));
+    row["qty"] = json!(row["qty"].as_i64().unwrap() + 1);
+    row["paid"] = json!(true);
+    row
+}
+
+/// The project: `function` echoes its event (FLAKY_ECHO), and the trigger feeds it.
+fn project_for(pg: &PgFixture, extra: &str) -> Project {
+    let project = Project::new();
+    project.function("rows", "flaky", "concurrency = 32\nenv = { FLAKY_ECHO = \"1\" }\n");
+    std::fs::create_dir_all(project.path().join("triggers")).unwrap();
+    std::fs::write(project.path().join("triggers/rows-in.toml"), pg.trigger("rows", extra)).unwrap();
+    project
+}
+
+async fn wait_streaming(project: &Project, nats: &NatsServer) -> Value {
+    wait_for_trigger_status(project, &nats.url(), "healthy").await
+}
+
+/// What one event of the burst must be: (op, id).
+fn burst_plan(transactions: i64) -> (Vec<String>, Vec<(String, i64)>) {
+    // Each transaction: 10 inserts, 2 updates (one of a row of this transaction, one of the
+    // previous one), 1 delete (of the previous transaction's row), interleaved.
+    let mut sql = Vec::new();
+    let mut expected = Vec::new();
+    for t in 0..transactions {
+        let base = t * 10;
+        let mut statements = String::from("BEGIN;");
+        let mut step = |statement: String, op: &str, id: i64| {
+            statements.push_str(&statement);
+            expected.push((op.to_owned(), id));
+        };
+        for id in base..base + 5 {
+            step(insert_sql("{t}", id), "insert", id);
+        }
+        step(update_sql("{t}", base), "update", base);
+        for id in base + 5..base + 10 {
+            step(insert_sql("{t}", id), "insert", id);
+        }
+        let earlier = if t == 0 { base + 1 } else { base - 9 };
+        step(update_sql("{t}", earlier), "update", earlier);
+        let gone = if t == 0 { base + 8 } else { base - 1 };
+        step(format!("DELETE FROM {{t}} WHERE id = {gone};"), "delete", gone);
+        statements.push_str("COMMIT;");
+        sql.push(statements);
+    }
+    (sql, expected)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mixed_burst_arrives_exactly_once_in_commit_order_through_a_crash() {
+    let pg = PgFixture::new().await;
+    create_table(&pg).await;
+    let nats = NatsServer::start();
+    let js = async_nats::jetstream::new(nats.client().await);
+    let project = project_for(&pg, "");
+    project.function("rows", "flaky", "concurrency = 64\n");
+    let mut up = project.up(Some(&nats.url()));
+    wait_streaming(&project, &nats).await;
+
+    let (transactions, expected) = burst_plan(100);
+    assert_eq!(expected.iter().filter(|(op, _)| op == "insert").count(), 1000);
+    assert_eq!(expected.iter().filter(|(op, _)| op == "update").count(), 200);
+    assert_eq!(expected.iter().filter(|(op, _)| op == "delete").count(), 100);
+    let table = pg.name.clone();
+    let writer = tokio::spawn(async move {
+        let client = common::postgres::connect().await;
+        for statements in transactions {
+            client.batch_execute(&statements.replace("{t}", &table)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    // Kill `sluice up` in the middle of the burst, while the writer goes on.
+    for _ in 0..1500 {
+        if stream_count(&js, "SLUICE_EVENTS").await >= 300 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    up.kill();
+    let at_crash = stream_count(&js, "SLUICE_EVENTS").await;
+    writer.await.unwrap();
+    let up = project.up(Some(&nats.url()));
+    for _ in 0..1200 {
+        if stream_count(&js, "SLUICE_EVENTS").await >= expected.len() as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stored = stream_count(&js, "SLUICE_EVENTS").await;
+    if stored != expected.len() as u64 {
+        let got: Vec<String> = stream_messages(&js, "SLUICE_EVENTS").await.iter().map(|m| {
+            let r: Value = serde_json::from_slice(&m.payload).unwrap();
+            format!("{} {} {} {}", header(m, "ce-id").unwrap(), r["op"], r["new"]["id"], r["old"]["id"])
+        }).collect();
+        let at = got.iter().zip(&expected).position(|(g, (op, id))| !g.contains(op.as_str()) || !(g.contains(&format!(" {id} ")) || g.ends_with(&format!(" {id}")))).unwrap_or(got.len());
+        eprintln!("first difference at {at}: {:#?}\nexpected {:?}", &got[at.saturating_sub(3)..(at + 3).min(got.len())], &expected[at.saturating_sub(3)..at + 3]);
+    }
+    assert_eq!(stored, expected.len() as u64, "{at_crash} stored before the kill; log after the restart:\n{}", up.log());
+    wait_idle(&js, "rows", Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    eprintln!("{at_crash} events stored before the kill; log:\n{}", up.log());
+
+    let stored = stream_messages(&js, "SLUICE_EVENTS").await;
+    assert_eq!(stored.len(), expected.len(), "every change once, none twice");
+    let mut ids = BTreeSet::new();
+    let mut last_commit = (0u64, 0u64);
+    let mut alive = std::collections::BTreeMap::new();
+    for (message, (op, id)) in stored.iter().zip(&expected) {
+        let record: Value = serde_json::from_slice(&message.payload).unwrap();
+        assert_eq!((record["op"].as_str().unwrap(), record["new"]["id"].as_i64().or(record["old"]["id"].as_i64()).unwrap()), (op.as_str(), *id), "commit order: {record}");
+        assert_eq!(record["table"], pg.name.as_str());
+        assert_eq!(record["schema"], "public");
+        let ce_id = header(message, "ce-id").unwrap();
+        assert!(ids.insert(ce_id.to_owned()), "{ce_id} stored twice");
+        let commit_lsn = pg_lsn(record["commit_lsn"].as_str().unwrap());
+        let position = record["position"].as_u64().unwrap();
+        assert_eq!(ce_id, format!("postgres:{}:{}:{position}", pg.name, record["commit_lsn"].as_str().unwrap()));
+        assert!((commit_lsn, position) > last_commit, "commit LSN and position only grow: {record}");
+        last_commit = (commit_lsn, position);
+        assert_eq!(header(message, "ce-type").unwrap(), format!("sluice.postgres.{op}"));
+        match op.as_str() {
+            "insert" => {
+                assert_eq!(record["new"], inserted(*id));
+                assert_eq!(record["old"], Value::Null);
+                alive.insert(*id, inserted(*id));
+            }
+            "update" => {
+                assert_eq!(record["old"], alive[id], "the old row, whole (REPLICA IDENTITY FULL)");
+                assert_eq!(record["new"], updated(&alive[id]));
+                alive.insert(*id, updated(&alive[id]));
+            }
+            _ => {
+                assert_eq!(record["old"], alive.remove(id).unwrap());
+                assert_eq!(record["new"], Value::Null);
+            }
+        }
+    }
+    // Every event ran the function once: the consumer acknowledged them all, none twice.
+    let info = js.get_stream("SLUICE_EVENTS").await.unwrap().consumer_info("rows").await.unwrap();
+    assert_eq!(info.ack_floor.stream_sequence, expected.len() as u64);
+    assert_eq!(info.num_ack_pending, 0);
+    assert_eq!(info.num_redelivered, 0);
+    // The slot is confirmed past the last transaction: nothing is left to send again.
+    let confirmed: String = pg
+        .client
+        .query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", &[&pg.name])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(pg_lsn(&confirmed) > last_commit.0, "slot confirmed past the last commit ({confirmed})");
+}
+
+/// Polls `sluice triggers list --json` until the trigger's message contains `needle`.
+async fn wait_for_message(project: &Project, nats: &NatsServer, needle: &str) -> Value {
+    let mut listed = Value::Null;
+    for _ in 0..150 {
+        let out = project.sluice(&["--nats", &nats.url(), "--json", "triggers", "list"]);
+        listed = serde_json::from_slice::<Value>(&out.stdout).unwrap()[0].clone();
+        if listed["message"].as_str().is_some_and(|m| m.contains(needle)) {
+            return listed;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no message with {needle:?}: {listed}");
+}
+
+fn pg_lsn(text: &str) -> u64 {
+    let (hi, lo) = text.split_once('/').unwrap();
+    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_handler_gets_the_documented_record_and_a_rollback_fires_nothing() {
+    let pg = PgFixture::new().await;
+    create_table(&pg).await;
+    let nats = NatsServer::start();
+    let client = nats.client().await;
+    let js = async_nats::jetstream::new(client.clone());
+    let project = project_for(&pg, "");
+    let mut results = Results::subscribe(&client, "rows").await;
+    let _up = project.up(Some(&nats.url()));
+    wait_streaming(&project, &nats).await;
+
+    let n = &pg.name;
+    pg.client.batch_execute(&format!("BEGIN; {} ROLLBACK;", insert_sql(n, 1))).await.unwrap();
+    pg.client.batch_execute(&insert_sql(n, 2)).await.unwrap();
+    pg.client.batch_execute(&format!("BEGIN; {} {} COMMIT;", update_sql(n, 2), format!("DELETE FROM {n} WHERE id = 2;"))).await.unwrap();
+    results.wait_for(3, Duration::from_secs(30)).await;
+    results.drain(Duration::from_millis(500)).await;
+    assert_eq!(results.received.len(), 3, "the rolled-back insert fired nothing: {:?}", results.received);
+    assert_eq!(stream_count(&js, "SLUICE_EVENTS").await, 3);
+
+    // Invocations run concurrently; put the results back in commit order.
+    results.received.sort_by_key(|(_, r)| (pg_lsn(r["commit_lsn"].as_str().unwrap()), r["position"].as_u64().unwrap()));
+    let (id, insert) = &results.received[0];
+    let xid: i64 = insert["xid"].as_i64().unwrap();
+    let commit_lsn = insert["commit_lsn"].as_str().unwrap();
+    assert_eq!(id, &format!("postgres:{n}:{commit_lsn}:0"));
+    assert!(chrono::DateTime::parse_from_rfc3339(insert["commit_time"].as_str().unwrap()).is_ok());
+    assert!(insert["commit_time"].as_str().unwrap().ends_with('Z'));
+    assert!(pg_lsn(insert["lsn"].as_str().unwrap()) <= pg_lsn(commit_lsn));
+    assert_eq!(
+        insert,
+        &json!({
+            "schema": "public", "table": n, "op": "insert", "new": inserted(2), "old": null, "key": [],
+            "lsn": insert["lsn"], "commit_lsn": commit_lsn, "position": 0, "xid": xid,
+            "commit_time": insert["commit_time"], "slot": n,
+        })
+    );
+    let (_, update) = &results.received[1];
+    let (_, delete) = &results.received[2];
+    assert_eq!((update["op"].as_str(), delete["op"].as_str()), (Some("update"), Some("delete")));
+    assert_eq!(update["xid"], delete["xid"], "one transaction");
+    assert_eq!(update["commit_lsn"], delete["commit_lsn"]);
+    assert_eq!((update["position"].as_u64(), delete["position"].as_u64()), (Some(0), Some(1)));
+    assert_eq!(update["old"], inserted(2));
+    assert_eq!(update["new"], updated(&inserted(2)));
+    assert_eq!(delete["old"], updated(&inserted(2)));
+    assert_eq!(delete["new"], Value::Null);
+    assert!(xid < update["xid"].as_i64().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn set_up_mistakes_name_the_fix_and_the_slot_lag_shows() {
+    let mut pg = PgFixture::new().await;
+    let nats = NatsServer::start();
+
+    // The table does not exist (yet).
+    let project = project_for(&pg, "");
+    let up = project.up(Some(&nats.url()));
+    let listed = wait_for_trigger_status(&project, &nats.url(), "unhealthy").await;
+    let message = listed["message"].as_str().unwrap();
+    assert!(message.contains(&format!("table public.{} does not exist", pg.name)) && message.contains("`tables`"), "{listed}");
+    assert!(up.log().contains("trigger=rows-in"), "{}", up.log());
+    drop(up);
+
+    // A role without REPLICATION.
+    let role = pg.role_without_replication().await;
+    create_table(&pg).await;
+    let dsn = common::postgres::dsn().replace("postgres@", &format!("{role}@"));
+    std::fs::write(
+        project.path().join("triggers/rows-in.toml"),
+        pg.trigger("rows", "").replace(&common::postgres::dsn(), &dsn),
+    )
+    .unwrap();
+    let up = project.up(Some(&nats.url()));
+    let listed = wait_for_message(&project, &nats, "REPLICATION").await;
+    assert_eq!(listed["status"], "unhealthy");
+    let message = listed["message"].as_str().unwrap();
+    assert!(message.contains("REPLICATION") && message.contains(&format!("ALTER ROLE \"{role}\" WITH REPLICATION")), "{listed}");
+    drop(up);
+
+    // Streaming, then stopped: the slot holds the WAL written since, and the listing says so.
+    std::fs::write(project.path().join("triggers/rows-in.toml"), pg.trigger("rows", "")).unwrap();
+    let mut up = project.up(Some(&nats.url()));
+    wait_streaming(&project, &nats).await;
+    up.terminate();
+    for id in 0..200 {
+        pg.client.batch_execute(&insert_sql(&pg.name, id)).await.unwrap();
+    }
+    let out = project.sluice(&["--nats", &nats.url(), "--json", "triggers", "list"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let details = &listed[0]["details"];
+    assert_eq!(details["slot"], pg.name.as_str(), "{listed}");
+    assert_eq!(details["slot_active"], false, "{listed}");
+    assert!(details["slot_lag_bytes"].as_i64().unwrap() > 20_000, "200 rows of WAL kept: {listed}");
+    let out = project.sluice(&["--nats", &nats.url(), "triggers", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("slot {} lag", pg.name)) && text.contains("inactive"), "{text}");
+}
