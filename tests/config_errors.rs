@@ -123,6 +123,10 @@ fn bad_source_triggers() {
         ("kind = \"nats\"\nsubject = \"a.b\"\nconsumer = \"c\"\ntopic = \"t\"\n", "consumer"),
         ("kind = \"mqtt\"\nbroker = \"http://h\"\nfilter = \"a/#\"\ntopic = \"t\"\n", "broker"),
         ("kind = \"mqtt\"\nbroker = \"mqtt://h\"\nfilter = \"a/#/b\"\ntopic = \"t\"\n", "filter"),
+        ("kind = \"postgres\"\ndsn = \"postgres://h:port/db\"\ntables = [\"orders\"]\ntopic = \"t\"\n", "dsn"),
+        ("kind = \"postgres\"\ntables = [\"public.orders;\"]\ntopic = \"t\"\n", "tables"),
+        ("kind = \"postgres\"\nslot = \"Orders\"\ntables = [\"orders\"]\ntopic = \"t\"\n", "slot"),
+        ("kind = \"postgres\"\ntables = [\"orders\"]\noperations = [\"upsert\"]\ntopic = \"t\"\n", "operations"),
     ] {
         let project = Project::new();
         let path = write_trigger(&project, "t", text);

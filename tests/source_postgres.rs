@@ -247,7 +247,7 @@ async fn the_handler_gets_the_documented_record_and_a_rollback_fires_nothing() {
     let n = &pg.name;
     pg.client.batch_execute(&format!("BEGIN; {} ROLLBACK;", insert_sql(n, 1))).await.unwrap();
     pg.client.batch_execute(&insert_sql(n, 2)).await.unwrap();
-    pg.client.batch_execute(&format!("BEGIN; {} {} COMMIT;", update_sql(n, 2), format!("DELETE FROM {n} WHERE id = 2;"))).await.unwrap();
+    pg.client.batch_execute(&format!("BEGIN; {} DELETE FROM {n} WHERE id = 2; COMMIT;", update_sql(n, 2))).await.unwrap();
     results.wait_for(3, Duration::from_secs(30)).await;
     results.drain(Duration::from_millis(500)).await;
     assert_eq!(results.received.len(), 3, "the rolled-back insert fired nothing: {:?}", results.received);
@@ -331,4 +331,29 @@ async fn set_up_mistakes_name_the_fix_and_the_slot_lag_shows() {
     let out = project.sluice(&["--nats", &nats.url(), "triggers", "list"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("slot {} lag", pg.name)) && text.contains("inactive"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_without_logical_decoding_names_the_setting() {
+    let cluster = common::postgres::PrivateCluster::start(&["wal_level=replica"]);
+    let nats = NatsServer::start();
+    let project = Project::new();
+    project.function("rows", "flaky", "");
+    std::fs::create_dir_all(project.path().join("triggers")).unwrap();
+    std::fs::write(
+        project.path().join("triggers/rows-in.toml"),
+        format!("kind = \"postgres\"\ndsn = \"{}\"\ntables = [\"orders\"]\nfunction = \"rows\"\n", cluster.dsn()),
+    )
+    .unwrap();
+    let _up = project.up(Some(&nats.url()));
+    let listed = wait_for_trigger_status(&project, &nats.url(), "unhealthy").await;
+    let message = listed["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("127.0.0.1:{}/postgres has wal_level = replica", cluster.port))
+            && message.contains("ALTER SYSTEM SET wal_level = logical")
+            && message.contains("restart PostgreSQL"),
+        "{listed}"
+    );
+    assert_eq!(listed["details"]["slot"], "sluice_rows_in", "{listed}");
+    assert!(listed["details"]["slot_error"].as_str().unwrap().contains("does not exist yet"), "{listed}");
 }

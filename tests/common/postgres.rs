@@ -73,3 +73,69 @@ impl Drop for PgFixture {
         let _ = command.output();
     }
 }
+
+/// A throwaway PostgreSQL cluster of the test's own (initdb into a temporary directory, on a
+/// free port), for server settings the shared one must not change; stopped on drop.
+pub struct PrivateCluster {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    pub port: u16,
+}
+
+impl PrivateCluster {
+    /// Starts one with `settings` (`-c name=value` pairs, as `"wal_level=replica"`).
+    pub fn start(settings: &[&str]) -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL's server binaries under /usr/lib/postgresql (scripts/setup-test.sh installs them)")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("initdb").exists())
+            .max()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let port = super::free_port();
+        // The server refuses to run as root: run it as the `postgres` user then.
+        let root = unsafe { libc::geteuid() } == 0;
+        if root {
+            let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().unwrap();
+            assert!(status.success());
+        }
+        let run = |program: &str, args: Vec<String>| {
+            let mut command = if root {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--"]).arg(bin.join(program));
+                c
+            } else {
+                Command::new(bin.join(program))
+            };
+            let out = command.args(args).output().unwrap();
+            assert!(out.status.success(), "{program}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        };
+        let data = dir.path().join("data").display().to_string();
+        run("initdb", vec!["-D".into(), data.clone(), "-A".into(), "trust".into(), "-U".into(), "postgres".into(), "--no-sync".into()]);
+        let mut options = format!("-p {port} -k {} -c listen_addresses=127.0.0.1", dir.path().display());
+        for setting in settings {
+            options.push_str(&format!(" -c {setting}"));
+        }
+        let log = dir.path().join("log").display().to_string();
+        run("pg_ctl", vec!["-D".into(), data, "-o".into(), options, "-l".into(), log, "-w".into(), "start".into()]);
+        Self { dir, bin, port }
+    }
+
+    pub fn dsn(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let mut command = if unsafe { libc::geteuid() } == 0 {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(self.bin.join("pg_ctl"));
+            c
+        } else {
+            Command::new(self.bin.join("pg_ctl"))
+        };
+        let _ = command.arg("-D").arg(data).args(["-m", "immediate", "stop"]).output();
+    }
+}
