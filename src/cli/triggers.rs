@@ -207,3 +207,25 @@ pub async fn run(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
     println!("{}", table.render());
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_lag_reads_for_people() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+        let details = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
+        assert_eq!(
+            slot_summary(&details(serde_json::json!({"slot": "s", "slot_lag_bytes": 2048, "slot_active": false}))).as_deref(),
+            Some("slot s lag 2.0 KiB (inactive: WAL is kept for it)")
+        );
+        assert_eq!(
+            slot_summary(&details(serde_json::json!({"slot": "s", "slot_lag_bytes": null, "slot_error": "no server"}))).as_deref(),
+            Some("slot s: no server")
+        );
+        assert_eq!(slot_summary(&details(serde_json::json!({"status": "x"}))), None);
+    }
+}

@@ -78,7 +78,11 @@ impl PostgresTrigger {
         let mut catalog = Catalog::connect(&dsn, &server)?;
         catalog.check_server()?;
         let mut waiting = false;
-        while let Some(pid) = catalog.check_slot(&self.slot)?.and_then(|s| s.active_pid) {
+        let resume = loop {
+            let state = catalog.check_slot(&self.slot)?;
+            let Some(pid) = state.as_ref().and_then(|s| s.active_pid) else {
+                break state.map_or_else(|| "a new slot".to_owned(), |s| s.confirmed_lsn);
+            };
             if !waiting {
                 info!(trigger = %ctx.name, slot = %self.slot, pid, "The slot is streamed by another process (another sluice node?); standing by.");
                 waiting = true;
@@ -87,7 +91,7 @@ impl PostgresTrigger {
                 () = ctx.shutdown.cancelled() => return Ok(()),
                 () = tokio::time::sleep(STANDBY_POLL) => {}
             }
-        }
+        };
         health.set(Status::Starting, format!("setting up slot {} on {server}", self.slot)).await;
         catalog.check_tables(&self.tables, &self.config.operations)?;
         catalog.ensure_publication(&self.publication, &self.tables, &self.config.operations)?;
@@ -112,7 +116,7 @@ impl PostgresTrigger {
         health
             .set_with(Status::Healthy, format!("streaming slot {} from {server}", self.slot), details)
             .await;
-        info!(trigger = %ctx.name, slot = %self.slot, publication = %self.publication, %server, "Streaming changes.");
+        info!(trigger = %ctx.name, slot = %self.slot, publication = %self.publication, %server, from = %resume, "Streaming changes.");
 
         let feedback = stream.shared_lsn_feedback.clone();
         let decoder = Decoder::new(&self.slot, &self.tables, &self.config.operations);
@@ -122,17 +126,13 @@ impl PostgresTrigger {
 
         let subject = self.config.target().subject();
         let mut inflight = FuturesOrdered::new();
-        let (mut published, mut confirmed) = (0u64, 0u64);
+        let mut progress = Progress::default();
         let result: anyhow::Result<()> = loop {
             tokio::select! {
                 biased;
                 () = ctx.shutdown.cancelled() => break Ok(()),
                 Some(done) = inflight.next(), if !inflight.is_empty() => match done {
-                    Ok(Some(lsn)) => {
-                        feedback.update_applied_lsn(lsn);
-                        confirmed = lsn;
-                    }
-                    Ok(None) => published += 1,
+                    Ok(done) => progress.record(done, &feedback),
                     Err(error) => break Err(error),
                 },
                 item = decoded.recv(), if inflight.len() < WINDOW => match item {
@@ -143,24 +143,19 @@ impl PostgresTrigger {
                         };
                         let id = event.id.clone();
                         inflight.push_back(async move {
-                            ack.await.map(|_| None).map_err(|e| anyhow::anyhow!("JetStream did not acknowledge {id}: {e}"))
+                            ack.await
+                                .map(|ack| Done::Stored { duplicate: ack.duplicate })
+                                .map_err(|e| anyhow::anyhow!("JetStream did not acknowledge {id}: {e}"))
                         }.boxed());
                     }
-                    Some(Item::Commit(lsn)) => inflight.push_back(futures::future::ready(Ok(Some(lsn))).boxed()),
+                    Some(Item::Commit(lsn)) => inflight.push_back(futures::future::ready(Ok(Done::Committed(lsn))).boxed()),
                     None => break Err(anyhow::anyhow!("the change stream from {server} ended")),
                 },
             }
         };
         // What JetStream acknowledged still counts: confirm it before the stream closes.
-        while let Some(done) = inflight.next().await {
-            match done {
-                Ok(Some(lsn)) => {
-                    feedback.update_applied_lsn(lsn);
-                    confirmed = lsn;
-                }
-                Ok(None) => published += 1,
-                Err(_) => break,
-            }
+        while let Some(Ok(done)) = inflight.next().await {
+            progress.record(done, &feedback);
         }
         stop.cancel();
         drop(decoded);
@@ -168,12 +163,50 @@ impl PostgresTrigger {
             Ok(result) => result,
             Err(error) => Err(anyhow::anyhow!("the change stream reader failed: {error}")),
         };
-        info!(trigger = %ctx.name, published, confirmed = %pg_walstream::format_lsn(confirmed), "PostgreSQL change stream stopped.");
+        info!(
+            trigger = %ctx.name,
+            published = progress.published,
+            duplicates = progress.duplicates,
+            confirmed = %pg_walstream::format_lsn(progress.confirmed),
+            "PostgreSQL change stream stopped."
+        );
         match (result, read_result) {
             (Ok(()), Ok(())) => Ok(()),
             // The reader's error says why the stream ended.
             (_, Err(error)) => Err(error),
             (Err(error), Ok(())) => Err(error),
+        }
+    }
+}
+
+/// What came back from JetStream, in order.
+enum Done {
+    /// An event is stored; `duplicate` when it already was (sent again after a restart).
+    Stored { duplicate: bool },
+    /// Every event of the transaction ending at this LSN, and before it, is stored.
+    Committed(u64),
+}
+
+#[derive(Default)]
+struct Progress {
+    published: u64,
+    duplicates: u64,
+    confirmed: u64,
+}
+
+impl Progress {
+    /// Counts an event, or lets the slot's confirmed position move to a finished
+    /// transaction's end (reported to PostgreSQL by the reader).
+    fn record(&mut self, done: Done, feedback: &pg_walstream::SharedLsnFeedback) {
+        match done {
+            Done::Stored { duplicate } => {
+                self.published += 1;
+                self.duplicates += u64::from(duplicate);
+            }
+            Done::Committed(lsn) => {
+                feedback.update_applied_lsn(lsn);
+                self.confirmed = lsn;
+            }
         }
     }
 }
