@@ -1,8 +1,10 @@
 //! The `postgres` trigger against the real local PostgreSQL (wal_level = logical, set by
 //! scripts/setup-test.sh): 1,000 inserts, 200 updates and 100 deletes in mixed transactions
 //! arrive exactly once and in commit order with typed old and new rows, through a kill of
-//! `sluice up` mid-burst; a rolled-back transaction fires nothing; the handler gets the
-//! documented record; set-up mistakes name their fix; `triggers list` shows the slot's lag.
+//! `sluice up` mid-burst; while JetStream is down the slot's confirmed position stays put
+//! and nothing is lost; a second node stands by and takes the slot over; a rolled-back
+//! transaction fires nothing; the handler gets the documented record; set-up mistakes name
+//! their fix; `triggers list` shows the slot's lag.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
@@ -143,32 +145,28 @@ async fn a_mixed_burst_arrives_exactly_once_in_commit_order_through_a_crash() {
     let at_crash = stream_count(&js, "SLUICE_EVENTS").await;
     writer.await.unwrap();
     let up = project.up(Some(&nats.url()));
-    for _ in 0..1200 {
-        if stream_count(&js, "SLUICE_EVENTS").await >= expected.len() as u64 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let stored = stream_count(&js, "SLUICE_EVENTS").await;
-    if stored != expected.len() as u64 {
-        let got: Vec<String> = stream_messages(&js, "SLUICE_EVENTS").await.iter().map(|m| {
-            let r: Value = serde_json::from_slice(&m.payload).unwrap();
-            format!("{} {} {} {}", header(m, "ce-id").unwrap(), r["op"], r["new"]["id"], r["old"]["id"])
-        }).collect();
-        let at = got.iter().zip(&expected).position(|(g, (op, id))| !g.contains(op.as_str()) || !(g.contains(&format!(" {id} ")) || g.ends_with(&format!(" {id}")))).unwrap_or(got.len());
-        eprintln!("first difference at {at}: {:#?}\nexpected {:?}", &got[at.saturating_sub(3)..(at + 3).min(got.len())], &expected[at.saturating_sub(3)..at + 3]);
-    }
-    assert_eq!(stored, expected.len() as u64, "{at_crash} stored before the kill; log after the restart:\n{}", up.log());
+    wait_events(&js, expected.len(), &up).await;
     wait_idle(&js, "rows", Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    eprintln!("{at_crash} events stored before the kill; log:\n{}", up.log());
+    assert!(at_crash < expected.len() as u64, "killed in the middle ({at_crash} stored)");
 
-    let stored = stream_messages(&js, "SLUICE_EVENTS").await;
+    assert_changes(&js, &pg, &expected).await;
+    // Every event ran the function once: the consumer acknowledged them all, none twice.
+    let info = js.get_stream("SLUICE_EVENTS").await.unwrap().consumer_info("rows").await.unwrap();
+    assert_eq!(info.ack_floor.stream_sequence, expected.len() as u64);
+    assert_eq!(info.num_ack_pending, 0);
+    assert_eq!(info.num_redelivered, 0);
+}
+
+/// `SLUICE_EVENTS` holds exactly the `expected` changes, in commit order, each once, with
+/// the documented ids and the right old and new rows; the slot is confirmed past the last.
+async fn assert_changes(js: &async_nats::jetstream::Context, pg: &PgFixture, expected: &[(String, i64)]) {
+    let stored = stream_messages(js, "SLUICE_EVENTS").await;
     assert_eq!(stored.len(), expected.len(), "every change once, none twice");
     let mut ids = BTreeSet::new();
     let mut last_commit = (0u64, 0u64);
     let mut alive = std::collections::BTreeMap::new();
-    for (message, (op, id)) in stored.iter().zip(&expected) {
+    for (message, (op, id)) in stored.iter().zip(expected) {
         let record: Value = serde_json::from_slice(&message.payload).unwrap();
         assert_eq!((record["op"].as_str().unwrap(), record["new"]["id"].as_i64().or(record["old"]["id"].as_i64()).unwrap()), (op.as_str(), *id), "commit order: {record}");
         assert_eq!(record["table"], pg.name.as_str());
@@ -198,19 +196,100 @@ async fn a_mixed_burst_arrives_exactly_once_in_commit_order_through_a_crash() {
             }
         }
     }
-    // Every event ran the function once: the consumer acknowledged them all, none twice.
-    let info = js.get_stream("SLUICE_EVENTS").await.unwrap().consumer_info("rows").await.unwrap();
-    assert_eq!(info.ack_floor.stream_sequence, expected.len() as u64);
-    assert_eq!(info.num_ack_pending, 0);
-    assert_eq!(info.num_redelivered, 0);
     // The slot is confirmed past the last transaction: nothing is left to send again.
+    assert!(confirmed_lsn(pg).await > last_commit.0, "slot confirmed past the last commit");
+}
+
+async fn confirmed_lsn(pg: &PgFixture) -> u64 {
     let confirmed: String = pg
         .client
         .query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", &[&pg.name])
         .await
         .unwrap()
         .get(0);
-    assert!(pg_lsn(&confirmed) > last_commit.0, "slot confirmed past the last commit ({confirmed})");
+    pg_lsn(&confirmed)
+}
+
+/// Runs transactions of [`burst_plan`], one after the other.
+async fn write(pg: &PgFixture, transactions: &[String]) {
+    for statements in transactions {
+        pg.client.batch_execute(&statements.replace("{t}", &pg.name)).await.unwrap();
+    }
+}
+
+/// Waits (up to 2 minutes) until `SLUICE_EVENTS` holds `count` events.
+async fn wait_events(js: &async_nats::jetstream::Context, count: usize, up: &Up) {
+    for _ in 0..1200 {
+        if stream_count(js, "SLUICE_EVENTS").await >= count as u64 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{} of {count} events stored; log:\n{}", stream_count(js, "SLUICE_EVENTS").await, up.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn while_jetstream_is_down_the_slot_is_held_back_and_nothing_is_lost() {
+    let pg = PgFixture::new().await;
+    create_table(&pg).await;
+    let mut nats = NatsServer::start();
+    let project = project_for(&pg, "");
+    project.function("rows", "flaky", "concurrency = 64\n");
+    let up = project.up(Some(&nats.url()));
+    wait_streaming(&project, &nats).await;
+    let (transactions, expected) = burst_plan(40);
+    let per_transaction = expected.len() / 40;
+
+    write(&pg, &transactions[..10]).await;
+    let js = async_nats::jetstream::new(nats.client().await);
+    wait_events(&js, 10 * per_transaction, &up).await;
+    tokio::time::sleep(Duration::from_secs(1)).await; // the confirmed position is reported
+    let before = confirmed_lsn(&pg).await;
+
+    // JetStream goes away (killed) for longer than a publish waits for its ack (5 s);
+    // PostgreSQL goes on committing.
+    nats.stop();
+    write(&pg, &transactions[10..30]).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(confirmed_lsn(&pg).await, before, "nothing stored, nothing confirmed; log:\n{}", up.log());
+
+    nats.spawn();
+    write(&pg, &transactions[30..]).await;
+    let js = async_nats::jetstream::new(nats.client().await);
+    wait_events(&js, expected.len(), &up).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_changes(&js, &pg, &expected).await;
+    assert!(up.log().contains("PostgreSQL change stream failed"), "{}", up.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_node_stands_by_and_takes_over_the_slot() {
+    let pg = PgFixture::new().await;
+    create_table(&pg).await;
+    let nats = NatsServer::start();
+    let js = async_nats::jetstream::new(nats.client().await);
+    let first = project_for(&pg, "");
+    let second = project_for(&pg, "");
+    let mut up_first = first.up(Some(&nats.url()));
+    wait_streaming(&first, &nats).await;
+    let up_second = second.up(Some(&nats.url()));
+    let (transactions, expected) = burst_plan(20);
+
+    write(&pg, &transactions[..10]).await;
+    wait_events(&js, expected.len() / 2, &up_first).await;
+    for _ in 0..100 {
+        if up_second.log().contains("standing by") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up_second.log().contains("The slot is streamed by another process"), "{}", up_second.log());
+
+    up_first.kill();
+    write(&pg, &transactions[10..]).await;
+    wait_events(&js, expected.len(), &up_second).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_changes(&js, &pg, &expected).await;
 }
 
 /// Polls `sluice triggers list --json` until the trigger's message contains `needle`.

@@ -40,7 +40,8 @@ impl NatsServer {
         server
     }
 
-    fn spawn(&mut self) {
+    /// Starts the server (again, after [`NatsServer::stop`]) on its port and store.
+    pub fn spawn(&mut self) {
         let child = Command::new(nats_server_binary())
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
             .arg(self.store.path())
