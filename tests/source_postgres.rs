@@ -360,6 +360,17 @@ async fn the_handler_gets_the_documented_record_and_a_rollback_fires_nothing() {
     assert_eq!(delete["old"], updated(&inserted(2)));
     assert_eq!(delete["new"], Value::Null);
     assert!(xid < update["xid"].as_i64().unwrap());
+
+    // A row larger than NATS takes (1 MiB by default) still fires, without its largest value.
+    pg.client.batch_execute(&format!("{} UPDATE {n} SET note = repeat('x', 2000000) WHERE id = 4;", insert_sql(n, 4))).await.unwrap();
+    results.wait_for(5, Duration::from_secs(30)).await;
+    results.received.sort_by_key(|(_, r)| (pg_lsn(r["commit_lsn"].as_str().unwrap()), r["position"].as_u64().unwrap()));
+    let (_, big) = &results.received[4];
+    assert_eq!(big["op"], "update");
+    assert_eq!(big["new"]["id"], 4);
+    assert_eq!(big["new"]["note"], Value::Null);
+    assert_eq!(big["old"]["note"], "note 4", "the small old value stays");
+    assert_eq!(big["omitted"], json!(["new.note"]));
 }
 
 #[tokio::test(flavor = "multi_thread")]

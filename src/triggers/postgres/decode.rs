@@ -55,6 +55,8 @@ pub struct Decoder {
     operations: BTreeSet<Operation>,
     relations: HashMap<u32, Vec<(Arc<str>, u32)>>,
     transaction: Option<Transaction>,
+    /// The largest event data the bus takes (NATS `max_payload` less room for headers).
+    max_data: usize,
 }
 
 impl Decoder {
@@ -65,7 +67,15 @@ impl Decoder {
             operations: operations.iter().copied().collect(),
             relations: HashMap::new(),
             transaction: None,
+            max_data: usize::MAX,
         }
+    }
+
+    /// Events at most `bytes` of data: larger rows lose their largest values (see
+    /// [`fit`]).
+    pub fn with_max_data(mut self, bytes: usize) -> Self {
+        self.max_data = bytes;
+        self
     }
 
     /// The items for one message: none for most, one per change, several for a TRUNCATE of
@@ -194,7 +204,11 @@ impl Decoder {
         for key in ["new", "old"] {
             record.entry(key).or_insert(Value::Null);
         }
-        let data = serde_json::to_vec(&Value::Object(record))?;
+        let mut data = serde_json::to_vec(&record)?;
+        if data.len() > self.max_data {
+            fit(&mut record, self.max_data);
+            data = serde_json::to_vec(&record)?;
+        }
         let mut event = Event::new(SOURCE, format!("{TYPE_PREFIX}.{}", op.as_str()), Bytes::from(data));
         event.id = event_id(&self.slot, transaction.commit_lsn, position);
         event.time = transaction.commit_time;
@@ -211,6 +225,38 @@ struct Row {
     new: Option<RowData>,
     old: Option<RowData>,
     key: Vec<Arc<str>>,
+}
+
+/// Makes a record at most `max` bytes of JSON: while it is larger, its largest column value
+/// (of `new` or `old`) becomes `null` and is named in `omitted` (`"new.body"`), so a row too
+/// large for the bus still fires, with its key and small columns, instead of stopping the
+/// stream. The function can read the rest from the table.
+fn fit(record: &mut Map<String, Value>, max: usize) {
+    let size = |record: &Map<String, Value>| serde_json::to_vec(record).map_or(0, |v| v.len());
+    let mut current = size(record);
+    if current <= max {
+        return;
+    }
+    let mut omitted = Vec::new();
+    while current > max {
+        let largest = ["new", "old"]
+            .iter()
+            .filter_map(|row| record.get(*row).and_then(Value::as_object).map(|columns| (*row, columns)))
+            .flat_map(|(row, columns)| {
+                columns
+                    .iter()
+                    .filter(|(_, value)| !value.is_null())
+                    .map(move |(column, value)| (serde_json::to_vec(value).map_or(0, |v| v.len()), row, column.clone()))
+            })
+            .max();
+        let Some((_, row, column)) = largest else { break };
+        if let Some(value) = record.get_mut(row).and_then(|r| r.get_mut(&column)) {
+            *value = Value::Null;
+        }
+        omitted.push(Value::String(format!("{row}.{column}")));
+        record.insert("omitted".into(), Value::Array(omitted.clone()));
+        current = size(record);
+    }
 }
 
 /// `postgres:<slot>:<commit LSN>:<position in the transaction>`: the same change decoded
@@ -475,6 +521,23 @@ mod tests {
         assert_eq!(data["key"], json!(["id"]));
         let commit = EventType::Commit { commit_timestamp: Utc::now(), commit_lsn: Lsn::new(0x1_0000_0200), end_lsn: Lsn::new(0x1_0000_0230) };
         assert!(matches!(decoder.decode(change(commit, 0x1_0000_0230)).unwrap()[..], [Item::Commit(0x1_0000_0230)]));
+    }
+
+    #[test]
+    fn a_record_too_large_for_the_bus_loses_its_largest_values() {
+        let big = "x".repeat(5000);
+        let mut record = json!({"op": "update", "new": {"id": 7, "body": big, "title": "t"}, "old": {"id": 7, "body": big, "title": "s"}})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let untouched = record.clone();
+        fit(&mut record, 20_000);
+        assert_eq!(record, untouched, "small enough: unchanged");
+        fit(&mut record, 1000);
+        assert_eq!(record["new"], json!({"id": 7, "body": null, "title": "t"}));
+        assert_eq!(record["old"], json!({"id": 7, "body": null, "title": "s"}));
+        assert_eq!(record["omitted"].as_array().unwrap().len(), 2);
+        assert!(serde_json::to_vec(&record).unwrap().len() <= 1000);
     }
 
     #[test]

@@ -119,7 +119,9 @@ impl PostgresTrigger {
         info!(trigger = %ctx.name, slot = %self.slot, publication = %self.publication, %server, from = %resume, "Streaming changes.");
 
         let feedback = stream.shared_lsn_feedback.clone();
-        let decoder = Decoder::new(&self.slot, &self.tables, &self.config.operations);
+        // Room for the CloudEvents headers beside the data.
+        let max_data = ctx.bus.client.server_info().max_payload.saturating_sub(8 * 1024);
+        let decoder = Decoder::new(&self.slot, &self.tables, &self.config.operations).with_max_data(max_data);
         let (items, mut decoded) = mpsc::channel(WINDOW);
         let stop = CancellationToken::new();
         let reader = tokio::spawn(read(stream, decoder, items, stop.clone()));
