@@ -56,8 +56,9 @@ echo "setup: mosquitto: $SLUICE_MOSQUITTO" >&2
 
 # PostgreSQL with logical decoding, for the postgres trigger's tests: the local cluster
 # (started if it is down), switched to wal_level = logical with a restart if it is not
-# already. Tests use their own tables, publications and slots named sluice_test_*; slots a
-# killed test left behind would hold WAL forever, so inactive ones are dropped here.
+# already. Tests use their own tables, publications and slots named sluice_test_* (and
+# sluice_bench_* for `sluice bench --postgres`); slots a killed test left behind would hold
+# WAL forever, so inactive ones are dropped here.
 SLUICE_TEST_PG_DSN=${SLUICE_TEST_PG_DSN:-postgres://postgres@127.0.0.1:5432/test}
 sluice_psql() { psql "$SLUICE_TEST_PG_DSN" -X -q -A -t -v ON_ERROR_STOP=1 -c "$1"; }
 sluice_pg_cluster() { ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1; }
@@ -81,6 +82,6 @@ if [ "$(sluice_psql 'SHOW wal_level')" != logical ]; then
   sluice_psql 'ALTER SYSTEM SET wal_level = logical'
   sluice_pg_restart restart
 fi
-sluice_psql "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots WHERE slot_name LIKE 'sluice\_test\_%' AND NOT active" >/dev/null
+sluice_psql "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots WHERE (slot_name LIKE 'sluice\_test\_%' OR slot_name LIKE 'sluice\_bench\_%') AND NOT active" >/dev/null
 export SLUICE_TEST_PG_DSN
 echo "setup: postgres: $SLUICE_TEST_PG_DSN (wal_level $(sluice_psql 'SHOW wal_level'))" >&2

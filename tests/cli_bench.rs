@@ -10,7 +10,8 @@ use common::*;
 #[test]
 fn the_report_is_complete_and_every_event_ran_once() {
     let project = Project::new();
-    let out = project.sluice(&["--json", "bench", "--events", "1500", "--size", "256", "--concurrency", "32"]);
+    let dsn = common::postgres::dsn();
+    let out = project.sluice(&["--json", "bench", "--events", "1500", "--size", "256", "--concurrency", "32", "--postgres", &dsn]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 
@@ -39,6 +40,9 @@ fn the_report_is_complete_and_every_event_ran_once() {
         "cold_start.from_source.p99_ms",
         "ratios.end_to_end_vs_raw_jetstream",
         "ratios.invoke_cpu_vs_bare_wasmtime",
+        "postgres.slot_only_rows_per_sec",
+        "postgres.sluice_rows_per_sec",
+        "postgres.sluice_vs_slot_only",
     ] {
         assert!(number(path) > 0.0, "{path} should be positive: {report:#}");
     }
@@ -49,6 +53,13 @@ fn the_report_is_complete_and_every_event_ran_once() {
     assert!(report["machine"]["nats_server_version"].as_str().unwrap().starts_with('2'));
     assert_eq!(number("options.events"), 1500.0);
     assert_eq!(number("options.size"), 256.0);
+    // The postgres phase read as many rows as events, and left no slot behind.
+    assert_eq!(number("postgres.rows"), 1500.0);
+    let slots = std::process::Command::new("psql")
+        .args([dsn.as_str(), "-X", "-A", "-t", "-c", "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'sluice\\_bench\\_%'"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&slots.stdout).trim(), "0", "bench slots dropped");
 
     // Exactly once: the throughput events plus the latency events, each invoked once.
     let latency_events = number("latency.publish_to_handler.events") as u64;

@@ -4,6 +4,7 @@
 //! absolute numbers do not.
 
 pub mod noop;
+pub mod postgres;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -43,6 +44,8 @@ pub struct Options {
     pub concurrency: u32,
     /// Show progress bars (on a terminal).
     pub progress: bool,
+    /// A PostgreSQL server for the `postgres` trigger's phase (none: no such phase).
+    pub postgres: Option<String>,
 }
 
 /// The report; field names are documented in docs/performance.md.
@@ -58,6 +61,9 @@ pub struct Report {
     pub cold_start: ColdStart,
     pub ratios: Ratios,
     pub noop: &'static str,
+    /// The `postgres` trigger against reading its slot alone (with `--postgres`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<postgres::PostgresReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -163,6 +169,10 @@ pub async fn run(load: &Bus, platform: &Bus, options: &Options, work_dir: &std::
     let (bare_wasmtime, sluice_runtime) = invoke_phases(&host, &noop, &data, options).await?;
     let (sluice, latency) = end_to_end(load, platform, &host, &noop, &data, options, &run_id).await?;
     let cold_start = cold_start(options, work_dir).await?;
+    let postgres = match &options.postgres {
+        Some(dsn) => Some(postgres::run(dsn, platform, options.events, &run_id).await.context("postgres phase")?),
+        None => None,
+    };
 
     let ratios = Ratios {
         end_to_end_vs_raw_jetstream: ratio(sluice.events_per_sec, raw_jetstream.overlapped_msgs_per_sec),
@@ -185,6 +195,7 @@ pub async fn run(load: &Bus, platform: &Bus, options: &Options, work_dir: &std::
         cold_start,
         ratios,
         noop: NOOP_DESCRIPTION,
+        postgres,
     })
 }
 

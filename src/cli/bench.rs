@@ -23,6 +23,11 @@ pub struct Args {
     /// Concurrency of the no-op function (its `max_ack_pending`).
     #[arg(long, default_value_t = 128)]
     pub concurrency: u32,
+    /// Also measure the `postgres` trigger against reading its slot alone, on this server
+    /// (libpq URI; needs wal_level = logical and a role with REPLICATION). It makes and
+    /// drops a table, a publication and two slots named `sluice_bench_*`.
+    #[arg(long, value_name = "DSN")]
+    pub postgres: Option<String>,
 }
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
@@ -68,6 +73,7 @@ async fn measure(ctx: &Context, args: &Args, work_dir: &std::path::Path) -> anyh
         size: args.size,
         concurrency: args.concurrency,
         progress: std::io::stderr().is_terminal(),
+        postgres: args.postgres.clone(),
     };
     let report = bench::run(&load, &platform, &options, work_dir).await;
     drop((load, platform));
@@ -108,6 +114,12 @@ fn render(r: &Report) -> String {
     row("cold start", "from source", format!("p50 {:.3} / p99 {:.3} ms", c.from_source.p50_ms, c.from_source.p99_ms));
     row("ratios", "end to end ÷ raw overlapped", format!("{:.3}", r.ratios.end_to_end_vs_raw_jetstream));
     row("ratios", "invoke CPU ÷ bare wasmtime", format!("{:.3}", r.ratios.invoke_cpu_vs_bare_wasmtime));
+    if let Some(p) = &r.postgres {
+        let phase = format!("postgres ({} rows, {} per transaction)", p.rows, p.rows_per_transaction);
+        row(&phase, "slot only (decode)", format!("{:.0} rows/s", p.slot_only_rows_per_sec));
+        row(&phase, "trigger (stored in JetStream)", format!("{:.0} rows/s", p.sluice_rows_per_sec));
+        row("ratios", "postgres trigger ÷ slot only", format!("{:.3}", p.sluice_vs_slot_only));
+    }
     format!(
         "{}\n\n{} cores, nats-server {}, {} events of {} B, concurrency {}",
         t.render(),

@@ -53,6 +53,11 @@ impl Catalog {
         self.connection.exec(sql).map_err(|e| anyhow::anyhow!("{e}"))
     }
 
+    /// Runs statements whose answer does not matter.
+    pub fn execute(&mut self, sql: &str) -> anyhow::Result<()> {
+        self.query(sql).map(drop)
+    }
+
     /// The first column of each row (NULL as "").
     fn column(&mut self, sql: &str) -> anyhow::Result<Vec<String>> {
         let result = self.query(sql)?;
