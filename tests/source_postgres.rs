@@ -344,7 +344,7 @@ async fn the_handler_gets_the_documented_record_and_a_rollback_fires_nothing() {
     assert_eq!(
         insert,
         &json!({
-            "schema": "public", "table": n, "op": "insert", "new": inserted(2), "old": null, "key": [],
+            "schema": "public", "table": n, "op": "insert", "new": inserted(2), "old": null, "key": ["id"],
             "lsn": insert["lsn"], "commit_lsn": commit_lsn, "position": 0, "xid": xid,
             "commit_time": insert["commit_time"], "slot": n,
         })
@@ -355,6 +355,7 @@ async fn the_handler_gets_the_documented_record_and_a_rollback_fires_nothing() {
     assert_eq!(update["xid"], delete["xid"], "one transaction");
     assert_eq!(update["commit_lsn"], delete["commit_lsn"]);
     assert_eq!((update["position"].as_u64(), delete["position"].as_u64()), (Some(0), Some(1)));
+    assert_eq!((&update["key"], &delete["key"]), (&json!(["id"]), &json!(["id"])), "the primary key");
     assert_eq!(update["old"], inserted(2));
     assert_eq!(update["new"], updated(&inserted(2)));
     assert_eq!(delete["old"], updated(&inserted(2)));
@@ -371,6 +372,39 @@ async fn the_handler_gets_the_documented_record_and_a_rollback_fires_nothing() {
     assert_eq!(big["new"]["note"], Value::Null);
     assert_eq!(big["old"]["note"], "note 4", "the small old value stays");
     assert_eq!(big["omitted"], json!(["new.note"]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partitioned_table_fires_under_its_own_name() {
+    let pg = PgFixture::new().await;
+    let n = &pg.name;
+    pg.client
+        .batch_execute(&format!(
+            "CREATE TABLE {n} (id int PRIMARY KEY, region text) PARTITION BY RANGE (id); \
+             CREATE TABLE {n}_low PARTITION OF {n} FOR VALUES FROM (0) TO (100); \
+             CREATE TABLE {n}_high PARTITION OF {n} FOR VALUES FROM (100) TO (1000);"
+        ))
+        .await
+        .unwrap();
+    let nats = NatsServer::start();
+    let client = nats.client().await;
+    let project = project_for(&pg, "");
+    let mut results = Results::subscribe(&client, "rows").await;
+    let _up = project.up(Some(&nats.url()));
+    wait_streaming(&project, &nats).await;
+    pg.client.batch_execute(&format!("INSERT INTO {n} VALUES (5, 'low'), (500, 'high'); UPDATE {n} SET region = 'moved' WHERE id = 5;")).await.unwrap();
+    results.wait_for(3, Duration::from_secs(30)).await;
+    results.received.sort_by_key(|(_, r)| (pg_lsn(r["commit_lsn"].as_str().unwrap()), r["position"].as_u64().unwrap()));
+    let seen: Vec<(&str, &str, &Value)> =
+        results.received.iter().map(|(_, r)| (r["table"].as_str().unwrap(), r["op"].as_str().unwrap(), &r["new"])).collect();
+    assert_eq!(
+        seen,
+        [
+            (n.as_str(), "insert", &json!({"id": 5, "region": "low"})),
+            (n.as_str(), "insert", &json!({"id": 500, "region": "high"})),
+            (n.as_str(), "update", &json!({"id": 5, "region": "moved"})),
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -99,12 +99,17 @@ impl Catalog {
         Ok(())
     }
 
-    /// Each table exists, is a table, and can publish the changes asked for.
-    pub fn check_tables(&mut self, tables: &[TableName], operations: &[Operation]) -> anyhow::Result<()> {
+    /// Each table exists, is a table, and can publish the changes asked for; what the
+    /// decoder needs to know of each.
+    pub fn check_tables(&mut self, tables: &[TableName], operations: &[Operation]) -> anyhow::Result<Vec<TableInfo>> {
         let old_rows = operations.iter().any(|op| matches!(op, Operation::Update | Operation::Delete));
+        let mut infos = Vec::new();
         for table in tables {
             let sql = format!(
-                "SELECT c.relkind, c.relreplident, EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary), \
+                "SELECT c.relkind, c.relreplident, \
+                        coalesce((SELECT array_to_json(array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum)))::text \
+                                  FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+                                  WHERE i.indrelid = c.oid AND i.indisprimary), '[]'), \
                         has_table_privilege(c.oid, 'SELECT') \
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
                  WHERE n.nspname = {} AND c.relname = {}",
@@ -118,13 +123,14 @@ impl Catalog {
                 );
             };
             let [kind, identity, primary_key, select] = &row[..] else { bail!("unexpected catalog answer for {table}") };
+            let primary_key: Vec<String> = serde_json::from_str(primary_key).unwrap_or_default();
             if kind != "r" && kind != "p" {
                 bail!("{table} in {} is not a table (relkind {kind}); only tables can be published (field `tables`)", self.server);
             }
             if select != "t" {
                 bail!("the role has no SELECT on {table}: `GRANT SELECT ON {} TO <role>;`", table.quoted());
             }
-            let no_identity = identity == "n" || (identity == "d" && primary_key != "t");
+            let no_identity = identity == "n" || (identity == "d" && primary_key.is_empty());
             if old_rows && no_identity {
                 bail!(
                     "table {table} has no replica identity (no primary key, REPLICA IDENTITY {}), so once published PostgreSQL \
@@ -140,15 +146,21 @@ impl Catalog {
                     table.quoted()
                 );
             }
+            infos.push(TableInfo { table: table.clone(), partitioned: kind == "p", primary_key });
         }
-        Ok(())
+        Ok(infos)
     }
 
     /// Creates the publication, or brings an existing one to exactly `tables` and
     /// `operations`.
-    pub fn ensure_publication(&mut self, name: &str, tables: &[TableName], operations: &[Operation]) -> anyhow::Result<()> {
+    /// A partitioned table is published through its root (`publish_via_partition_root`), so
+    /// its changes carry its name rather than a partition's.
+    pub fn ensure_publication(&mut self, name: &str, tables: &[TableInfo], operations: &[Operation]) -> anyhow::Result<()> {
+        let via_root = tables.iter().any(|t| t.partitioned);
+        let tables: Vec<TableName> = tables.iter().map(|t| t.table.clone()).collect();
         let list = tables.iter().map(TableName::quoted).collect::<Vec<_>>().join(", ");
         let publish = operations.iter().map(|op| op.as_str()).collect::<Vec<_>>().join(", ");
+        let with = if via_root { format!("publish = '{publish}', publish_via_partition_root = true") } else { format!("publish = '{publish}'") };
         let fix = |e: anyhow::Error, sql: &str| {
             e.context(format!(
                 "setting up publication {name}: the role must own the tables and may create in the database; \
@@ -160,7 +172,7 @@ impl Catalog {
             quote_literal(name)
         ))?;
         let Some(flags) = existing else {
-            let sql = format!("CREATE PUBLICATION {} FOR TABLE {list} WITH (publish = '{publish}')", quote_ident(name));
+            let sql = format!("CREATE PUBLICATION {} FOR TABLE {list} WITH ({with})", quote_ident(name));
             self.query(&sql).map_err(|e| fix(e, &sql))?;
             info!(publication = name, tables = %list, publish, "Created the publication.");
             return Ok(());
@@ -173,8 +185,13 @@ impl Catalog {
             .iter()
             .map(|op| if operations.contains(op) { "t".to_owned() } else { "f".to_owned() })
             .collect();
-        if flags[1..] != wanted[..] {
-            let sql = format!("ALTER PUBLICATION {} SET (publish = '{publish}')", quote_ident(name));
+        let root = if via_root {
+            self.column(&format!("SELECT pubviaroot FROM pg_publication WHERE pubname = {}", quote_literal(name)))?.pop()
+        } else {
+            None
+        };
+        if flags[1..] != wanted[..] || root.is_some_and(|r| r != "t") {
+            let sql = format!("ALTER PUBLICATION {} SET ({with})", quote_ident(name));
             self.query(&sql).map_err(|e| fix(e, &sql))?;
             info!(publication = name, publish, "Changed what the publication publishes.");
         }
@@ -215,6 +232,16 @@ impl Catalog {
         }
         Ok(Some(SlotState { active_pid: pid.parse().ok(), lag_bytes: lag.parse().ok(), confirmed_lsn: confirmed.clone() }))
     }
+}
+
+/// A published table as the catalog has it.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    pub table: TableName,
+    /// Partitioned: published through its root.
+    pub partitioned: bool,
+    /// Its primary key columns, in key order (empty without one).
+    pub primary_key: Vec<String>,
 }
 
 /// A slot as `pg_replication_slots` shows it.

@@ -142,9 +142,10 @@ impl PostgresConfig {
 
     pub fn source(&self) -> String {
         let tables = self.tables.join(",");
-        match self.dsn.as_deref().map(describe_dsn) {
-            Some(Ok(server)) => format!("{server} {tables}"),
-            _ => format!("${DSN_ENV} {tables}"),
+        match self.dsn.as_deref() {
+            Some(var) if var.starts_with('$') => format!("{var} {tables}"),
+            Some(dsn) => format!("{} {tables}", describe_dsn(dsn).unwrap_or_else(|_| "?".to_owned())),
+            None => format!("${DSN_ENV} {tables}"),
         }
     }
 
@@ -242,6 +243,7 @@ mod tests {
             ]
         );
         assert_eq!(config.source(), "127.0.0.1:5432/test public.orders,customers");
+        assert_eq!(parse(&OK.replace("postgres://postgres@127.0.0.1:5432/test", "$ORDERS_DSN")).source(), "$ORDERS_DSN public.orders,customers");
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct Decoder {
     transaction: Option<Transaction>,
     /// The largest event data the bus takes (NATS `max_payload` less room for headers).
     max_data: usize,
+    /// Primary key columns per table, for `key`.
+    keys: HashMap<TableName, Vec<String>>,
 }
 
 impl Decoder {
@@ -68,7 +70,15 @@ impl Decoder {
             relations: HashMap::new(),
             transaction: None,
             max_data: usize::MAX,
+            keys: HashMap::new(),
         }
+    }
+
+    /// Each table's primary key columns: an event's `key`. A table without one has the
+    /// replica identity columns pgoutput names.
+    pub fn with_keys(mut self, keys: HashMap<TableName, Vec<String>>) -> Self {
+        self.keys = keys;
+        self
     }
 
     /// Events at most `bytes` of data: larger rows lose their largest values (see
@@ -177,7 +187,11 @@ impl Decoder {
         let mut record = self.record(&table, row.op, lsn, position)?;
         record.insert("new".into(), new.map_or(Value::Null, Value::Object));
         record.insert("old".into(), old.map_or(Value::Null, Value::Object));
-        record.insert("key".into(), row.key.iter().map(|k| Value::String(k.to_string())).collect());
+        let key: Vec<Value> = match self.keys.get(&table).filter(|k| !k.is_empty()) {
+            Some(key) => key.iter().map(|k| Value::String(k.clone())).collect(),
+            None => row.key.iter().map(|k| Value::String(k.to_string())).collect(),
+        };
+        record.insert("key".into(), Value::Array(key));
         if !unchanged.is_empty() {
             record.insert("unchanged_toast".into(), Value::Array(unchanged));
         }
@@ -485,7 +499,8 @@ mod tests {
     #[test]
     fn a_transaction_becomes_typed_records_then_its_commit() {
         let tables = [TableName::parse("public.orders").unwrap()];
-        let mut decoder = Decoder::new("sluice_orders", &tables, &[Operation::Insert, Operation::Update]);
+        let keys = HashMap::from([(tables[0].clone(), vec!["id".to_owned()])]);
+        let mut decoder = Decoder::new("sluice_orders", &tables, &[Operation::Insert, Operation::Update]).with_keys(keys);
         assert!(decoder.decode(relation()).unwrap().is_empty());
         assert!(decoder.decode(begin(900, 0x1_0000_0200)).unwrap().is_empty());
         let insert = EventType::Insert { schema: "public".into(), table: "orders".into(), relation_oid: 42, data: row(&[("id", "7"), ("note", "hi"), ("paid", "f")]) };
@@ -497,7 +512,7 @@ mod tests {
         assert_eq!(
             data,
             json!({"schema": "public", "table": "orders", "op": "insert", "new": {"id": 7, "note": "hi", "paid": false},
-                   "old": null, "key": [], "lsn": "1/100", "commit_lsn": "1/200", "position": 0, "xid": 900,
+                   "old": null, "key": ["id"], "lsn": "1/100", "commit_lsn": "1/200", "position": 0, "xid": 900,
                    "commit_time": "2026-11-27T12:00:00.250Z", "slot": "sluice_orders"})
         );
         // A delete is filtered out but still takes its position.
@@ -511,7 +526,7 @@ mod tests {
             schema: "public".into(), table: "orders".into(), relation_oid: 42,
             old_data: Some(row(&[("id", "7"), ("note", "long"), ("paid", "f")])),
             new_data: row(&[("id", "7"), ("paid", "t")]),
-            replica_identity: ReplicaIdentity::Full, key_columns: vec!["id".into()],
+            replica_identity: ReplicaIdentity::Full, key_columns: vec!["id".into(), "note".into(), "paid".into()],
         };
         let items = decoder.decode(change(update, 0x1_0000_0180)).unwrap();
         let (event, data) = record(&items[0]);

@@ -93,8 +93,8 @@ impl PostgresTrigger {
             }
         };
         health.set(Status::Starting, format!("setting up slot {} on {server}", self.slot)).await;
-        catalog.check_tables(&self.tables, &self.config.operations)?;
-        catalog.ensure_publication(&self.publication, &self.tables, &self.config.operations)?;
+        let tables = catalog.check_tables(&self.tables, &self.config.operations)?;
+        catalog.ensure_publication(&self.publication, &tables, &self.config.operations)?;
         drop(catalog);
 
         let conninfo = with_params(&dsn, &[("replication", "database"), ("connect_timeout", "10")])?;
@@ -121,7 +121,8 @@ impl PostgresTrigger {
         let feedback = stream.shared_lsn_feedback.clone();
         // Room for the CloudEvents headers beside the data.
         let max_data = ctx.bus.client.server_info().max_payload.saturating_sub(8 * 1024);
-        let decoder = Decoder::new(&self.slot, &self.tables, &self.config.operations).with_max_data(max_data);
+        let keys = tables.into_iter().map(|t| (t.table, t.primary_key)).collect();
+        let decoder = Decoder::new(&self.slot, &self.tables, &self.config.operations).with_max_data(max_data).with_keys(keys);
         let (items, mut decoded) = mpsc::channel(WINDOW);
         let stop = CancellationToken::new();
         let reader = tokio::spawn(read(stream, decoder, items, stop.clone()));
