@@ -204,18 +204,73 @@ impl PostgresConfig {
 }
 
 /// `host:port/database` of a connection string (no user, no password), or what is wrong
-/// with it.
+/// with it. Both libpq forms: a URI (`postgres://user@host:port/db?param=value`) and
+/// key/value pairs (`host=... port=... dbname=...`, values in single quotes when they hold
+/// spaces).
 pub fn describe_dsn(dsn: &str) -> Result<String, String> {
-    let config: tokio_postgres::Config =
-        dsn.parse().map_err(|e| format!("not a PostgreSQL connection string: {e}"))?;
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
-        None => "localhost".to_owned(),
+    let mut params: Vec<(String, String)> = Vec::new();
+    if dsn.starts_with("postgres://") || dsn.starts_with("postgresql://") {
+        let url = url::Url::parse(dsn).map_err(|e| format!("not a PostgreSQL connection URI: {e}"))?;
+        if let Some(host) = url.host_str().filter(|h| !h.is_empty()) {
+            params.push(("host".into(), host.to_owned()));
+        }
+        if let Some(port) = url.port() {
+            params.push(("port".into(), port.to_string()));
+        }
+        if !url.username().is_empty() {
+            params.push(("user".into(), url.username().to_owned()));
+        }
+        let database = url.path().trim_start_matches('/');
+        if !database.is_empty() {
+            params.push(("dbname".into(), database.to_owned()));
+        }
+        params.extend(url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())));
+    } else {
+        params = key_value_pairs(dsn)?;
+    }
+    let get = |key: &str| params.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    let host = get("host").and_then(|h| h.split(',').next()).filter(|h| !h.is_empty()).unwrap_or("localhost");
+    let port = match get("port").and_then(|p| p.split(',').next()).filter(|p| !p.is_empty()) {
+        Some(port) => port.parse::<u16>().map_err(|_| format!("port {port:?} is not a port number"))?,
+        None => 5432,
     };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let database = config.get_dbname().or(config.get_user()).unwrap_or("postgres");
+    let database = get("dbname").or(get("user")).unwrap_or("postgres");
     Ok(format!("{host}:{port}/{database}"))
+}
+
+/// libpq's key/value form (read here only to name the server: `tokio-postgres` refuses
+/// keywords it does not implement, such as `sslrootcert`, and `pg_walstream` keeps its
+/// parser private): `key = value` pairs separated by spaces; a value in single quotes
+/// may hold spaces, with `\'` and `\\` escaped.
+fn key_value_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            return Ok(pairs);
+        }
+        let key: String = std::iter::from_fn(|| chars.next_if(|c| c.is_ascii_alphanumeric() || *c == '_')).collect();
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if key.is_empty() || chars.next() != Some('=') {
+            return Err(format!("{text:?} is neither a postgres:// URI nor `key=value` pairs"));
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if chars.next_if_eq(&'\'').is_some() {
+            loop {
+                match chars.next() {
+                    Some('\\') => value.extend(chars.next()),
+                    Some('\'') => break,
+                    Some(c) => value.push(c),
+                    None => return Err(format!("{text:?}: a quoted value of {key} is not closed")),
+                }
+            }
+        } else {
+            value.extend(std::iter::from_fn(|| chars.next_if(|c| !c.is_whitespace())));
+        }
+        pairs.push((key, value));
+    }
 }
 
 #[cfg(test)]
@@ -256,6 +311,17 @@ mod tests {
         assert_eq!(field(&OK.replace("\"customers\"", "\"a;drop table x\"")), "tables");
         assert_eq!(field(&format!("{OK}operations = []\n")), "operations");
         assert!(toml::from_str::<PostgresConfig>(&format!("{OK}operations = [\"upsert\"]\n")).is_err());
+    }
+
+    #[test]
+    fn any_libpq_connection_string_is_described() {
+        assert_eq!(describe_dsn("host = db options='-c a=b' dbname='my shop'").unwrap(), "db:5432/my shop");
+        assert!(describe_dsn("host=db options='-c").is_err());
+        assert!(describe_dsn("just words").is_err());
+        assert_eq!(describe_dsn("postgres://u:secret@db.internal:6432/shop?sslmode=verify-full&sslrootcert=/etc/ca.pem").unwrap(), "db.internal:6432/shop");
+        assert_eq!(describe_dsn("host=db port=5433 dbname=shop user=u sslrootcert=/etc/ca.pem").unwrap(), "db:5433/shop");
+        assert_eq!(describe_dsn("postgresql:///shop").unwrap(), "localhost:5432/shop");
+        assert!(describe_dsn("postgres://h:port/db").is_err());
     }
 
     #[test]
