@@ -43,6 +43,10 @@ fn the_report_is_complete_and_every_event_ran_once() {
         "postgres.slot_only_rows_per_sec",
         "postgres.sluice_rows_per_sec",
         "postgres.sluice_vs_slot_only",
+        "postgres.latency_slot_only.p50_ms",
+        "postgres.latency_slot_only.p99_ms",
+        "postgres.latency_sluice.p50_ms",
+        "postgres.latency_sluice.p99_ms",
     ] {
         assert!(number(path) > 0.0, "{path} should be positive: {report:#}");
     }
@@ -55,6 +59,8 @@ fn the_report_is_complete_and_every_event_ran_once() {
     assert_eq!(number("options.size"), 256.0);
     // The postgres phase read as many rows as events, and left no slot behind.
     assert_eq!(number("postgres.rows"), 1500.0);
+    assert_eq!(number("postgres.latency_sluice.events"), 200.0);
+    assert!(number("postgres.latency_sluice.p99_ms") >= number("postgres.latency_sluice.p50_ms"));
     let slots = std::process::Command::new("psql")
         .args([dsn.as_str(), "-X", "-A", "-t", "-c", "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'sluice\\_bench\\_%'"])
         .output()

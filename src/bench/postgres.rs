@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use futures::StreamExt as _;
 use pg_walstream::{CancellationToken, EventType, LogicalReplicationStream, ReplicationStreamConfig, RetryConfig, StreamingMode};
 use serde::Serialize;
 
@@ -23,6 +24,8 @@ use crate::triggers::{Trigger as _, TriggerContext};
 
 /// Rows per transaction of the load.
 const ROWS_PER_TRANSACTION: usize = 100;
+/// Single-row transactions of the latency phase, one at a time.
+const LATENCY_ROWS: usize = 200;
 /// Longest wait for one phase.
 const LIMIT: Duration = Duration::from_secs(300);
 
@@ -36,6 +39,11 @@ pub struct PostgresReport {
     /// The trigger: decoded, typed, stored in JetStream, slot confirmed.
     pub sluice_rows_per_sec: f64,
     pub sluice_vs_slot_only: f64,
+    /// One-row transactions one after the other, from sending the INSERT (autocommit) to
+    /// the slot-only reader decoding it.
+    pub latency_slot_only: super::Percentiles,
+    /// The same, to the trigger's event arriving on the bus.
+    pub latency_sluice: super::Percentiles,
 }
 
 /// Creates a table, a publication and two slots named `sluice_bench_<run>`, commits `rows`
@@ -113,7 +121,6 @@ async fn measure(
         }
     }
     let floor = first.map_or(Duration::ZERO, |first| first.elapsed());
-    drop(stream);
 
     // Sluice: the trigger, publishing to a topic of its own.
     let topic = format!("bench.{name}");
@@ -146,9 +153,35 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
     let sluice = first.map_or(Duration::ZERO, |first| first.elapsed());
+    anyhow::ensure!(stored == rows as u64, "Sluice: {stored} of {rows} events on {subject} after {LIMIT:?}");
+
+    // Latency: both readers caught up; one row at a time, each awaited by both.
+    let mut events_on_bus = bus.client.subscribe(subject.clone()).await?;
+    bus.client.flush().await?;
+    let (mut floor_latency, mut sluice_latency) = (Vec::new(), Vec::new());
+    let started = Instant::now();
+    for id in rows..rows + LATENCY_ROWS {
+        let sent = Instant::now();
+        catalog.execute(&format!("INSERT INTO {name} VALUES ({id}, 'customer-{id}', 1.25, true, now(), '{{}}')"))?;
+        let decoded = async {
+            loop {
+                let change = stream.next_event(&cancel).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                match change.event_type {
+                    EventType::Insert { .. } => return anyhow::Ok(sent.elapsed()),
+                    EventType::Commit { end_lsn, .. } => stream.shared_lsn_feedback.update_applied_lsn(end_lsn),
+                    _ => {}
+                }
+            }
+        };
+        let published = async { events_on_bus.next().await.map(|_| sent.elapsed()) };
+        let (decoded, published) = tokio::join!(tokio::time::timeout(LIMIT, decoded), tokio::time::timeout(LIMIT, published));
+        floor_latency.push(decoded.context("slot only: no change")??);
+        sluice_latency.push(published.context("Sluice: no event")?.context("Sluice: the subscription ended")?);
+    }
+    let rate = super::round3(LATENCY_ROWS as f64 / started.elapsed().as_secs_f64().max(1e-6));
+    drop(stream);
     shutdown.cancel();
     let _ = running.await;
-    anyhow::ensure!(stored == rows as u64, "Sluice: {stored} of {rows} events on {subject} after {LIMIT:?}");
 
     // From the first change to the last: rows - 1 intervals.
     let per_sec = |elapsed: Duration| super::round3((rows.max(2) - 1) as f64 / elapsed.as_secs_f64().max(1e-6));
@@ -160,5 +193,7 @@ async fn measure(
         slot_only_rows_per_sec: slot_only,
         sluice_rows_per_sec: sluice,
         sluice_vs_slot_only: super::ratio(sluice, slot_only),
+        latency_slot_only: super::percentiles(rate, floor_latency),
+        latency_sluice: super::percentiles(rate, sluice_latency),
     })
 }

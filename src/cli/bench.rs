@@ -118,6 +118,10 @@ fn render(r: &Report) -> String {
         let phase = format!("postgres ({} rows, {} per transaction)", p.rows, p.rows_per_transaction);
         row(&phase, "slot only (decode)", format!("{:.0} rows/s", p.slot_only_rows_per_sec));
         row(&phase, "trigger (stored in JetStream)", format!("{:.0} rows/s", p.sluice_rows_per_sec));
+        let (f, l) = (&p.latency_slot_only, &p.latency_sluice);
+        let phase = format!("postgres latency ({} one-row transactions)", l.events);
+        row(&phase, "INSERT → slot only decoded", format!("p50 {:.3} / p99 {:.3} ms", f.p50_ms, f.p99_ms));
+        row(&phase, "INSERT → event on the bus", format!("p50 {:.3} / p99 {:.3} ms", l.p50_ms, l.p99_ms));
         row("ratios", "postgres trigger ÷ slot only", format!("{:.3}", p.sluice_vs_slot_only));
     }
     format!(
