@@ -51,7 +51,7 @@ pub struct PostgresReport {
 pub async fn run(dsn: &str, bus: &Bus, rows: usize, run_id: &str) -> anyhow::Result<PostgresReport> {
     let server = describe_dsn(dsn).map_err(anyhow::Error::msg).context("--postgres")?;
     let name = format!("sluice_bench_{run_id}");
-    let mut catalog = Catalog::connect(dsn, &server)?;
+    let mut catalog = Catalog::connect(dsn, &server, 10)?;
     catalog.check_server()?;
     let result = measure(dsn, bus, rows, &name, &server, &mut catalog).await;
     // The slots may stay active for a moment after their connections closed.

@@ -42,8 +42,9 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    pub fn connect(dsn: &str, server: &str) -> anyhow::Result<Self> {
-        let conninfo = with_params(dsn, &[("connect_timeout", "10")])?;
+    /// Connects within `connect_timeout` seconds (unless the dsn sets its own).
+    pub fn connect(dsn: &str, server: &str, connect_timeout: u32) -> anyhow::Result<Self> {
+        let conninfo = with_params(dsn, &[("connect_timeout", &connect_timeout.to_string())])?;
         let connection = PgReplicationConnection::connect(&conninfo)
             .map_err(|e| anyhow::anyhow!("connecting to PostgreSQL at {server}: {e}"))?;
         Ok(Self { connection, server: server.to_owned() })
@@ -256,13 +257,7 @@ pub struct SlotState {
 
 /// The slot of a trigger, read for `sluice triggers list`.
 pub fn slot_state(dsn: &str, server: &str, slot: &str) -> anyhow::Result<Option<SlotState>> {
-    let conninfo = with_params(dsn, &[("connect_timeout", "3")])?;
-    let mut catalog = Catalog {
-        connection: PgReplicationConnection::connect(&conninfo)
-            .map_err(|e| anyhow::anyhow!("connecting to PostgreSQL at {server}: {e}"))?,
-        server: server.to_owned(),
-    };
-    catalog.check_slot(slot)
+    Catalog::connect(dsn, server, 3)?.check_slot(slot)
 }
 
 #[cfg(test)]

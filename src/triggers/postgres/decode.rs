@@ -53,7 +53,7 @@ pub struct Decoder {
     slot: String,
     tables: BTreeSet<TableName>,
     operations: BTreeSet<Operation>,
-    relations: HashMap<u32, Vec<(Arc<str>, u32)>>,
+    relations: HashMap<u32, Relation>,
     transaction: Option<Transaction>,
     /// The largest event data the bus takes (NATS `max_payload` less room for headers).
     max_data: usize,
@@ -94,7 +94,9 @@ impl Decoder {
         let lsn = change.lsn.value();
         match change.event_type {
             EventType::Relation { relation_id, columns, .. } => {
-                self.relations.insert(relation_id, columns.into_iter().map(|c| (c.name, c.type_id)).collect());
+                let types = columns.iter().map(|c| (c.name.clone(), c.type_id)).collect();
+                let names = columns.into_iter().map(|c| c.name).collect();
+                self.relations.insert(relation_id, Relation { names, types });
                 Ok(Vec::new())
             }
             EventType::Begin { transaction_id, final_lsn, commit_timestamp } => {
@@ -161,10 +163,10 @@ impl Decoder {
         if !self.wanted(&table, row.op) {
             return Ok(Vec::new());
         }
-        let types = self.relations.get(&row.relation_oid).ok_or_else(|| {
+        let relation = self.relations.get(&row.relation_oid).ok_or_else(|| {
             anyhow::anyhow!("a change of {table} arrived before its relation (column types); the stream is out of step")
         })?;
-        let type_of = |name: &str| types.iter().find(|(column, _)| column.as_ref() == name).map_or(0, |(_, ty)| *ty);
+        let type_of = |name: &str| relation.types.get(name).copied().unwrap_or(0);
         let typed_row = |data: &RowData| -> Map<String, Value> {
             data.iter().map(|(name, value)| (name.to_string(), typed(type_of(name), value))).collect()
         };
@@ -174,7 +176,7 @@ impl Decoder {
         // old row when it has them (REPLICA IDENTITY FULL); name the others.
         let mut unchanged = Vec::new();
         if let Some(new) = new.as_mut() {
-            let missing: Vec<&Arc<str>> = types.iter().map(|(name, _)| name).filter(|name| !new.contains_key(name.as_ref())).collect();
+            let missing: Vec<&Arc<str>> = relation.names.iter().filter(|name| !new.contains_key(name.as_ref())).collect();
             for name in missing {
                 match old.as_ref().and_then(|old| old.get(name.as_ref())) {
                     Some(value) => {
@@ -229,6 +231,14 @@ impl Decoder {
         event.subject = Some(table.to_string());
         Ok(Item::Change(Box::new(event)))
     }
+}
+
+/// A relation's columns as pgoutput last described them.
+struct Relation {
+    /// In table order.
+    names: Vec<Arc<str>>,
+    /// Type OID of each column.
+    types: HashMap<Arc<str>, u32>,
 }
 
 struct Row {

@@ -75,7 +75,7 @@ impl PostgresTrigger {
     async fn stream(&self, ctx: &TriggerContext, health: &mut Health) -> anyhow::Result<()> {
         let dsn = self.config.resolve_dsn(&ctx.name)?;
         let server = config::describe_dsn(&dsn).map_err(|m| anyhow::anyhow!("trigger {}: dsn: {m}", ctx.name))?;
-        let mut catalog = Catalog::connect(&dsn, &server)?;
+        let mut catalog = Catalog::connect(&dsn, &server, 10)?;
         catalog.check_server()?;
         let mut waiting = false;
         let resume = loop {
