@@ -62,11 +62,13 @@ echo "setup: mosquitto: $SLUICE_MOSQUITTO" >&2
 SLUICE_TEST_PG_DSN=${SLUICE_TEST_PG_DSN:-postgres://postgres@127.0.0.1:5432/test}
 sluice_psql() { psql "$SLUICE_TEST_PG_DSN" -X -q -A -t -v ON_ERROR_STOP=1 -c "$1"; }
 sluice_pg_cluster() { ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1; }
+sluice_pg_installed=
 if ! command -v psql >/dev/null || [ -z "$(sluice_pg_cluster)" ]; then
   echo "setup: installing the Debian package postgresql" >&2
   sluice_sudo=; [ "$(id -u)" = 0 ] || sluice_sudo=sudo
   $sluice_sudo apt-get install -y -q postgresql >&2 \
     || { $sluice_sudo apt-get update -q >&2 && $sluice_sudo apt-get install -y -q postgresql >&2; }
+  sluice_pg_installed=1
 fi
 sluice_pg_restart() {
   local verb=$1 sudo_pg=
@@ -77,6 +79,15 @@ sluice_pg_restart() {
   return 1
 }
 pg_isready -q -h 127.0.0.1 -p 5432 || sluice_pg_restart start
+# A cluster this script installed: trust loopback TCP for the tests (as on the service
+# machines) and create the database the tests use.
+if [ -n "$sluice_pg_installed" ]; then
+  sluice_pg_as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi; }
+  sluice_pg_hba=$(sluice_pg_as_postgres psql -X -A -t -c 'SHOW hba_file')
+  sluice_pg_as_postgres sh -c "printf '%s\n' 'host all all 127.0.0.1/32 trust' | cat - '$sluice_pg_hba' > '$sluice_pg_hba.new' && mv '$sluice_pg_hba.new' '$sluice_pg_hba'"
+  sluice_pg_as_postgres psql -X -q -c 'SELECT pg_reload_conf()' >/dev/null
+  sluice_pg_as_postgres createdb test 2>/dev/null || true
+fi
 if [ "$(sluice_psql 'SHOW wal_level')" != logical ]; then
   echo "setup: PostgreSQL: ALTER SYSTEM SET wal_level = logical, and a restart" >&2
   sluice_psql 'ALTER SYSTEM SET wal_level = logical'

@@ -292,20 +292,6 @@ async fn a_second_node_stands_by_and_takes_over_the_slot() {
     assert_changes(&js, &pg, &expected).await;
 }
 
-/// Polls `sluice triggers list --json` until the trigger's message contains `needle`.
-async fn wait_for_message(project: &Project, nats: &NatsServer, needle: &str) -> Value {
-    let mut listed = Value::Null;
-    for _ in 0..150 {
-        let out = project.sluice(&["--nats", &nats.url(), "--json", "triggers", "list"]);
-        listed = serde_json::from_slice::<Value>(&out.stdout).unwrap()[0].clone();
-        if listed["message"].as_str().is_some_and(|m| m.contains(needle)) {
-            return listed;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("no message with {needle:?}: {listed}");
-}
-
 fn pg_lsn(text: &str) -> u64 {
     let (hi, lo) = text.split_once('/').unwrap();
     (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
@@ -431,7 +417,10 @@ async fn set_up_mistakes_name_the_fix_and_the_slot_lag_shows() {
     )
     .unwrap();
     let up = project.up(Some(&nats.url()));
-    let listed = wait_for_message(&project, &nats, "REPLICATION").await;
+    let listed = wait_for_trigger(&project, &nats.url(), "named REPLICATION", |t| {
+        t["message"].as_str().is_some_and(|m| m.contains("REPLICATION"))
+    })
+    .await;
     assert_eq!(listed["status"], "unhealthy");
     let message = listed["message"].as_str().unwrap();
     assert!(message.contains("REPLICATION") && message.contains(&format!("ALTER ROLE \"{role}\" WITH REPLICATION")), "{listed}");

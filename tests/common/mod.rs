@@ -295,21 +295,30 @@ pub async fn wait_idle(js: &jetstream::Context, function: &str, limit: Duration)
     }
 }
 
-/// Polls `sluice triggers list --json` until the first trigger reports `status` (about 15 s at
-/// most) and returns that listing entry.
-pub async fn wait_for_trigger_status(project: &Project, nats_url: &str, status: &str) -> serde_json::Value {
+/// Polls `sluice triggers list --json` (about 15 s at most) until the first trigger's entry
+/// satisfies `ready`, and returns that entry; `what` names the wait in the failure.
+pub async fn wait_for_trigger(
+    project: &Project,
+    nats_url: &str,
+    what: &str,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let mut listed = serde_json::Value::Null;
     for _ in 0..150 {
         let out = project.sluice(&["--nats", nats_url, "--json", "triggers", "list"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        listed = serde_json::from_slice(&out.stdout).unwrap();
-        if listed[0]["status"] == status {
-            break;
+        listed = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[0].clone();
+        if ready(&listed) {
+            return listed;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(listed[0]["status"], status, "{listed}");
-    listed[0].clone()
+    panic!("trigger never {what}: {listed}");
+}
+
+/// [`wait_for_trigger`] until the first trigger reports `status`.
+pub async fn wait_for_trigger_status(project: &Project, nats_url: &str, status: &str) -> serde_json::Value {
+    wait_for_trigger(project, nats_url, &format!("reported {status}"), |t| t["status"] == status).await
 }
 
 /// How many messages `stream` holds (0 if it does not exist yet).

@@ -93,21 +93,14 @@ impl PrivateCluster {
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let port = super::free_port();
-        // The server refuses to run as root: run it as the `postgres` user then.
-        let root = unsafe { libc::geteuid() } == 0;
-        if root {
+        // The server refuses to run as root: it runs as the `postgres` user then, who must
+        // own its directory.
+        if unsafe { libc::geteuid() } == 0 {
             let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().unwrap();
             assert!(status.success());
         }
         let run = |program: &str, args: Vec<String>| {
-            let mut command = if root {
-                let mut c = Command::new("runuser");
-                c.args(["-u", "postgres", "--"]).arg(bin.join(program));
-                c
-            } else {
-                Command::new(bin.join(program))
-            };
-            let out = command.args(args).output().unwrap();
+            let out = server_command(&bin, program).args(args).output().unwrap();
             assert!(out.status.success(), "{program}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         };
         let data = dir.path().join("data").display().to_string();
@@ -126,16 +119,21 @@ impl PrivateCluster {
     }
 }
 
+/// A PostgreSQL server program; as the `postgres` user when run as root, which the server
+/// refuses to be.
+fn server_command(bin: &std::path::Path, program: &str) -> Command {
+    if unsafe { libc::geteuid() } == 0 {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(bin.join(program));
+        command
+    } else {
+        Command::new(bin.join(program))
+    }
+}
+
 impl Drop for PrivateCluster {
     fn drop(&mut self) {
         let data = self.dir.path().join("data");
-        let mut command = if unsafe { libc::geteuid() } == 0 {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(self.bin.join("pg_ctl"));
-            c
-        } else {
-            Command::new(self.bin.join("pg_ctl"))
-        };
-        let _ = command.arg("-D").arg(data).args(["-m", "immediate", "stop"]).output();
+        let _ = server_command(&self.bin, "pg_ctl").arg("-D").arg(data).args(["-m", "immediate", "stop"]).output();
     }
 }
