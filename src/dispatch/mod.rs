@@ -74,6 +74,9 @@ pub struct Dispatcher {
     /// When the first attempt of an event that is being retried started, by stream sequence.
     /// Events retried by another process fall back to their publish time.
     first_attempts: Mutex<HashMap<u64, DateTime<Utc>>>,
+    /// Why the last attempt of an event failed, by stream sequence, while its dead letter
+    /// could not be written: the redelivery that writes it then carries the real cause.
+    unwritten: Mutex<HashMap<u64, (String, String)>>,
     /// Invocations running now (slots reserved by pull requests that wait for events are
     /// not counted).
     running: AtomicUsize,
@@ -81,7 +84,7 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(bus: Bus, function: Arc<FunctionConfig>, runtime: Arc<dyn Runtime>) -> Arc<Self> {
-        Arc::new(Self { bus, function, runtime, first_attempts: Mutex::new(HashMap::new()), running: AtomicUsize::new(0) })
+        Arc::new(Self { bus, function, runtime, first_attempts: Mutex::new(HashMap::new()), unwritten: Mutex::new(HashMap::new()), running: AtomicUsize::new(0) })
     }
 
     /// Pulls and runs events until `shutdown`, then drains what is in flight.
@@ -206,6 +209,12 @@ impl Dispatcher {
         }
 
         if attempt > max_attempts {
+            let known = self.unwritten.lock().ok().and_then(|mut map| map.remove(&sequence));
+            if let Some((kind, error)) = known {
+                // This process ran the last attempt; only storing its outcome failed.
+                self.dead_letter(&delivery, max_attempts, &kind, &error, None).await;
+                return;
+            }
             let error = format!(
                 "attempt {} of {max_attempts} did not finish: the worker stopped, lost its NATS connection, \
                  or could not store the outcome; no attempts are left",
@@ -376,8 +385,14 @@ impl Dispatcher {
                     warn!(function = %name, %error, "Cannot terminate a dead-lettered event; a redelivery will find its DLQ entry already written.");
                 }
             }
-            Err(error) => {
-                warn!(function = %name, event_id = %delivery.event.id, error = %format!("{error:#}"), "Cannot write the dead letter; the event stays pending and is retried.");
+            Err(write_error) => {
+                warn!(function = %name, event_id = %delivery.event.id, error = %format!("{write_error:#}"), "Cannot write the dead letter; the event stays pending and is retried.");
+                if let Ok(mut map) = self.unwritten.lock() {
+                    if map.len() >= FIRST_ATTEMPTS_CAP {
+                        map.clear();
+                    }
+                    map.insert(delivery.sequence, (kind.to_owned(), error.to_owned()));
+                }
             }
         }
     }
