@@ -65,16 +65,17 @@ async fn killing_the_stream_leader_loses_no_event() {
     let expected: BTreeSet<String> = report.accepted.iter().cloned().collect();
     assert_eq!(expected.len(), EVENTS, "every event was accepted in the end");
     finished
-        .wait_all(&expected, Duration::from_secs(120), || format!("sluice up log:\n{}\n{}", tail(&up.log(), 60), cluster.logs()))
+        .wait_all(&expected, Duration::from_secs(120), || format!("sluice up log:\n{}\n{}", log_excerpt(&up.log(), 60), cluster.logs()))
         .await;
     let unexpected: Vec<&String> = finished.ids.keys().filter(|id| !expected.contains(*id)).collect();
     assert!(unexpected.is_empty(), "finished events nobody published: {unexpected:?}");
 
     results.drain(Duration::from_millis(500)).await;
+    let lost_connection = up.log().matches("Lost the connection to NATS.").count();
     let dups = duplicates(&results.received);
     println!(
         "leader {leader} killed after {accepted_at_kill} of {EVENTS} events accepted; {new_leader} led after {:.1} s; \
-         {} publish retries; {} results seen on core NATS, {} events with more than one (event: attempts) {:?}; \
+         {} publish retries; the worker lost its connection {lost_connection} times; {} results seen on core NATS, {} events with more than one (event: attempts) {:?}; \
          test took {:.1} s",
         election.as_secs_f64(),
         report.retries,

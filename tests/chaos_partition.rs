@@ -46,11 +46,13 @@ async fn a_partitioned_worker_recovers_and_loses_no_event() {
     results.wait_for(100, Duration::from_secs(60)).await;
 
     netns.cut();
-    let accepted_at_cut = load.accepted();
+    // Event `n` is sent only once event `n - 1` was acknowledged, so from this index on every
+    // event was sent after the cut.
+    let first_after_cut = load.accepted() + 1;
     tokio::time::sleep(CUT).await;
     let handled_during_cut: Vec<String> = {
         results.drain(Duration::from_millis(1)).await;
-        results.received.iter().map(|(id, _)| id.clone()).filter(|id| index(id) >= accepted_at_cut).collect()
+        results.received.iter().map(|(id, _)| id.clone()).filter(|id| index(id) >= first_after_cut).collect()
     };
     netns.heal();
     let healed = Instant::now();
@@ -60,36 +62,37 @@ async fn a_partitioned_worker_recovers_and_loses_no_event() {
     // reached the worker before the heal).
     let seen = results.received.len();
     let back = loop {
-        if results.received[seen..].iter().any(|(id, _)| index(id) >= accepted_at_cut) {
+        if results.received[seen..].iter().any(|(id, _)| index(id) >= first_after_cut) {
             break healed.elapsed();
         }
         assert!(
             healed.elapsed() < BACK_WITHIN,
             "the worker handled nothing new {BACK_WITHIN:?} after the heal; its log:\n{}",
-            tail(&up.log(), 60)
+            log_excerpt(&up.log(), 60)
         );
         results.drain(Duration::from_millis(50)).await;
     };
 
     let report = load.finish(Duration::from_secs(120)).await;
-    assert!(accepted_at_cut < EVENTS, "the cut must land while events are published");
+    assert!(first_after_cut < EVENTS, "the cut must land while events are published");
     let expected: BTreeSet<String> = report.accepted.iter().cloned().collect();
     assert_eq!(expected.len(), EVENTS, "every event was accepted");
-    finished.wait_all(&expected, Duration::from_secs(120), || format!("sluice up log:\n{}", tail(&up.log(), 80))).await;
+    finished.wait_all(&expected, Duration::from_secs(120), || format!("sluice up log:\n{}", log_excerpt(&up.log(), 60))).await;
     results.drain(Duration::from_millis(300)).await;
     let dups = duplicates(&results.received);
 
     let log = up.log();
     println!(
-        "cut for {:.0} s after {accepted_at_cut} of {EVENTS} events accepted; first new result {:.1} s after the heal; \
+        "cut for {:.0} s after {} of {EVENTS} events accepted; first new result {:.1} s after the heal; \
          reconnected after_ms={:?}; {} events with more than one result {:?}; test took {:.1} s",
         CUT.as_secs_f64(),
+        first_after_cut - 1,
         back.as_secs_f64(),
         log_field(&log, "Reconnected to NATS.", "after_ms"),
         dups.len(),
         dups.iter().take(20).collect::<Vec<_>>(),
         started.elapsed().as_secs_f64()
     );
-    assert!(log.contains("Lost the connection to NATS."), "the cut is logged:\n{}", tail(&log, 80));
-    assert!(log.contains("Reconnected to NATS."), "the recovery is logged:\n{}", tail(&log, 80));
+    assert!(log.contains("Lost the connection to NATS."), "the cut is logged:\n{}", log_excerpt(&log, 60));
+    assert!(log.contains("Reconnected to NATS."), "the recovery is logged:\n{}", log_excerpt(&log, 60));
 }

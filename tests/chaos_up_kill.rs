@@ -82,13 +82,16 @@ async fn a_killed_up_loses_no_event_of_many() {
         assert_eq!(unique.len(), attempts.len(), "{id} handled twice in the same attempt: {attempts:?}");
         assert!(before.contains(id), "{id} handled twice although the killed process never finished it: {attempts:?}");
     }
+    // Events the killed process held came back with a higher delivery count.
+    let redelivered = results.received[boundary..].iter().filter(|(_, body)| body["attempt"].as_u64() > Some(1)).count();
+    assert!(redelivered > 0, "no event in flight at the kill was redelivered");
     assert!(
         dups.len() <= CONCURRENCY,
         "{} duplicates, more than the {CONCURRENCY} events that can be in flight: {dups:?}",
         dups.len()
     );
     println!(
-        "killed after {done_before} of {EVENTS} events; {} duplicates (event: attempts) {dups:?}; \
+        "killed after {done_before} of {EVENTS} events; {redelivered} redelivered; {} duplicates (event: attempts) {dups:?}; \
          all handled {:.1} s after the kill; test took {:.1} s",
         dups.len(),
         recovered.as_secs_f64(),

@@ -184,19 +184,18 @@ impl NatsCluster {
             num_replicas: self.nodes.len(),
             ..Default::default()
         };
-        let mut last_error = String::new();
         loop {
-            match js.create_stream(config.clone()).await {
+            let last_error = match js.create_stream(config.clone()).await {
                 Ok(mut created) => {
                     let peers = created.info().await.ok().and_then(|i| i.cluster.clone()).map_or(0, |c| c.replicas.len() + 1);
                     if peers == self.nodes.len() {
                         js.delete_stream("CHAOS_READY").await.unwrap();
                         return;
                     }
-                    last_error = format!("stream placed on {peers} peers");
+                    format!("stream placed on {peers} peers")
                 }
-                Err(error) => last_error = error.to_string(),
-            }
+                Err(error) => error.to_string(),
+            };
             assert!(started.elapsed() < limit, "the NATS cluster did not form ({last_error}); logs:\n{}", self.logs());
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -243,7 +242,7 @@ pub async fn stream_info(js: &jetstream::Context, name: &str, limit: Duration) -
     let started = Instant::now();
     loop {
         let info = match js.get_stream(name).await {
-            Ok(mut s) => s.info().await.map(|i| i.clone()).map_err(|e| e.to_string()),
+            Ok(mut s) => s.info().await.cloned().map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         match info {
@@ -432,6 +431,13 @@ pub fn attempts_by_id(received: &[(String, serde_json::Value)]) -> BTreeMap<Stri
 /// The duplicates among `received`, each with its attempts, for printing.
 pub fn duplicates(received: &[(String, serde_json::Value)]) -> BTreeMap<String, Vec<u64>> {
     attempts_by_id(received).into_iter().filter(|(_, attempts)| attempts.len() > 1).collect()
+}
+
+/// The last `lines` lines of a `sluice up` log without the per-invocation lines, for
+/// failure messages.
+pub fn log_excerpt(log: &str, lines: usize) -> String {
+    let notable: Vec<&str> = log.lines().filter(|l| !l.contains("Invocation succeeded.")).collect();
+    notable[notable.len().saturating_sub(lines)..].join("\n")
 }
 
 /// The value of `field=` on the first log line that contains `message` (compact format).

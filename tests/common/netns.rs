@@ -69,7 +69,7 @@ fn sweep_stale() {
 fn free_subnet(seed: u32) -> u8 {
     let addresses = String::from_utf8_lossy(&run("ip", &["-o", "-4", "addr", "show"]).stdout).into_owned();
     (0..254u32)
-        .map(|k| u8::try_from((seed + k) % 254 + 1).unwrap())
+        .map(|k| u8::try_from(seed.wrapping_add(k) % 254 + 1).unwrap())
         .find(|x| !addresses.contains(&format!("10.200.{x}.")))
         .expect("no free 10.200.X.0/24 subnet on this machine")
 }
