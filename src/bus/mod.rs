@@ -7,11 +7,13 @@
 //! Streams are created or brought up to date idempotently by every process that needs them.
 
 pub mod embedded;
+pub mod payload;
 
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind, PublishAckFuture};
+use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::{self, consumer, stream};
 use async_nats::HeaderMap;
 use bytes::Bytes;
@@ -60,6 +62,10 @@ pub struct Bus {
     pub client: async_nats::Client,
     pub js: jetstream::Context,
     pub url: String,
+    /// Replicas of what this connection creates (streams, the payload store).
+    replicas: usize,
+    /// The object store for bodies over the server's `max_payload`, opened when first needed.
+    payloads: std::sync::Arc<tokio::sync::OnceCell<jetstream::object_store::ObjectStore>>,
 }
 
 /// How a connecting process treats Sluice's streams.
@@ -84,11 +90,15 @@ pub struct Published {
 
 impl Bus {
     /// Connects, checks the server version and ensures Sluice's streams exist as configured.
+    ///
+    /// `url` holds one or more seed URLs separated by commas; the client also learns the
+    /// other servers of a cluster from the one it reaches, and moves to another one when its
+    /// server dies or goes silent (see [`PING_INTERVAL`]). Every change of the connection is
+    /// logged.
     pub async fn connect(url: &str, settings: &BusSettings, setup: StreamSetup) -> anyhow::Result<Self> {
-        let client = async_nats::ConnectOptions::new()
-            .name("sluice")
-            .connection_timeout(Duration::from_secs(5))
-            .connect(url)
+        let addrs = server_addrs(url)?;
+        let client = connect_options(url)
+            .connect(addrs)
             .await
             .with_context(|| format!("cannot reach NATS at {url}: is the server running? (`sluice up` starts one; or pass --nats URL)"))?;
         let info = client.server_info();
@@ -97,62 +107,57 @@ impl Bus {
             anyhow::bail!("NATS server at {url} has JetStream disabled; start it with `-js`");
         }
         let js = jetstream::new(client.clone());
-        let bus = Self { client, js, url: url.to_owned() };
+        let bus = Self { client, js, url: url.to_owned(), replicas: settings.replicas, payloads: Default::default() };
         bus.ensure_streams(settings, setup).await?;
+        if setup == StreamSetup::CreateOrUpdate {
+            bus.ensure_payload_store().await?;
+        }
         Ok(bus)
     }
 
     async fn ensure_streams(&self, settings: &BusSettings, setup: StreamSetup) -> anyhow::Result<()> {
-        let events = stream::Config {
-            name: EVENTS_STREAM.into(),
-            description: Some("Sluice events: topics and direct deliveries".into()),
-            subjects: vec![format!("{EVENTS_PREFIX}>"), format!("{DIRECT_PREFIX}>")],
-            retention: stream::RetentionPolicy::Limits,
-            storage: stream::StorageType::File,
-            max_age: settings.events_max_age,
-            duplicate_window: settings.duplicate_window,
-            num_replicas: settings.replicas,
-            allow_direct: true,
-            ..Default::default()
-        };
-        let dlq = stream::Config {
-            name: DLQ_STREAM.into(),
-            description: Some("Sluice dead letters: events that exhausted their retries".into()),
-            subjects: vec![format!("{DLQ_PREFIX}>")],
-            retention: stream::RetentionPolicy::Limits,
-            storage: stream::StorageType::File,
-            max_age: settings.dlq_max_age,
-            duplicate_window: settings.duplicate_window,
-            num_replicas: settings.replicas,
-            allow_direct: true,
-            ..Default::default()
-        };
-        for config in [events, dlq] {
+        for config in stream_configs(settings) {
             self.ensure_stream(config, setup).await?;
         }
         Ok(())
     }
 
+    /// Creates a missing stream; `up` (and only `up`) also brings an existing one to the
+    /// configured settings, saying what it changed.
     async fn ensure_stream(&self, config: stream::Config, setup: StreamSetup) -> anyhow::Result<()> {
         let name = config.name.clone();
-        let stream = self
-            .js
-            .get_or_create_stream(config.clone())
-            .await
-            .with_context(|| format!("creating stream {name}"))?;
-        let current = &stream.cached_info().config;
-        let differs = setup == StreamSetup::CreateOrUpdate
-            && current.subjects != config.subjects
-            || current.max_age != config.max_age
-            || current.duplicate_window != config.duplicate_window
-            || current.num_replicas != config.num_replicas;
-        if differs {
-            self.js
-                .update_stream(config)
-                .await
-                .with_context(|| format!("updating stream {name} to the configured settings"))?;
+        let current = match self.js.get_stream(&name).await {
+            Ok(stream) => stream.cached_info().config.clone(),
+            Err(error) => match error.kind() {
+                GetStreamErrorKind::JetStream(e) if e.error_code() == ErrorCode::STREAM_NOT_FOUND => {
+                    return self.create_stream(config).await;
+                }
+                _ => return Err(anyhow::Error::new(error)).with_context(|| format!("looking up stream {name}")),
+            },
+        };
+        if setup == StreamSetup::CreateMissing {
+            return Ok(());
         }
+        let changes = settings_changes(&current, &config);
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.js
+            .update_stream(config)
+            .await
+            .with_context(|| format!("updating stream {name} to the configured settings ({})", changes.join(", ")))?;
+        tracing::info!(stream = %name, changes = %changes.join(", "), "Updated the stream to the configured settings.");
         Ok(())
+    }
+
+    async fn create_stream(&self, config: stream::Config) -> anyhow::Result<()> {
+        let name = config.name.clone();
+        match self.js.create_stream(config).await {
+            Ok(_) => Ok(()),
+            // Another process created it meanwhile: what it created stands.
+            Err(error) if matches!(error.kind(), CreateStreamErrorKind::JetStream(_)) && self.js.get_stream(&name).await.is_ok() => Ok(()),
+            Err(error) => Err(anyhow::Error::new(error)).with_context(|| format!("creating stream {name}")),
+        }
     }
 
     /// Publishes an event and waits for JetStream's acknowledgement.
@@ -176,7 +181,13 @@ impl Bus {
         self.send_raw(subject, event.to_headers(), event.data.clone()).await
     }
 
-    async fn send_raw(&self, subject: String, headers: HeaderMap, payload: Bytes) -> anyhow::Result<PublishAckFuture> {
+    /// Sends a message; a body too large for one message goes to the object store first
+    /// (see [`payload`]).
+    async fn send_raw(&self, subject: String, mut headers: HeaderMap, payload: Bytes) -> anyhow::Result<PublishAckFuture> {
+        let payload = self
+            .check_payload(&subject, &mut headers, payload)
+            .await
+            .with_context(|| format!("publishing to {subject}"))?;
         self.js
             .publish_with_headers(subject.clone(), headers, payload)
             .await
@@ -232,6 +243,135 @@ impl Bus {
     }
 }
 
+/// How often the client pings its server. Three unanswered pings close the connection, so
+/// a server that went silent (a partition that drops packets rather than resetting the
+/// connection) is noticed within about three intervals, and the client moves to another
+/// server of the cluster. The client's default of 60 s would take three minutes.
+pub const PING_INTERVAL: Duration = Duration::from_secs(3);
+
+/// Splits `--nats` / `[nats] url` into seed URLs (`nats://a:4222,nats://b:4222`).
+pub fn server_addrs(url: &str) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
+    let addrs = url
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            part.parse::<async_nats::ServerAddr>().map_err(|e| {
+                crate::error::UsageError::new(format!("NATS URL {part:?} is not valid ({e}); write nats://HOST:PORT, several separated by commas"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if addrs.is_empty() {
+        return Err(crate::error::UsageError::new(format!("NATS URL {url:?} names no server; write nats://HOST:PORT")).into());
+    }
+    Ok(addrs)
+}
+
+/// Connection options every Sluice connection uses: bounded connect time, the ping interval
+/// above, and a log line for every change of the connection.
+pub fn connect_options(url: &str) -> async_nats::ConnectOptions {
+    let state = std::sync::Arc::new(std::sync::Mutex::new(ConnectionLog { seeds: url.to_owned(), lost_at: None }));
+    async_nats::ConnectOptions::new()
+        .name("sluice")
+        .connection_timeout(Duration::from_secs(5))
+        .ping_interval(PING_INTERVAL)
+        .event_callback(move |event| {
+            let state = state.clone();
+            async move {
+                if let Ok(mut state) = state.lock() {
+                    state.log(&event);
+                }
+            }
+        })
+}
+
+/// What the connection-event log remembers between events.
+struct ConnectionLog {
+    seeds: String,
+    /// When the connection was lost, while it is.
+    lost_at: Option<std::time::Instant>,
+}
+
+impl ConnectionLog {
+    fn log(&mut self, event: &async_nats::Event) {
+        use async_nats::Event;
+        use tracing::{info, warn};
+        let servers = &self.seeds;
+        match event {
+            Event::Connected => {
+                if let Some(lost_at) = self.lost_at.take() {
+                    let after_ms = u64::try_from(lost_at.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    info!(servers = %servers, after_ms, "Reconnected to NATS.");
+                }
+            }
+            Event::Disconnected => {
+                if self.lost_at.is_none() {
+                    self.lost_at = Some(std::time::Instant::now());
+                    warn!(servers = %servers, "Lost the connection to NATS; reconnecting. Events wait in JetStream meanwhile.");
+                }
+            }
+            Event::LameDuckMode => warn!(servers = %servers, "The NATS server is shutting down (lame duck mode); moving to another server."),
+            Event::SlowConsumer(sid) => warn!(servers = %servers, subscription = sid, "NATS dropped messages for a slow subscription."),
+            Event::ServerError(error) => warn!(servers = %servers, %error, "The NATS server reported an error."),
+            Event::ClientError(error) => warn!(servers = %servers, %error, "NATS client error."),
+            Event::Draining | Event::Closed => {}
+        }
+    }
+}
+
+/// The streams Sluice needs, as the project's settings ask for them.
+fn stream_configs(settings: &BusSettings) -> [stream::Config; 2] {
+    let events = stream::Config {
+        name: EVENTS_STREAM.into(),
+        description: Some("Sluice events: topics and direct deliveries".into()),
+        subjects: vec![format!("{EVENTS_PREFIX}>"), format!("{DIRECT_PREFIX}>")],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_age: settings.events_max_age,
+        duplicate_window: settings.duplicate_window,
+        num_replicas: settings.replicas,
+        allow_direct: true,
+        ..Default::default()
+    };
+    let dlq = stream::Config {
+        name: DLQ_STREAM.into(),
+        description: Some("Sluice dead letters: events that exhausted their retries".into()),
+        subjects: vec![format!("{DLQ_PREFIX}>")],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_age: settings.dlq_max_age,
+        duplicate_window: settings.duplicate_window,
+        num_replicas: settings.replicas,
+        allow_direct: true,
+        ..Default::default()
+    };
+    [events, dlq]
+}
+
+/// The settings `sluice up` manages that differ between a stream and the configuration,
+/// as `name: from -> to`.
+fn settings_changes(current: &stream::Config, wanted: &stream::Config) -> Vec<String> {
+    let mut changes = Vec::new();
+    if current.subjects != wanted.subjects {
+        changes.push(format!("subjects: {:?} -> {:?}", current.subjects, wanted.subjects));
+    }
+    let duration = |d: Duration| humantime::format_duration(d).to_string();
+    if current.max_age != wanted.max_age {
+        changes.push(format!("max_age: {} -> {}", duration(current.max_age), duration(wanted.max_age)));
+    }
+    if current.duplicate_window != wanted.duplicate_window {
+        changes.push(format!(
+            "duplicate_window: {} -> {}",
+            duration(current.duplicate_window),
+            duration(wanted.duplicate_window)
+        ));
+    }
+    if current.num_replicas != wanted.num_replicas {
+        changes.push(format!("replicas: {} -> {}", current.num_replicas, wanted.num_replicas));
+    }
+    changes
+}
+
 /// Refuses servers older than [`MIN_SERVER_VERSION`].
 pub fn check_version(version: &str) -> anyhow::Result<()> {
     let mut parts = version.trim_start_matches('v').split(['.', '-']).map(|p| p.parse::<u64>().ok());
@@ -260,6 +400,35 @@ mod tests {
         let old = check_version("2.9.10").unwrap_err().to_string();
         assert!(old.contains("2.9.10") && old.contains("2.10"), "{old}");
         assert!(check_version("garbage").is_err());
+    }
+
+    #[test]
+    fn only_managed_settings_count_as_changes() {
+        let [events, _] = stream_configs(&BusSettings::default());
+        assert!(settings_changes(&events, &events).is_empty());
+        for (field, change) in [
+            ("max_age", stream::Config { max_age: Duration::from_secs(3600), ..events.clone() }),
+            ("duplicate_window", stream::Config { duplicate_window: Duration::from_secs(30), ..events.clone() }),
+            ("replicas", stream::Config { num_replicas: 3, ..events.clone() }),
+            ("subjects", stream::Config { subjects: vec!["x.>".into()], ..events.clone() }),
+        ] {
+            let changes = settings_changes(&change, &events);
+            assert_eq!(changes.len(), 1, "{field}: {changes:?}");
+            assert!(changes[0].starts_with(field), "{field}: {changes:?}");
+        }
+        // What `up` does not manage is not a difference.
+        let described = stream::Config { description: Some("other".into()), ..events.clone() };
+        assert!(settings_changes(&described, &events).is_empty());
+    }
+
+    #[test]
+    fn several_seed_urls() {
+        assert_eq!(server_addrs("nats://a:4222, nats://b:4223,").unwrap().len(), 2);
+        assert_eq!(server_addrs("nats://127.0.0.1:4222").unwrap().len(), 1);
+        for bad in ["", " , ", "nats://a:notaport"] {
+            let error = server_addrs(bad).unwrap_err();
+            assert!(error.is::<crate::error::UsageError>(), "{bad:?}: {error}");
+        }
     }
 
     #[test]

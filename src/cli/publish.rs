@@ -101,6 +101,16 @@ fn build_event(args: &Args) -> anyhow::Result<Event> {
             .map_err(|e| UsageError::new(format!("--file {}: cannot read it: {e}", path.display())))?,
         (None, None) => return Err(UsageError::new("give the event data with --data JSON or --file PATH").into()),
     };
+    if data.len() > crate::bus::payload::MAX_PAYLOAD_BYTES {
+        let origin = if args.data.is_some() { "--data".to_owned() } else { format!("--file {}", args.file.as_deref().unwrap_or(std::path::Path::new("-")).display()) };
+        return Err(UsageError::new(format!(
+            "{origin}: the event data is {} bytes, over the limit of {} bytes (6 MiB); store large content elsewhere \
+             (a bucket) and publish a reference to it",
+            data.len(),
+            crate::bus::payload::MAX_PAYLOAD_BYTES
+        ))
+        .into());
+    }
     if !args.raw {
         if let Err(error) = serde_json::from_slice::<serde_json::Value>(&data) {
             let origin = if args.data.is_some() { "--data" } else { "--file" };

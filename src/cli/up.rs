@@ -2,16 +2,19 @@
 //!
 //! With no NATS configured, starts an embedded `nats-server` (or joins the one another
 //! `sluice up` in the same directory runs). Shutdown stops fetching, lets in-flight
-//! invocations finish (bounded by each function's timeout) and acks what finished; events
-//! not yet fetched stay in JetStream for the next start.
+//! invocations finish and acks what finished; events not yet fetched stay in JetStream for
+//! the next start. The drain is bounded ([`drain_bound`]) whatever state NATS is in, and a
+//! second signal exits at once (unacknowledged events are redelivered). An embedded server
+//! that dies is restarted; one that cannot be restarted stops `up` with exit status 1.
 
 use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::Context;
 use crate::bus::embedded::{self, EmbeddedNats};
@@ -27,7 +30,6 @@ pub struct Args {}
 pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<ExitCode> {
     let project = ctx.project()?;
 
-    // Started here, on the main thread: the server is tied to the lifetime of this thread.
     let mut server: Option<EmbeddedNats> = None;
     let url = match ctx.configured_nats(&project.settings) {
         Some(url) => url,
@@ -82,6 +84,7 @@ pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<ExitCode> {
             }
         });
     }
+    triggers.spawn(sweep_payloads(bus.clone(), project.settings.bus.events_max_age, shutdown.clone()));
     if project.functions.is_empty() {
         warn!(dir = %project.dir.join("functions").display(), "No functions found; add functions/<name>/function.toml.");
     }
@@ -96,17 +99,75 @@ pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<ExitCode> {
     );
     let _ = std::io::stdout().flush();
 
-    wait_for_signal().await;
-    info!("Shutting down: no new events are fetched; in-flight invocations finish.");
+    // Run until a signal, or until the embedded server died for good.
+    let failure = tokio::select! {
+        () = wait_for_signal() => None,
+        reason = embedded_failure(server.as_mut()) => Some(reason),
+    };
+    if let Some(reason) = &failure {
+        error!(reason = %reason, "The embedded NATS server is gone; stopping.");
+    }
+    // A second Ctrl-C or SIGTERM does not wait for the drain.
+    tokio::spawn(async {
+        wait_for_signal().await;
+        warn!("Second signal: exiting now. Events not acknowledged yet are redelivered by JetStream.");
+        std::process::exit(130);
+    });
+    let bound = drain_bound(project.functions.iter().map(|f| f.config.timeout));
+    info!(bound_s = bound.as_secs(), "Shutting down: no new events are fetched; in-flight invocations finish (Ctrl-C again to exit at once).");
     shutdown.cancel();
-    while triggers.join_next().await.is_some() {}
-    while dispatchers.join_next().await.is_some() {}
-    if let Err(error) = bus.client.flush().await {
-        warn!(%error, "Cannot flush the last acknowledgements; JetStream will redeliver those events.");
+    let drain = async {
+        while triggers.join_next().await.is_some() {}
+        while dispatchers.join_next().await.is_some() {}
+    };
+    if tokio::time::timeout(bound, drain).await.is_err() {
+        warn!(bound_s = bound.as_secs(), "Shutdown did not finish in time (is NATS reachable?); stopping anyway. Events not acknowledged are redelivered by JetStream.");
+        triggers.abort_all();
+        dispatchers.abort_all();
+    }
+    match tokio::time::timeout(FLUSH_BOUND, bus.client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => warn!(%error, "Cannot flush the last acknowledgements; JetStream will redeliver those events."),
+        Err(_) => warn!("NATS is unreachable: the last acknowledgements may not have been sent; JetStream will redeliver those events."),
     }
     drop(server);
+    if let Some(reason) = failure {
+        anyhow::bail!(reason);
+    }
     info!("Stopped.");
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long the last acknowledgements may take to leave at shutdown.
+const FLUSH_BOUND: Duration = Duration::from_secs(2);
+
+/// The longest a graceful shutdown waits: the longest function timeout (an invocation that
+/// started just before the signal), the pull in progress, and time to store outcomes.
+pub fn drain_bound(timeouts: impl Iterator<Item = Duration>) -> Duration {
+    timeouts.max().unwrap_or_default() + Duration::from_secs(10)
+}
+
+/// Removes stored bodies (claim checks) whose messages are gone, until shutdown.
+async fn sweep_payloads(bus: Bus, events_max_age: Duration, shutdown: CancellationToken) {
+    let period = crate::bus::payload::sweep_period(events_max_age);
+    loop {
+        match bus.sweep_payloads(events_max_age).await {
+            Ok(0) => {}
+            Ok(removed) => info!(removed, "Removed stored bodies of events past their retention."),
+            Err(error) => warn!(error = %format!("{error:#}"), "Cannot sweep stored bodies; trying again later."),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(period) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn embedded_failure(server: Option<&mut EmbeddedNats>) -> String {
+    match server {
+        Some(server) => server.failed().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn wait_for_signal() {

@@ -26,8 +26,26 @@ pub struct Settings {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatsSettings {
-    /// NATS URL, e.g. "nats://127.0.0.1:4222". Overridden by `SLUICE_NATS_URL` and `--nats`.
+    /// NATS URL, e.g. "nats://127.0.0.1:4222", or several seed URLs of a cluster: a list
+    /// (`["nats://a:4222", "nats://b:4222"]`) or one comma-separated string. Overridden by
+    /// `SLUICE_NATS_URL` and `--nats`.
+    #[serde(default, deserialize_with = "seed_urls")]
     pub url: Option<String>,
+}
+
+/// `url = "a"`, `url = "a,b"` or `url = ["a", "b"]`, kept as one comma-separated string.
+fn seed_urls<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Urls {
+        One(String),
+        Many(Vec<String>),
+    }
+    let joined = match Urls::deserialize(deserializer)? {
+        Urls::One(url) => url,
+        Urls::Many(urls) => urls.join(","),
+    };
+    Ok(Some(joined))
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -109,6 +127,25 @@ impl Settings {
         let settings: Settings = read_toml(&path)?;
         if settings.bus.replicas == 0 || settings.bus.replicas > 5 {
             return Err(ConfigError::new(&path, Some("bus.replicas"), "use 1 to 5"));
+        }
+        let window = settings.bus.duplicate_window;
+        for (field, max_age) in [("bus.events_max_age", settings.bus.events_max_age), ("bus.dlq_max_age", settings.bus.dlq_max_age)] {
+            if !max_age.is_zero() && window > max_age {
+                return Err(ConfigError::new(
+                    &path,
+                    Some(field),
+                    format!(
+                        "{} is shorter than bus.duplicate_window ({}); JetStream refuses that: shorten duplicate_window or keep events longer",
+                        humantime::format_duration(max_age),
+                        humantime::format_duration(window)
+                    ),
+                ));
+            }
+        }
+        if let Some(url) = &settings.nats.url {
+            if let Err(error) = crate::bus::server_addrs(url) {
+                return Err(ConfigError::new(&path, Some("nats.url"), error.to_string()));
+            }
         }
         if settings.runtime.max_concurrent == Some(0) {
             return Err(ConfigError::new(&path, Some("runtime.max_concurrent"), "must be at least 1"));
@@ -227,4 +264,39 @@ fn list_dir(dir: &Path, pick: impl Fn(PathBuf) -> Option<PathBuf>) -> Result<Vec
     let mut paths: Vec<PathBuf> = entries.filter_map(Result::ok).filter_map(|entry| pick(entry.path())).collect();
     paths.sort();
     Ok(paths)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nats_url_takes_one_or_several_seeds() {
+        let one: Settings = toml::from_str("[nats]\nurl = \"nats://a:4222\"\n").unwrap();
+        assert_eq!(one.nats.url.as_deref(), Some("nats://a:4222"));
+        let list: Settings = toml::from_str("[nats]\nurl = [\"nats://a:4222\", \"nats://b:4222\"]\n").unwrap();
+        assert_eq!(list.nats.url.as_deref(), Some("nats://a:4222,nats://b:4222"));
+        let none: Settings = toml::from_str("[nats]\n").unwrap();
+        assert_eq!(none.nats.url, None);
+        assert!(toml::from_str::<Settings>("[nats]\nurl = 4222\n").is_err());
+    }
+
+    #[test]
+    fn retention_must_cover_the_duplicate_window() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("sluice.toml"), "[bus]\nevents_max_age = \"3s\"\n").unwrap();
+        let error = Settings::load(dir.path()).unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("bus.events_max_age"), "{error}");
+        assert!(error.message.contains("2m"), "{error}");
+        std::fs::write(dir.path().join("sluice.toml"), "[bus]\nevents_max_age = \"3s\"\nduplicate_window = \"1s\"\n").unwrap();
+        assert!(Settings::load(dir.path()).is_ok());
+    }
+
+    #[test]
+    fn a_bad_seed_names_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("sluice.toml"), "[nats]\nurl = [\"nats://a:4222\", \"nats://b:x\"]\n").unwrap();
+        let error = Settings::load(dir.path()).unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("nats.url"), "{error}");
+    }
 }

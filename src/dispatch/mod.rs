@@ -19,6 +19,7 @@ pub mod dlq;
 pub mod retry;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,8 +29,9 @@ use futures::StreamExt as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn, Instrument as _};
+use tracing::{debug, info, warn, Instrument as _};
 
+use crate::bus::payload::{is_payload_header, PayloadError};
 use crate::bus::{self, Bus};
 use crate::config::FunctionConfig;
 use crate::event::{Event, JSON};
@@ -72,11 +74,14 @@ pub struct Dispatcher {
     /// When the first attempt of an event that is being retried started, by stream sequence.
     /// Events retried by another process fall back to their publish time.
     first_attempts: Mutex<HashMap<u64, DateTime<Utc>>>,
+    /// Invocations running now (slots reserved by pull requests that wait for events are
+    /// not counted).
+    running: AtomicUsize,
 }
 
 impl Dispatcher {
     pub fn new(bus: Bus, function: Arc<FunctionConfig>, runtime: Arc<dyn Runtime>) -> Arc<Self> {
-        Arc::new(Self { bus, function, runtime, first_attempts: Mutex::new(HashMap::new()) })
+        Arc::new(Self { bus, function, runtime, first_attempts: Mutex::new(HashMap::new()), running: AtomicUsize::new(0) })
     }
 
     /// Pulls and runs events until `shutdown`, then drains what is in flight.
@@ -105,7 +110,7 @@ impl Dispatcher {
             tracker.spawn(async move { this.pull(consumer, reserved, inner).await });
         }
         tracker.close();
-        let in_flight = concurrency - slots.available_permits();
+        let in_flight = self.running.load(Ordering::SeqCst);
         if in_flight > 0 {
             info!(function = %name, in_flight, "Draining in-flight invocations.");
         }
@@ -125,7 +130,13 @@ impl Dispatcher {
         let mut batch = match batch {
             Ok(batch) => batch,
             Err(error) => {
-                warn!(function = %self.function.name, %error, "Cannot pull events; retrying.");
+                // While the connection is down the bus logs the outage once; every pull
+                // failing meanwhile is expected.
+                if self.bus.client.connection_state() == async_nats::connection::State::Connected {
+                    warn!(function = %self.function.name, %error, "Cannot pull events; retrying.");
+                } else {
+                    debug!(function = %self.function.name, %error, "Cannot pull events while NATS is unreachable; retrying.");
+                }
                 tokio::time::sleep(FETCH_ERROR_PAUSE).await;
                 return;
             }
@@ -137,8 +148,10 @@ impl Dispatcher {
                     // event still runs (max_ack_pending bounds it) without a local slot.
                     let slot = slots.split(1);
                     let this = self.clone();
+                    this.running.fetch_add(1, Ordering::SeqCst);
                     tracker.spawn(async move {
                         this.handle(message).await;
+                        this.running.fetch_sub(1, Ordering::SeqCst);
                         drop(slot);
                     });
                 }
@@ -163,17 +176,35 @@ impl Dispatcher {
             }
         };
         let attempt = u32::try_from(delivered.max(1)).unwrap_or(u32::MAX);
-        let event = Arc::new(Event::from_message(
-            message.headers.as_ref(),
-            message.payload.clone(),
-            &message.subject,
-            &stream,
-            sequence,
-            published,
-        ));
+        let max_attempts = self.function.retry.max_attempts;
+        // A body over the server's max_payload is fetched from the object store.
+        let (payload, payload_error) = match self.bus.resolve_payload(message.headers.as_ref(), message.payload.clone()).await {
+            Ok(payload) => (payload, None),
+            Err(error) => (message.payload.clone(), Some(error)),
+        };
+        let mut event = Event::from_message(message.headers.as_ref(), payload, &message.subject, &stream, sequence, published);
+        if payload_error.is_none() {
+            event.extensions.retain(|(name, _)| !is_payload_header(name));
+        }
+        let event = Arc::new(event);
         let delivery = Delivery { message: &message, event: &event, stream: &stream, sequence, published };
 
-        let max_attempts = self.function.retry.max_attempts;
+        if let Some(error) = payload_error {
+            match error {
+                PayloadError::Store(_) if attempt < max_attempts => {
+                    warn!(function = %name, event_id = %event.id, attempt, error = %error, "Cannot read the event's stored body; retrying.");
+                    nak(&message, retry::backoff_cap(&self.function.retry, attempt), name).await;
+                }
+                PayloadError::Store(_) => {
+                    self.dead_letter(&delivery, attempt.min(max_attempts), "platform_error", &format!("cannot read the event's body: {error}"), None).await;
+                }
+                PayloadError::Missing { .. } | PayloadError::TooLarge { .. } => {
+                    self.dead_letter(&delivery, attempt.saturating_sub(1), "payload_missing", &error.to_string(), None).await;
+                }
+            }
+            return;
+        }
+
         if attempt > max_attempts {
             let error = format!(
                 "attempt {} of {max_attempts} did not finish: the worker stopped, lost its NATS connection, \
@@ -245,6 +276,13 @@ impl Dispatcher {
             let subject = bus::topic_subject(topic);
             let stored = persist(delivery.message, name, "the on_success event", || self.bus.publish_event(subject.clone(), &chained)).await;
             if let Err(error) = stored {
+                let cause = format!("the invocation succeeded but its on_success event to {topic:?} could not be stored: {error:#}");
+                if attempt >= self.function.retry.max_attempts {
+                    // No attempt is left to retry the publish: the dead letter says what
+                    // really happened rather than being found later as `lost`.
+                    self.dead_letter(delivery, attempt, "platform_error", &cause, Some((request_id, Utc::now()))).await;
+                    return;
+                }
                 warn!(function = %name, request_id = %request_id, topic = %topic, error = %format!("{error:#}"), "Cannot publish the on_success event; the invocation will be retried.");
                 let delay = retry::backoff_cap(&self.function.retry, attempt);
                 nak(delivery.message, delay, name).await;
@@ -355,7 +393,14 @@ impl Dispatcher {
         headers.insert("sluice-attempt", attempt.to_string().as_str());
         headers.insert("sluice-duration-ms", format!("{:.3}", response.duration.as_secs_f64() * 1000.0).as_str());
         let subject = bus::results_subject(&self.function.name);
-        if let Err(error) = self.bus.client.publish_with_headers(subject, headers, response.body.clone()).await {
+        let body = match self.bus.check_payload(&subject, &mut headers, response.body.clone()).await {
+            Ok(body) => body,
+            Err(error) => {
+                warn!(function = %self.function.name, request_id = %request_id, %error, "Cannot publish the result.");
+                return;
+            }
+        };
+        if let Err(error) = self.bus.client.publish_with_headers(subject, headers, body).await {
             warn!(function = %self.function.name, request_id = %request_id, %error, "Cannot publish the result.");
         }
     }

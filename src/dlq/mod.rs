@@ -107,6 +107,30 @@ impl Entry {
         }
     }
 
+    /// The entry with its body fetched from the object store, when it was stored there.
+    async fn resolved(mut self, bus: &Bus) -> Self {
+        let Some(headers) = self.stored_headers() else { return self };
+        match bus.resolve_payload(Some(&headers), self.body.clone()).await {
+            Ok(body) => {
+                self.body = body.clone();
+                self.event.data = body;
+                self.event.extensions.retain(|(name, _)| !bus::payload::is_payload_header(name));
+            }
+            Err(error) => {
+                tracing::warn!(dlq_id = self.id, %error, "Cannot read the stored body of a dead letter; showing it empty.");
+            }
+        }
+        self
+    }
+
+    /// The stored headers as a map, when the body is in the object store.
+    fn stored_headers(&self) -> Option<HeaderMap> {
+        let name = self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(bus::payload::PAYLOAD_REF))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(bus::payload::PAYLOAD_REF, name.1.first()?.as_str());
+        Some(headers)
+    }
+
     /// The first line of the error.
     pub fn error_line(&self) -> &str {
         self.error.lines().next().unwrap_or_default()
@@ -194,6 +218,8 @@ impl Dlq {
                 let (seq, stored) = (info.stream_sequence, info.published);
                 let entry = Entry::from_stored(seq, &message.subject, message.headers.as_ref(), message.payload.clone(), stored);
                 if filter.matches(&entry) {
+                    // Bodies in the object store are fetched by `entry` and `replay`, not
+                    // for a listing.
                     entries.push(entry);
                 }
             }
@@ -210,13 +236,11 @@ impl Dlq {
     /// One entry by id; `None` when there is none.
     pub async fn entry(&self, id: u64) -> anyhow::Result<Option<Entry>> {
         match self.stream.get_raw_message(id).await {
-            Ok(message) => Ok(Some(Entry::from_stored(
-                id,
-                &message.subject,
-                Some(&message.headers),
-                message.payload,
-                message.time,
-            ))),
+            Ok(message) => Ok(Some(
+                Entry::from_stored(id, &message.subject, Some(&message.headers), message.payload, message.time)
+                    .resolved(&self.bus)
+                    .await,
+            )),
             Err(error) => {
                 use async_nats::jetstream::stream::RawMessageErrorKind;
                 if matches!(error.kind(), RawMessageErrorKind::NoMessageFound) {
@@ -243,7 +267,11 @@ impl Dlq {
         } else {
             bus::direct_subject(&entry.function)
         };
-        let event = entry.replay_event();
+        let event = if entry.stored_headers().is_some() && entry.body.is_empty() {
+            entry.clone().resolved(&self.bus).await.replay_event()
+        } else {
+            entry.replay_event()
+        };
         let mut headers = event.to_headers();
         headers.insert(NATS_MSG_ID, format!("{}:replay:{}", entry.event_id, entry.id).as_str());
         let published = self.bus.publish_raw(subject.clone(), headers, event.data.clone()).await?;
@@ -252,6 +280,9 @@ impl Dlq {
             .delete_message(entry.id)
             .await
             .map_err(|e| anyhow::anyhow!("DLQ entry {} was re-delivered but could not be removed: {e}", entry.id))?;
+        if let Some(headers) = entry.stored_headers() {
+            self.bus.remove_payload(&headers).await;
+        }
         Ok(Replayed { id: entry.id, subject, seq: published.seq, duplicate: published.duplicate, removed })
     }
 

@@ -50,6 +50,9 @@ pub enum FailureKind {
     MemoryLimit,
     /// The function finished but its output is not a valid response.
     InvalidResponse,
+    /// The function's response is larger than the payload limit (6 MiB, Lambda's
+    /// synchronous limit).
+    ResponseTooLarge,
     /// The platform could not run the function (artifact unreadable, sandbox pool exhausted).
     Platform,
 }
@@ -62,6 +65,7 @@ impl FailureKind {
             FailureKind::Timeout => "timeout",
             FailureKind::MemoryLimit => "memory_limit",
             FailureKind::InvalidResponse => "invalid_response",
+            FailureKind::ResponseTooLarge => "response_too_large",
             FailureKind::Platform => "platform_error",
         }
     }

@@ -307,8 +307,12 @@ impl Inner {
         }
         if stdout.overflowed() {
             return Err(fail(
-                FailureKind::InvalidResponse,
-                format!("the response is larger than {} MiB", MAX_RESPONSE_BYTES / MIB),
+                FailureKind::ResponseTooLarge,
+                format!(
+                    "the response is {} bytes, over the limit of {MAX_RESPONSE_BYTES} bytes ({} MiB)",
+                    stdout.written(),
+                    MAX_RESPONSE_BYTES / MIB
+                ),
                 logs,
             ));
         }

@@ -17,11 +17,18 @@ pub struct CappedOutput {
     cap: usize,
     buffer: Arc<Mutex<BytesMut>>,
     overflowed: Arc<AtomicBool>,
+    /// Everything the guest wrote, kept or not.
+    written: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl CappedOutput {
     pub fn new(cap: usize) -> Self {
-        Self { cap, buffer: Arc::new(Mutex::new(BytesMut::new())), overflowed: Arc::new(AtomicBool::new(false)) }
+        Self {
+            cap,
+            buffer: Arc::new(Mutex::new(BytesMut::new())),
+            overflowed: Arc::new(AtomicBool::new(false)),
+            written: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        }
     }
 
     /// What was kept.
@@ -34,7 +41,13 @@ impl CappedOutput {
         self.overflowed.load(Ordering::Relaxed)
     }
 
+    /// How many bytes the guest wrote in all, including those dropped past the cap.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
     fn append(&self, bytes: &[u8]) {
+        self.written.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         if let Ok(mut buffer) = self.buffer.lock() {
             let room = self.cap.saturating_sub(buffer.len());
             if bytes.len() > room {

@@ -1,0 +1,71 @@
+//! The embedded NATS server is supervised: killed with SIGKILL under load, `sluice up` logs
+//! its death and restarts it on the same port and store; `publish` works again, no accepted
+//! event is lost, and `.sluice/nats.json` names the new server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn state(project: &Project) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(project.path().join(".sluice/nats.json")).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_embedded_server_is_restarted_and_nothing_is_lost() {
+    let project = Project::new();
+    project.function("worker", "hello", "subscribe = [\"jobs\"]\nconcurrency = 8");
+    let up = project.up(None);
+    let first = state(&project);
+    let url = first["url"].as_str().unwrap().to_owned();
+    let server_pid = first["pid"].as_u64().unwrap() as i32;
+
+    let client = async_nats::connect(&url).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    for i in 0..300 {
+        publish_event(&js, "sluice.events.jobs", &format!("before-{i}"), r#"{"name":"x"}"#).await.await.unwrap();
+    }
+    unsafe {
+        libc::kill(server_pid, libc::SIGKILL);
+    }
+    up.wait_log("The embedded NATS server died", Duration::from_secs(10));
+    up.wait_log("Started the embedded NATS server again", Duration::from_secs(30));
+    let log = up.log();
+    assert!(log.contains("signal: 9"), "the exit status is logged: {log}");
+    up.wait_log("Reconnected to NATS", Duration::from_secs(30));
+
+    // The new server is recorded, on the same URL, and the old one was reaped (no zombie).
+    let second = state(&project);
+    assert_eq!(second["url"], first["url"], "same port");
+    assert_ne!(second["pid"], first["pid"], "a new process");
+    let stat = std::fs::read_to_string(format!("/proc/{server_pid}/stat")).unwrap_or_default();
+    assert!(stat.is_empty() || !stat.contains(") Z "), "the dead server was reaped: {stat}");
+
+    // Tools find it again and publishing works.
+    let started = Instant::now();
+    loop {
+        let out = project.sluice(&["publish", "jobs", "--id", "after-cli", "--data", r#"{"name":"y"}"#]);
+        if out.status.success() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "publish after the restart: {}", String::from_utf8_lossy(&out.stderr));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let client = async_nats::connect(&url).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    for i in 0..100 {
+        publish_event(&js, "sluice.events.jobs", &format!("after-{i}"), r#"{"name":"z"}"#).await.await.unwrap();
+    }
+
+    // Every accepted event was stored and acknowledged by the function (it never fails,
+    // and nothing went to the dead-letter stream).
+    assert_eq!(stream_count(&js, "SLUICE_EVENTS").await, 401, "every acknowledged publish survived the kill");
+    wait_idle(&js, "worker", Duration::from_secs(60)).await;
+    let stream = js.get_stream("SLUICE_EVENTS").await.unwrap();
+    let consumer = stream.consumer_info("worker").await.unwrap();
+    assert_eq!(consumer.ack_floor.stream_sequence, 401, "every event acknowledged: {consumer:?}");
+    assert_eq!(stream_count(&js, "SLUICE_DLQ").await, 0);
+}

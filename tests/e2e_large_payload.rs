@@ -1,0 +1,138 @@
+//! The 6 MiB payload contract on a server with the default 1 MiB `max_payload`: a 3 MiB
+//! event reaches its functions whole (claim check in the object store `sluice_payloads`), a
+//! 3 MiB response is chained with `on_success`, a dead letter of it shows and replays its
+//! body, and a 7 MiB event is refused with exit status 2 naming both sizes. Stored bodies go
+//! when their event's retention ends.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use futures::StreamExt as _;
+
+use common::*;
+
+const MIB: usize = 1024 * 1024;
+
+fn big_json(bytes: usize) -> String {
+    format!("{{\"pad\":\"{}\"}}", "x".repeat(bytes))
+}
+
+async fn object_names(js: &jetstream::Context) -> Vec<String> {
+    let Ok(store) = js.get_object_store("sluice_payloads").await else { return Vec::new() };
+    let mut list = store.list().await.unwrap();
+    let mut names = Vec::new();
+    while let Some(info) = list.next().await {
+        let info = info.unwrap();
+        if !info.deleted {
+            names.push(info.name);
+        }
+    }
+    names
+}
+
+async fn read_object(js: &jetstream::Context, name: &str) -> Vec<u8> {
+    let store = js.get_object_store("sluice_payloads").await.unwrap();
+    let mut object = store.get(name).await.unwrap();
+    let mut body = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut object, &mut body).await.unwrap();
+    body
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_over_max_payload_travel_through_the_object_store() {
+    let nats = NatsServer::start();
+    let project = Project::new();
+    project.function("echo", "flaky", "subscribe = [\"big\"]\non_success = \"echoed\"\nenv = { FLAKY_ECHO = \"1\" }");
+    project.function("failing", "flaky", "subscribe = [\"big\"]\nenv = { FLAKY_FAIL = \"1\" }\n[retry]\nmax_attempts = 1");
+    let _up = project.up(Some(&nats.url()));
+    let client = nats.client().await;
+    assert_eq!(client.server_info().max_payload, MIB, "the test needs the default max_payload");
+    let js = jetstream::new(client.clone());
+
+    let body = big_json(3 * MIB);
+    let file = project.path().join("big.json");
+    std::fs::write(&file, &body).unwrap();
+    let out = project.sluice(&["--nats", &nats.url(), "publish", "big", "--id", "big-1", "--file", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // `echo` got the whole body and its response was chained into a stored event.
+    wait_stream_count(&js, "SLUICE_EVENTS", 2, Duration::from_secs(60)).await;
+    let events = stream_messages(&js, "SLUICE_EVENTS").await;
+    let chained = events.iter().find(|m| m.subject.as_str() == "sluice.events.echoed").expect("the on_success event");
+    assert!(chained.payload.is_empty(), "the chained body is not inline");
+    let name = header(chained, "sluice-payload-ref").expect("a claim check").to_owned();
+    assert!(name.starts_with("events/"), "{name}");
+    let echoed: serde_json::Value = serde_json::from_slice(&read_object(&js, &name).await).unwrap();
+    assert_eq!(echoed, serde_json::from_str::<serde_json::Value>(&body).unwrap(), "the 3 MiB event arrived whole");
+    assert_eq!(header(chained, "sluice-payload-size").unwrap().parse::<usize>().unwrap(), read_object(&js, &name).await.len());
+
+    // `failing` dead-lettered it with the real cause; show and replay read the body back.
+    wait_stream_count(&js, "SLUICE_DLQ", 1, Duration::from_secs(60)).await;
+    let dead = stream_messages(&js, "SLUICE_DLQ").await;
+    assert_eq!(header(&dead[0], "sluice-error-kind"), Some("error"));
+    let dlq_object = header(&dead[0], "sluice-payload-ref").expect("the dead letter's body is stored").to_owned();
+    assert!(dlq_object.starts_with("dlq/"), "{dlq_object}");
+    let id = dead[0].sequence.to_string();
+    let out = project.sluice(&["--nats", &nats.url(), "--json", "dlq", "show", &id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["body"]["pad"].as_str().map(str::len), Some(3 * MIB), "dlq show reads the stored body");
+
+    let out = project.sluice(&["--nats", &nats.url(), "dlq", "replay", &id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The replay fails again and comes back as a new entry with its own stored body; the
+    // replayed entry's object is gone with it.
+    wait_stream_count(&js, "SLUICE_DLQ", 1, Duration::from_secs(60)).await;
+    let started = Instant::now();
+    loop {
+        let dead = stream_messages(&js, "SLUICE_DLQ").await;
+        if dead.iter().any(|m| m.sequence.to_string() != id) {
+            let again = dead.iter().find(|m| m.sequence.to_string() != id).unwrap();
+            assert_eq!(header(again, "sluice-replays"), Some("1"));
+            let stored = read_object(&js, header(again, "sluice-payload-ref").unwrap()).await;
+            assert_eq!(stored.len(), body.len(), "the replayed body was whole");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the replay never failed again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!object_names(&js).await.contains(&dlq_object), "the replayed entry's body was removed");
+
+    // Over the limit: refused before anything is sent.
+    std::fs::write(&file, big_json(7 * MIB)).unwrap();
+    let out = project.sluice(&["--nats", &nats.url(), "publish", "big", "--file", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&(7 * MIB + 10).to_string()) && stderr.contains("6291456"), "names both sizes: {stderr}");
+    assert_eq!(stderr.matches("6291456").count(), 1, "said once: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stored_bodies_go_with_their_events() {
+    let nats = NatsServer::start();
+    let project = Project::new();
+    let toml = std::fs::read_to_string(project.path().join("sluice.toml")).unwrap();
+    std::fs::write(project.path().join("sluice.toml"), format!("{toml}[bus]\nevents_max_age = \"3s\"\nduplicate_window = \"1s\"\n")).unwrap();
+    project.function("echo", "hello", "subscribe = [\"big\"]");
+    let up = project.up(Some(&nats.url()));
+    let client = nats.client().await;
+    let js = jetstream::new(client.clone());
+
+    let file = project.path().join("big.json");
+    std::fs::write(&file, big_json(2 * MIB)).unwrap();
+    let out = project.sluice(&["--nats", &nats.url(), "publish", "big", "--file", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(object_names(&js).await.len(), 1, "the body was stored");
+    wait_idle(&js, "echo", Duration::from_secs(30)).await;
+
+    let started = Instant::now();
+    while !object_names(&js).await.is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(60), "the stored body outlived its event; log:\n{}", up.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(up.log().contains("Removed stored bodies"), "{}", up.log());
+}
