@@ -71,7 +71,7 @@ async fn killing_the_stream_leader_loses_no_event() {
     assert!(unexpected.is_empty(), "finished events nobody published: {unexpected:?}");
 
     results.drain(Duration::from_millis(500)).await;
-    let lost_connection = up.log().matches("Lost the connection to NATS.").count();
+    let lost_connection = up.log().matches("Lost the connection to NATS").count();
     let dups = duplicates(&results.received);
     println!(
         "leader {leader} killed after {accepted_at_kill} of {EVENTS} events accepted; {new_leader} led after {:.1} s; \

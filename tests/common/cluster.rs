@@ -176,7 +176,9 @@ impl NatsCluster {
     pub async fn wait_ready(&self, limit: Duration) {
         let started = Instant::now();
         let client = self.client().await;
-        let js = jetstream::new(client);
+        // A request sent before the JetStream API is up gets no answer: do not wait long.
+        let mut js = jetstream::new(client);
+        js.set_timeout(Duration::from_millis(500));
         let config = stream::Config {
             name: "CHAOS_READY".into(),
             subjects: vec!["chaos.ready".into()],
