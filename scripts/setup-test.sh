@@ -96,3 +96,18 @@ fi
 sluice_psql "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots WHERE (slot_name LIKE 'sluice\_test\_%' OR slot_name LIKE 'sluice\_bench\_%') AND NOT active" >/dev/null
 export SLUICE_TEST_PG_DSN
 echo "setup: postgres: $SLUICE_TEST_PG_DSN (wal_level $(sluice_psql 'SHOW wal_level'))" >&2
+
+# iptables, for the partition test (tests/chaos_partition.rs drops packets inside a network
+# namespace of its own). That test needs root and is skipped without it, so iptables is
+# installed only when running as root.
+if ! command -v iptables >/dev/null && [ ! -x /usr/sbin/iptables ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup: installing the Debian package iptables" >&2
+    apt-get install -y -q iptables >&2 || { apt-get update -q >&2 && apt-get install -y -q iptables >&2; }
+  else
+    echo "setup: iptables is missing and this is not root: tests/chaos_partition.rs will be skipped" >&2
+  fi
+fi
+sluice_iptables=$(command -v iptables || true)
+[ -n "$sluice_iptables" ] || [ ! -x /usr/sbin/iptables ] || sluice_iptables=/usr/sbin/iptables
+echo "setup: iptables: ${sluice_iptables:-none}" >&2

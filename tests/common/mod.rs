@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod brokers;
+pub mod cluster;
+pub mod netns;
 pub mod postgres;
 pub mod s3;
 

@@ -1,0 +1,114 @@
+//! Only `sluice up` changes a stream: `publish`, `dlq list|stats|show|replay|purge` and
+//! `triggers list` run from a folder without a sluice.toml (default settings) leave
+//! SLUICE_EVENTS and SLUICE_DLQ at the replicas, max ages and duplicate window `up` set, on
+//! a 3-node cluster (R3) and on one server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use common::cluster::*;
+use common::*;
+
+/// What `up` set from the project's sluice.toml.
+struct Expected {
+    replicas: usize,
+}
+
+const EVENTS_MAX_AGE: Duration = Duration::from_secs(3600);
+const DLQ_MAX_AGE: Duration = Duration::from_secs(2 * 3600);
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(30);
+
+/// A project whose sluice.toml sets every stream setting away from its default, with a
+/// function that dead-letters every event at once.
+fn project(replicas: usize) -> Project {
+    let project = Project::new();
+    let path = project.path().join("sluice.toml");
+    let mut toml = std::fs::read_to_string(&path).unwrap();
+    toml.push_str(&format!(
+        "[bus]\nreplicas = {replicas}\nevents_max_age = \"1h\"\ndlq_max_age = \"2h\"\nduplicate_window = \"30s\"\n"
+    ));
+    std::fs::write(&path, toml).unwrap();
+    project.function(
+        "worker",
+        "flaky",
+        "subscribe = [\"jobs\"]\n[retry]\nmax_attempts = 1\nbackoff = { initial = \"50ms\", jitter = false }",
+    );
+    project
+}
+
+async fn assert_settings(js: &jetstream::Context, expected: &Expected, after: &str) {
+    for (name, max_age) in [("SLUICE_EVENTS", EVENTS_MAX_AGE), ("SLUICE_DLQ", DLQ_MAX_AGE)] {
+        let config = stream_info(js, name, Duration::from_secs(30)).await.config;
+        assert_eq!(config.num_replicas, expected.replicas, "{name}: replicas changed by {after}");
+        assert_eq!(config.max_age, max_age, "{name}: max_age changed by {after}");
+        assert_eq!(config.duplicate_window, DUPLICATE_WINDOW, "{name}: duplicate_window changed by {after}");
+    }
+}
+
+/// Runs every tool that talks to the bus from a folder with no sluice.toml, checking the
+/// streams after each.
+async fn tools_leave_the_streams(url: &str, js: &jetstream::Context, expected: &Expected) {
+    assert_settings(js, expected, "`sluice up`").await;
+    // No sluice.toml here: a tool that wrongly applied its settings would set the defaults
+    // (replicas 1, max age 7 days, duplicate window 2 minutes).
+    let elsewhere = Project { dir: tempfile::tempdir().unwrap() };
+    let tool = |args: &[&str]| {
+        let mut full = vec!["--nats", url, "--json"];
+        full.extend_from_slice(args);
+        let out = elsewhere.sluice(&full);
+        assert!(out.status.success(), "sluice {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or(serde_json::Value::Null)
+    };
+
+    tool(&["publish", "jobs", "--data", r#"{"fail":true}"#, "--id", "settings-poison-1"]);
+    assert_settings(js, expected, "`sluice publish`").await;
+    wait_stream_count(js, "SLUICE_DLQ", 1, Duration::from_secs(60)).await;
+
+    let listed = tool(&["dlq", "list"]);
+    assert_settings(js, expected, "`sluice dlq list`").await;
+    let id = listed["entries"][0]["id"].as_u64().unwrap_or_else(|| panic!("no dead letter listed: {listed}")).to_string();
+
+    tool(&["dlq", "stats"]);
+    assert_settings(js, expected, "`sluice dlq stats`").await;
+
+    tool(&["dlq", "show", &id]);
+    assert_settings(js, expected, "`sluice dlq show`").await;
+
+    tool(&["dlq", "replay", "--all"]);
+    assert_settings(js, expected, "`sluice dlq replay --all`").await;
+    // The replayed event fails again and is dead-lettered anew.
+    wait_stream_count(js, "SLUICE_DLQ", 1, Duration::from_secs(60)).await;
+
+    tool(&["dlq", "purge", "--all", "--yes"]);
+    assert_settings(js, expected, "`sluice dlq purge --all`").await;
+
+    tool(&["triggers", "list"]);
+    assert_settings(js, expected, "`sluice triggers list`").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tools_leave_r3_streams_on_a_cluster() {
+    let started = Instant::now();
+    let cluster = NatsCluster::start(3).await;
+    let project = project(3);
+    let urls = cluster.urls();
+    let _up = project.up(Some(&urls));
+    let js = jetstream::new(cluster.client().await);
+    tools_leave_the_streams(&urls, &js, &Expected { replicas: 3 }).await;
+    println!("cluster variant took {:.1} s", started.elapsed().as_secs_f64());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tools_leave_the_streams_on_one_server() {
+    let started = Instant::now();
+    let nats = NatsServer::start();
+    let project = project(1);
+    let _up = project.up(Some(&nats.url()));
+    let js = jetstream::new(nats.client().await);
+    tools_leave_the_streams(&nats.url(), &js, &Expected { replicas: 1 }).await;
+    println!("single-server variant took {:.1} s", started.elapsed().as_secs_f64());
+}
