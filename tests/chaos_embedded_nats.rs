@@ -69,3 +69,38 @@ async fn a_killed_embedded_server_is_restarted_and_nothing_is_lost() {
     assert_eq!(consumer.ack_floor.stream_sequence, 401, "every event acknowledged: {consumer:?}");
     assert_eq!(stream_count(&js, "SLUICE_DLQ").await, 0);
 }
+
+#[test]
+fn a_server_that_cannot_come_back_stops_up_with_the_reason() {
+    let project = Project::new();
+    project.function("worker", "hello", "subscribe = [\"jobs\"]");
+    // A copy of nats-server that the test can break once it runs.
+    let binary = project.path().join("nats-server");
+    std::fs::copy(nats_server_binary_path(), &binary).unwrap();
+    let mut up = project.up_with_env(None, &[("SLUICE_NATS_SERVER", binary.to_str().unwrap())]);
+    let server_pid = state(&project)["pid"].as_u64().unwrap() as i32;
+
+    std::fs::remove_file(&binary).unwrap();
+    std::fs::write(&binary, "#!/bin/sh\necho 'cannot start: broken on purpose' >&2\nexit 3\n").unwrap();
+    std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    unsafe {
+        libc::kill(server_pid, libc::SIGKILL);
+    }
+    // Restarts back off (0.2 s doubling) and give up after 5 within a minute.
+    let status = up.wait_exit(Duration::from_secs(60)).unwrap_or_else(|| panic!("`up` hung without its server:\n{}", up.log()));
+    let log = up.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("Cannot start the embedded NATS server again"), "{log}");
+    assert!(log.contains("was not started again"), "the reason is given: {log}");
+    assert!(log.contains("broken on purpose") || log.contains("exit status: 3"), "the cause is shown: {log}");
+}
+
+/// The nats-server the tests run, as an absolute path (to copy it).
+fn nats_server_binary_path() -> std::path::PathBuf {
+    let binary = nats_server_binary();
+    if binary.is_absolute() {
+        return binary;
+    }
+    let out = std::process::Command::new("sh").arg("-c").arg(format!("command -v {}", binary.display())).output().unwrap();
+    std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
