@@ -5,7 +5,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 target_dir="${CARGO_TARGET_DIR:-$root/target}/functions"
 cd "$root/functions"
-CARGO_TARGET_DIR="$target_dir" cargo build --quiet --release --target wasm32-wasip1
+echo "build-functions: building the example functions (functions/*) for wasm32-wasip1" \
+  "(the first time a minute or two on 2 cores; later seconds)" >&2
+CARGO_TARGET_DIR="$target_dir" cargo build --release --target wasm32-wasip1
 for dir in "$root"/functions/*/; do
   name=$(basename "$dir")
   artifact="$target_dir/wasm32-wasip1/release/$name.wasm"

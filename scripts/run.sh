@@ -7,7 +7,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 . scripts/setup.sh
 scripts/build-functions.sh
-cargo build --quiet --bin sluice
+# Cargo shows its progress on stderr; a fresh machine compiles every dependency once
+# (wasmtime, librdkafka, ...), later builds take seconds.
+echo "run: building sluice (first build on a fresh machine: ~20 min on 2 cores; later builds seconds)" >&2
+cargo build --bin sluice
 bin="${CARGO_TARGET_DIR:-$root/target}/debug/sluice"
 echo "sluice is at $bin; in another terminal: $bin publish greetings --data '{\"name\":\"Alice\"}'" >&2
 exec "$bin" up "$@"

@@ -24,14 +24,15 @@ export SLUICE_WEED
 echo "setup: weed: $SLUICE_WEED ($("$SLUICE_WEED" version 2>/dev/null | head -n 1))" >&2
 
 # Tansu 0.6.0, a Kafka-protocol broker (no Kafka package exists in the registries we can
-# reach). Built once per machine with cargo install (about 12 minutes on 2 cores).
+# reach). Built once per machine with cargo install (about 15 minutes on 2 cores).
 TANSU_VERSION=0.6.0
 if [ -z "${SLUICE_TANSU:-}" ] || [ ! -x "$SLUICE_TANSU" ]; then
   SLUICE_TANSU="$SLUICE_TOOLS_CACHE/tansu-$TANSU_VERSION/bin/tansu"
   if [ ! -x "$SLUICE_TANSU" ]; then
-    echo "setup: building tansu $TANSU_VERSION into $SLUICE_TOOLS_CACHE (once per machine, ~12 min)" >&2
+    echo "setup: building tansu $TANSU_VERSION (a Kafka-protocol broker for the Kafka tests) into $SLUICE_TOOLS_CACHE:" \
+      "once per machine, ~15 min on 2 cores; cargo's progress follows" >&2
     mkdir -p "$SLUICE_TOOLS_CACHE"
-    CARGO_TARGET_DIR="$SLUICE_TOOLS_CACHE/tansu-build" cargo install --quiet tansu --version "$TANSU_VERSION" \
+    CARGO_TARGET_DIR="$SLUICE_TOOLS_CACHE/tansu-build" cargo install tansu --version "$TANSU_VERSION" \
       --no-default-features --features dynostore --locked --root "$SLUICE_TOOLS_CACHE/tansu-$TANSU_VERSION" >&2
     rm -rf "$SLUICE_TOOLS_CACHE/tansu-build"
   fi

@@ -6,14 +6,22 @@ mod common;
 
 use common::*;
 
-fn assert_config_error(project: &Project, path: &std::path::Path, field: &str) {
-    for args in [&["functions", "list"][..], &["up"][..]] {
+/// `functions list`, `up` and `invoke` all refuse the project with status 2, naming the file
+/// and the field as `ConfigError` prints them (`<file>: field `<field>`: ...`). Returns the
+/// error output of `invoke`, for checks of the message.
+fn assert_config_error(project: &Project, path: &std::path::Path, field: &str) -> String {
+    let named = format!("{}: field `{field}`: ", path.display());
+    let event = project.path().join("event.json");
+    std::fs::write(&event, "{}").unwrap();
+    let event = event.display().to_string();
+    let mut stderr = String::new();
+    for args in [&["functions", "list"][..], &["up"][..], &["invoke", "a", "--event", &event][..]] {
         let out = project.sluice(args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains(&path.display().to_string()), "{args:?} names the file: {stderr}");
-        assert!(stderr.contains(field), "{args:?} names `{field}`: {stderr}");
+        assert!(stderr.contains(&named), "{args:?} names the file and field `{field}`: {stderr}");
     }
+    stderr
 }
 
 #[test]
@@ -66,6 +74,73 @@ fn unknown_runtime() {
     let project = Project::new();
     let path = project.raw_function("a", "name = \"a\"\nruntime = \"jvm\"\nmodule = \"a.jar\"\n");
     assert_config_error(&project, &path, "runtime");
+}
+
+#[test]
+fn overlapping_subscriptions() {
+    // JetStream refuses a consumer whose filter subjects overlap; the function's own file says so.
+    for (subscribe, says) in [
+        (r#"["x", "x"]"#, r#"subscribe lists "x" twice"#),
+        (r#"["a.>", "a.b"]"#, r#"subscribe entries "a.>" and "a.b" overlap (every "a.b" event also matches "a.>")"#),
+        (r#"["a.*", "a.b"]"#, r#"keep only "a.*""#),
+        (r#"["a.*.c", "a.b.*"]"#, r#"subscribe entries "a.*.c" and "a.b.*" overlap (an event on "a.b.c" matches both): nats-server"#),
+    ] {
+        let project = Project::new();
+        project.function("a", "hello", &format!("subscribe = {subscribe}"));
+        let path = project.path().join("functions/a/function.toml");
+        let stderr = assert_config_error(&project, &path, "subscribe");
+        assert!(stderr.contains(says), "{subscribe}: {stderr}");
+        assert!(stderr.contains("refuse"), "says that the server refuses it: {stderr}");
+    }
+}
+
+#[test]
+fn a_module_that_is_not_webassembly() {
+    let project = Project::new();
+    let dir = project.path().join("functions/a");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("run.sh"), "#!/bin/sh\necho hello world\n").unwrap();
+    let path = project.raw_function("a", "name = \"a\"\nruntime = \"wasm\"\nmodule = \"run.sh\"\n");
+    let stderr = assert_config_error(&project, &path, "module");
+    assert!(stderr.contains(r##"is not a WebAssembly module: it starts with "#!/bin/sh\necho h...""##), "{stderr}");
+    assert!(!stderr.contains("expected ("), "no text-format parser error: {stderr}");
+}
+
+#[test]
+fn text_modules_need_the_wat_extension() {
+    let project = Project::new();
+    let dir = project.path().join("functions/a");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = "(module (memory 1) (func (export \"_start\")))";
+    std::fs::write(dir.join("a.wasm"), text).unwrap();
+    let path = project.raw_function("a", "name = \"a\"\nruntime = \"wasm\"\nmodule = \"a.wasm\"\n");
+    let stderr = assert_config_error(&project, &path, "module");
+    assert!(stderr.contains(r#"it starts with "(module (memory ...""#), "{stderr}");
+    // The same text in a `.wat` file runs.
+    std::fs::write(dir.join("a.wat"), text).unwrap();
+    project.raw_function("a", "name = \"a\"\nruntime = \"wasm\"\nmodule = \"a.wat\"\n");
+    let out = project.sluice(&["invoke", "a"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn initial_memory_over_memory_mb() {
+    let project = Project::new();
+    let dir = project.path().join("functions/a");
+    std::fs::create_dir_all(&dir).unwrap();
+    let module = wat::parse_str("(module (memory 2080) (func (export \"_start\")))").unwrap();
+    std::fs::write(dir.join("big.wasm"), module).unwrap();
+    let path = project.raw_function("a", "name = \"a\"\nruntime = \"wasm\"\nmodule = \"big.wasm\"\nmemory_mb = 64\n");
+    let stderr = assert_config_error(&project, &path, "memory_mb");
+    assert!(
+        stderr.contains("the module asks for an initial memory of 130 MiB (2080 pages) but memory_mb = 64; raise memory_mb"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("cached module"), "no cache warning: {stderr}");
+    // With room for it, the module runs.
+    project.raw_function("a", "name = \"a\"\nruntime = \"wasm\"\nmodule = \"big.wasm\"\nmemory_mb = 130\n");
+    let out = project.sluice(&["invoke", "a"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

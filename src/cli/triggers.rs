@@ -34,8 +34,9 @@ struct Row {
     timezone: Option<String>,
     /// RFC 3339 in the trigger's timezone.
     next: Vec<String>,
-    /// Health last reported by a running `sluice up` (none if unknown): starting, healthy,
-    /// unhealthy, stopped.
+    /// Health last reported by a running `sluice up`: starting, healthy, unhealthy, stopped;
+    /// none when no report exists, `unknown` when the reports could not be read (no NATS
+    /// server reachable; a note on stderr says why).
     status: Option<String>,
     /// What is wrong, or what it consumes.
     message: Option<String>,
@@ -80,14 +81,46 @@ fn row(def: &TriggerDef, count: usize) -> anyhow::Result<Row> {
     })
 }
 
-/// The health each trigger last reported in `sluice_state`, if a server is reachable.
-async fn add_health(ctx: &Context, settings: &crate::config::Settings, rows: &mut [Row]) {
-    let Ok(url) = ctx.nats_url(settings) else { return };
-    let options = async_nats::ConnectOptions::new().connection_timeout(std::time::Duration::from_secs(2));
-    let connect = tokio::time::timeout(std::time::Duration::from_secs(3), options.connect(url.as_str()));
-    let Ok(Ok(client)) = connect.await else { return };
+/// The health each trigger last reported in `sluice_state`. When the reports cannot be read,
+/// every row's status is `unknown` and the returned note says why and what to do.
+async fn add_health(ctx: &Context, project: &crate::config::Project, rows: &mut [Row]) -> Result<(), String> {
+    let result = read_health(ctx, project, rows).await;
+    if result.is_err() {
+        for row in rows.iter_mut() {
+            row.status = Some(UNKNOWN.to_owned());
+        }
+    }
+    result
+}
+
+/// The status of every trigger when `sluice_state` could not be read.
+const UNKNOWN: &str = "unknown";
+
+async fn read_health(ctx: &Context, project: &crate::config::Project, rows: &mut [Row]) -> Result<(), String> {
+    const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+    let bucket = crate::bus::STATE_BUCKET;
+    let not_shown = format!("trigger health from {bucket} is not shown (status {UNKNOWN}); start `sluice up` or pass --nats URL");
+    let Ok(url) = ctx.nats_url(&project.settings) else {
+        return Err(format!(
+            "note: cannot reach NATS (none is configured with --nats, SLUICE_NATS_URL or [nats] url, and no `sluice up` \
+             is running in {}): {not_shown}",
+            project.dir.display()
+        ));
+    };
+    let options = async_nats::ConnectOptions::new().connection_timeout(TIMEOUT);
+    let connect = tokio::time::timeout(TIMEOUT + std::time::Duration::from_secs(1), options.connect(url.as_str()));
+    let client = match connect.await {
+        Ok(Ok(client)) => client,
+        Ok(Err(error)) => return Err(format!("note: cannot reach NATS at {url} ({error}): {not_shown}")),
+        Err(_) => return Err(format!("note: cannot reach NATS at {url} (no answer within 3s): {not_shown}")),
+    };
     let js = async_nats::jetstream::new(client);
-    let Ok(store) = js.get_key_value(crate::bus::STATE_BUCKET).await else { return };
+    let store = js.get_key_value(bucket).await.map_err(|error| {
+        format!(
+            "note: NATS at {url} has no KV bucket {bucket} ({error}): no `sluice up` has run against this server, so no \
+             trigger has reported its health (status {UNKNOWN})"
+        )
+    })?;
     for row in rows {
         if let Some(report) = crate::triggers::health::read(&store, &row.name).await {
             row.status = Some(report.status.to_string());
@@ -96,6 +129,7 @@ async fn add_health(ctx: &Context, settings: &crate::config::Settings, rows: &mu
             row.details = (!report.details.is_empty()).then_some(report.details);
         }
     }
+    Ok(())
 }
 
 /// The replication slot of each postgres trigger, read from PostgreSQL itself: a slot that
@@ -160,7 +194,11 @@ pub async fn run(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
     let rows: Vec<Row> = match &command {
         Command::List => {
             let mut rows = project.triggers.iter().map(|t| row(t, 3)).collect::<anyhow::Result<Vec<_>>>()?;
-            add_health(ctx, &project.settings, &mut rows).await;
+            if !rows.is_empty() {
+                if let Err(note) = add_health(ctx, &project, &mut rows).await {
+                    eprintln!("{note}");
+                }
+            }
             add_slots(&project.triggers, &mut rows);
             rows
         }
@@ -193,6 +231,7 @@ pub async fn run(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
     for r in &rows {
         let status = match (&r.status, &r.since) {
             (Some(status), Some(since)) => format!("{status} ({})", crate::triggers::health::ago(since)),
+            (Some(status), None) => status.clone(),
             _ => "-".to_owned(),
         };
         let slot = r.details.as_ref().and_then(slot_summary);

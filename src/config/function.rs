@@ -195,6 +195,9 @@ impl FunctionConfig {
                 return field("subscribe", m);
             }
         }
+        if let Some(m) = overlapping_filters(&self.subscribe) {
+            return field("subscribe", m);
+        }
         if let Some(topic) = &self.on_success {
             if let Err(m) = super::validate_topic(topic, false) {
                 return field("on_success", m);
@@ -242,6 +245,83 @@ pub fn subject_matches(pattern: &str, subject: &str) -> bool {
             (Some("*"), Some(_)) => {}
             (Some(p), Some(s)) if p == s => {}
             (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// The first pair of `subscribe` entries that overlap, described with what to do. Each entry
+/// becomes a filter subject of the function's one consumer, and JetStream refuses a consumer
+/// whose filters overlap, so this is checked up front. Every server refuses a filter that
+/// covers another (`a.>` and `a.b`, or one twice); servers from nats-server PR #5224 (2024) to
+/// PR #7810 (2026) also refuse filters that merely cross (`a.*.c` and `a.b.*`, both matching
+/// `a.b.c`), and Sluice supports those servers, so it refuses any overlap.
+fn overlapping_filters(subscribe: &[String]) -> Option<String> {
+    const REFUSED: &str = "JetStream refuses overlapping filters of one consumer";
+    for (i, first) in subscribe.iter().enumerate() {
+        for second in &subscribe[i + 1..] {
+            let Some(witness) = collision(first, second) else { continue };
+            let message = if first == second {
+                format!("subscribe lists {first:?} twice: {REFUSED}; keep one")
+            } else if covers(first, second) {
+                format!(
+                    "subscribe entries {first:?} and {second:?} overlap (every {second:?} event also matches {first:?}): \
+                     {REFUSED}; keep only {first:?}"
+                )
+            } else if covers(second, first) {
+                format!(
+                    "subscribe entries {first:?} and {second:?} overlap (every {first:?} event also matches {second:?}): \
+                     {REFUSED}; keep only {second:?}"
+                )
+            } else {
+                format!(
+                    "subscribe entries {first:?} and {second:?} overlap (an event on {witness:?} matches both): \
+                     nats-server releases of 2024 and 2025 refuse such a consumer (newer ones accept filters that \
+                     only cross), so it is refused whatever the server; use one wider filter that covers both, or \
+                     narrower ones that do not overlap"
+                )
+            };
+            return Some(message);
+        }
+    }
+    None
+}
+
+/// A concrete subject both patterns match, if there is one: the overlap rule nats-server
+/// applies to the filters of one consumer (`SubjectsCollide`). Token by token, `*` matches
+/// any one token and `>` one or more remaining tokens; patterns of different lengths meet
+/// only where the shorter one ends in a `>` that covers the rest.
+fn collision(a: &str, b: &str) -> Option<String> {
+    // Stands in for a token matched only by wildcards.
+    const ANY: &str = "x";
+    let concrete = |token: &str| if token == "*" || token == ">" { ANY.to_owned() } else { token.to_owned() };
+    let (mut a, mut b) = (a.split('.'), b.split('.'));
+    let mut subject: Vec<String> = Vec::new();
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return Some(subject.join(".")),
+            (Some(">"), Some(other)) | (Some(other), Some(">")) => {
+                // `>` takes whatever the other pattern still needs (at least one token).
+                let rest = if a.clone().next().is_some() { &mut a } else { &mut b };
+                subject.push(concrete(other));
+                subject.extend(rest.map(concrete));
+                return Some(subject.join("."));
+            }
+            (Some("*"), Some(other)) | (Some(other), Some("*")) => subject.push(concrete(other)),
+            (Some(x), Some(y)) if x == y => subject.push(x.to_owned()),
+            _ => return None,
+        }
+    }
+}
+
+/// Whether every subject `narrow` matches is also matched by `wide`.
+fn covers(wide: &str, narrow: &str) -> bool {
+    let (mut wide, mut narrow) = (wide.split('.'), narrow.split('.'));
+    loop {
+        match (wide.next(), narrow.next()) {
+            (Some(">"), Some(_)) | (None, None) => return true,
+            (Some("*"), Some(n)) if n != ">" => {}
+            (Some(w), Some(n)) if w == n => {}
             _ => return false,
         }
     }
@@ -295,6 +375,101 @@ mod tests {
         assert_eq!(f.check().unwrap_err().0, "buckets");
         f.buckets = vec!["a:rw".into(), "b".into()];
         assert!(f.check().is_ok());
+    }
+
+    fn subscribing(topics: &[&str]) -> Result<(), (String, String)> {
+        let mut f = parse("name = \"a\"\nruntime = \"wasm\"\nmodule = \"a.wasm\"\n").unwrap();
+        f.subscribe = topics.iter().map(|t| (*t).to_owned()).collect();
+        f.check()
+    }
+
+    #[test]
+    fn overlapping_subscriptions_are_refused() {
+        let (field, message) = subscribing(&["x", "x"]).unwrap_err();
+        assert_eq!(field, "subscribe");
+        assert_eq!(message, "subscribe lists \"x\" twice: JetStream refuses overlapping filters of one consumer; keep one");
+        let (field, message) = subscribing(&["a.>", "a.b"]).unwrap_err();
+        assert_eq!(field, "subscribe");
+        assert_eq!(
+            message,
+            "subscribe entries \"a.>\" and \"a.b\" overlap (every \"a.b\" event also matches \"a.>\"): \
+             JetStream refuses overlapping filters of one consumer; keep only \"a.>\""
+        );
+        let (_, message) = subscribing(&["a.b", "a.*"]).unwrap_err();
+        assert!(message.contains("every \"a.b\" event also matches \"a.*\"") && message.ends_with("keep only \"a.*\""), "{message}");
+        let (_, message) = subscribing(&["a.*.c", "a.b.*"]).unwrap_err();
+        assert!(message.contains("an event on \"a.b.c\" matches both"), "{message}");
+        assert!(message.contains("\"a.*.c\" and \"a.b.*\""), "{message}");
+        // The pair is found wherever it sits in the list.
+        let (_, message) = subscribing(&["orders.created", "users.*", "audit.>", "users.deleted"]).unwrap_err();
+        assert!(message.contains("\"users.*\" and \"users.deleted\""), "{message}");
+        // Disjoint filters pass.
+        assert!(subscribing(&["a.b", "a.c", "a.*.c", "a.b.d", "b.>", "a"]).is_ok());
+        assert!(subscribing(&["a.*", "a.b.c", "*.b.c.d"]).is_ok());
+    }
+
+    #[test]
+    fn collision_follows_the_servers_rule() {
+        for (a, b, witness) in [
+            ("x", "x", Some("x")),
+            ("a.>", "a.b", Some("a.b")),
+            ("a.*", "a.b", Some("a.b")),
+            ("a.*.c", "a.b.*", Some("a.b.c")),
+            ("*.b", "a.*", Some("a.b")),
+            ("a.>", "a.b.c.>", Some("a.b.c.x")),
+            ("a.b.*", "a.>", Some("a.b.x")),
+            (">", "*", Some("x")),
+            ("*.*", "a.>", Some("a.x")),
+            ("a.>", "a", None),
+            ("a.*", "a.b.c", None),
+            ("a.*.c", "a.b.d", None),
+            ("*", "a.b", None),
+            ("a.b", "a.c", None),
+        ] {
+            assert_eq!(collision(a, b).as_deref(), witness, "{a} vs {b}");
+            assert_eq!(collision(b, a).is_some(), witness.is_some(), "{b} vs {a}");
+        }
+    }
+
+    /// Every pattern over a small alphabet, against every subject that could tell them
+    /// apart: two patterns collide exactly when some subject matches both, the witness is
+    /// such a subject, and `covers` agrees with matching.
+    #[test]
+    fn collision_and_cover_agree_with_matching() {
+        fn words(alphabet: &[&str], max_len: usize) -> Vec<String> {
+            let mut out: Vec<String> = Vec::new();
+            let mut layer: Vec<String> = vec![String::new()];
+            for _ in 0..max_len {
+                layer = layer
+                    .iter()
+                    .flat_map(|prefix| {
+                        alphabet.iter().map(move |t| if prefix.is_empty() { (*t).to_owned() } else { format!("{prefix}.{t}") })
+                    })
+                    .collect();
+                out.extend(layer.iter().cloned());
+            }
+            out
+        }
+        let patterns: Vec<String> = words(&["a", "b", "*", ">"], 3)
+            .into_iter()
+            .filter(|p| crate::config::validate_topic(p, true).is_ok())
+            .collect();
+        // Patterns have up to 3 tokens, so subjects of up to 4 tokens over their literals
+        // plus one other ("x") decide every question.
+        let subjects = words(&["a", "b", "x"], 4);
+        for a in &patterns {
+            let matched_a: Vec<&String> = subjects.iter().filter(|s| subject_matches(a, s)).collect();
+            for b in &patterns {
+                let both = matched_a.iter().any(|s| subject_matches(b, s));
+                let witness = collision(a, b);
+                assert_eq!(witness.is_some(), both, "{a} vs {b}");
+                if let Some(w) = witness {
+                    assert!(subject_matches(a, &w) && subject_matches(b, &w), "{a} vs {b}: witness {w}");
+                }
+                let covered = subjects.iter().filter(|s| subject_matches(b, s)).all(|s| subject_matches(a, s));
+                assert_eq!(covers(a, b), covered, "{a} covers {b}");
+            }
+        }
     }
 
     #[test]

@@ -215,11 +215,127 @@ fn load_functions(dir: &Path) -> Result<Vec<FunctionDef>, ConfigError> {
                 ),
             ));
         }
+        if let Err((field, message)) = check_module(&config, &module_path) {
+            return Err(ConfigError::new(&path, Some(field), message));
+        }
         seen.insert(config.name.clone(), path.clone());
         functions.push(FunctionDef { config, path, module_path });
     }
     functions.sort_by(|a, b| a.config.name.cmp(&b.config.name));
     Ok(functions)
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// What the runtime would refuse about a function's module, found without compiling it, with
+/// the field to blame: a file that is not WebAssembly (`module`), or an initial linear memory
+/// larger than `memory_mb` allows (`memory_mb`). Binary modules only, except that a file named
+/// `*.wat` may hold the text format.
+fn check_module(config: &FunctionConfig, module_path: &Path) -> Result<(), (&'static str, String)> {
+    let shown = module_path.display();
+    let bytes = std::fs::read(module_path).map_err(|e| ("module", format!("cannot read {shown}: {e}")))?;
+    let binary = if module_path.extension().is_some_and(|e| e == "wat") {
+        wat::parse_bytes(&bytes)
+            .map_err(|e| ("module", format!("{shown} is not valid WebAssembly text: {e}")))?
+            .into_owned()
+    } else {
+        check_header(&bytes).map_err(|m| ("module", format!("{shown} {m}")))?;
+        bytes
+    };
+    let limit = u64::from(config.memory_mb) * MIB;
+    for memory in initial_memories(&binary).map_err(|e| ("module", format!("{shown} is not a valid WebAssembly module: {e}")))? {
+        let bytes = memory.initial.saturating_mul(u64::from(memory.page_size()));
+        if bytes > limit {
+            return Err((
+                "memory_mb",
+                format!(
+                    "the module asks for an initial memory of {} ({} pages) but memory_mb = {}; \
+                     raise memory_mb or shrink the module's initial memory",
+                    mebibytes(bytes),
+                    memory.initial,
+                    config.memory_mb
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the 8-byte preamble of a binary core module: `\0asm` and version 1.
+fn check_header(bytes: &[u8]) -> Result<(), String> {
+    const BUILD: &str = "build the function for wasm32-wasip1 (a WASI preview-1 command module)";
+    if bytes.is_empty() {
+        return Err(format!("is empty, not a WebAssembly module; {BUILD}"));
+    }
+    if !bytes.starts_with(b"\0asm") {
+        return Err(format!("is not a WebAssembly module: it starts with {}; {BUILD}", first_bytes(bytes)));
+    }
+    match bytes.get(4..8) {
+        Some([1, 0, 0, 0]) => Ok(()),
+        Some([_, _, 1, 0]) => Err(format!(
+            "is a WebAssembly component, but runtime \"wasm\" runs core modules; {BUILD}"
+        )),
+        _ => Err(format!("is not a WebAssembly module this runtime can run: it starts with {}", first_bytes(bytes))),
+    }
+}
+
+/// Up to the first 16 bytes, readably: as text when they are text (`"#!/bin/sh\n..."`),
+/// else in hex (`7f 45 4c 46 02 01 01 00 ... (hex)`).
+fn first_bytes(bytes: &[u8]) -> String {
+    const SHOWN: usize = 16;
+    let head = &bytes[..bytes.len().min(SHOWN)];
+    let more = if bytes.len() > SHOWN { "..." } else { "" };
+    let text = match std::str::from_utf8(head) {
+        Ok(text) => Some(text),
+        // A multi-byte character cut at the end of the window.
+        Err(e) if e.error_len().is_none() => std::str::from_utf8(&head[..e.valid_up_to()]).ok(),
+        Err(_) => None,
+    };
+    match text {
+        Some(text) if !text.is_empty() && text.chars().all(|c| !c.is_control() || c.is_ascii_whitespace()) => {
+            let escaped = format!("{text:?}");
+            format!("{}{more}\"", escaped.strip_suffix('"').unwrap_or(&escaped))
+        }
+        _ => {
+            let hex: Vec<String> = head.iter().map(|b| format!("{b:02x}")).collect();
+            format!("{}{} (hex)", hex.join(" "), if more.is_empty() { "" } else { " ..." })
+        }
+    }
+}
+
+/// `130 MiB`, or `4.1 MiB` when not a whole number.
+fn mebibytes(bytes: u64) -> String {
+    if bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / MIB as f64)
+    }
+}
+
+/// The linear memories a binary module defines or imports, with their initial sizes.
+fn initial_memories(binary: &[u8]) -> wasmparser::Result<Vec<wasmparser::MemoryType>> {
+    use wasmparser::{Payload, TypeRef};
+    let mut memories = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(binary) {
+        match payload? {
+            Payload::ImportSection(imports) => {
+                for import in imports.into_imports() {
+                    if let TypeRef::Memory(memory) = import?.ty {
+                        memories.push(memory);
+                    }
+                }
+            }
+            Payload::MemorySection(section) => {
+                for memory in section {
+                    memories.push(memory?);
+                }
+            }
+            // Memories are declared before any code; the rest is not needed.
+            Payload::CodeSectionStart { .. } | Payload::DataSection(_) => break,
+            _ => {}
+        }
+    }
+    Ok(memories)
 }
 
 /// Reads every `triggers/*.toml`; the file name (without `.toml`) is the trigger's name.
@@ -298,5 +414,37 @@ mod tests {
         std::fs::write(dir.path().join("sluice.toml"), "[nats]\nurl = [\"nats://a:4222\", \"nats://b:x\"]\n").unwrap();
         let error = Settings::load(dir.path()).unwrap_err();
         assert_eq!(error.field.as_deref(), Some("nats.url"), "{error}");
+    }
+
+    #[test]
+    fn first_bytes_read_as_text_or_hex() {
+        assert_eq!(first_bytes(b"#!/bin/sh\necho hello world\n"), r##""#!/bin/sh\necho h...""##);
+        assert_eq!(first_bytes(b"hi\n"), r#""hi\n""#);
+        assert_eq!(first_bytes(b"\x7fELF\x02\x01\x01\x00"), "7f 45 4c 46 02 01 01 00 (hex)");
+        assert_eq!(first_bytes(&[0u8; 20]), format!("{} ... (hex)", ["00"; 16].join(" ")));
+        // A character cut at the window's edge is still text.
+        assert_eq!(first_bytes("aéééééééé".as_bytes()), "\"aééééééé...\"");
+        assert_eq!(first_bytes(b"say \"hi\""), r#""say \"hi\"""#);
+    }
+
+    #[test]
+    fn headers_name_what_the_file_is() {
+        assert!(check_header(b"\0asm\x01\0\0\0").is_ok());
+        assert!(check_header(b"").unwrap_err().starts_with("is empty"));
+        assert!(check_header(b"(module)").unwrap_err().contains(r#"it starts with "(module)""#));
+        assert!(check_header(b"\0asm\x0d\0\x01\0").unwrap_err().contains("component"));
+        assert!(check_header(b"\0asm").unwrap_err().contains("not a WebAssembly module this runtime can run"));
+    }
+
+    #[test]
+    fn initial_memory_is_read_from_definitions_and_imports() {
+        let defined = wat::parse_str("(module (memory 2080) (func (export \"_start\")))").unwrap();
+        let pages: Vec<u64> = initial_memories(&defined).unwrap().iter().map(|m| m.initial).collect();
+        assert_eq!(pages, [2080]);
+        let imported = wat::parse_str("(module (import \"env\" \"memory\" (memory 3 10)))").unwrap();
+        let pages: Vec<u64> = initial_memories(&imported).unwrap().iter().map(|m| m.initial).collect();
+        assert_eq!(pages, [3]);
+        assert_eq!(mebibytes(2080 * 65536), "130 MiB");
+        assert_eq!(mebibytes(65 * 65536), "4.1 MiB");
     }
 }

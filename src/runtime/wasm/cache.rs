@@ -20,30 +20,38 @@ pub fn cache_path(engine: &Engine, cache_dir: &Path, bytes: &[u8]) -> PathBuf {
 
 /// Loads `bytes` as a module, from the cache when it holds it, compiling and storing it
 /// otherwise. A cache that cannot be written only costs a compile next time.
+///
+/// Loading checks the module against this engine's limits (the instance pool's memory size),
+/// so a cached file can fail to load for reasons that are the module's, not the cache's: the
+/// file is called unreadable only when a fresh compile of the same bytes does load, and only
+/// a compiled module that loads is stored.
 pub fn load(engine: &Engine, cache_dir: &Path, bytes: &[u8]) -> anyhow::Result<Module> {
     let path = cache_path(engine, cache_dir, bytes);
+    let mut unreadable = None;
     if path.is_file() {
         // SAFETY: the file was written by `store` below from `Engine::precompile_module`
         // output, under a name that includes the hash of the engine's compatibility
         // settings; wasmtime additionally checks its header before running it.
         match unsafe { Module::deserialize_file(engine, &path) } {
             Ok(module) => return Ok(module),
-            Err(error) => {
-                tracing::warn!(path = %path.display(), %error, "Ignoring an unreadable cached module.");
-            }
+            Err(error) => unreadable = Some(error),
         }
     }
     let compiled = engine
         .precompile_module(bytes)
         .map_err(|e| anyhow::anyhow!("{e:?}"))
         .context("compiling the module")?;
+    // SAFETY: `compiled` was produced by this engine a moment ago.
+    let module = unsafe { Module::deserialize(engine, &compiled) }
+        .map_err(|e| anyhow::anyhow!("{e:?}"))
+        .context("loading the compiled module")?;
+    if let Some(error) = unreadable {
+        tracing::warn!(path = %path.display(), %error, "Replacing an unreadable cached module.");
+    }
     if let Err(error) = store(&path, &compiled) {
         tracing::warn!(path = %path.display(), %error, "Cannot cache the compiled module.");
     }
-    // SAFETY: `compiled` was produced by this engine a moment ago.
-    unsafe { Module::deserialize(engine, &compiled) }
-        .map_err(|e| anyhow::anyhow!("{e:?}"))
-        .context("loading the compiled module")
+    Ok(module)
 }
 
 /// Compiles `bytes` into the cache without loading it (ahead-of-time deployment).
@@ -65,4 +73,43 @@ fn store(path: &Path, compiled: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, compiled)?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
+    use super::*;
+    use crate::runtime::wasm::engine::{build, EngineLimits};
+
+    fn engine(max_memory_mb: usize) -> Engine {
+        build(EngineLimits { instances: 4, max_memory_bytes: max_memory_mb << 20 }).unwrap()
+    }
+
+    #[test]
+    fn a_module_the_engine_refuses_is_not_cached() {
+        let engine = engine(64);
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = wat::parse_str("(module (memory 2080) (func (export \"_start\")))").unwrap();
+        for _ in 0..2 {
+            let error = format!("{:#}", load(&engine, dir.path(), &bytes).unwrap_err());
+            assert!(error.contains("memory"), "{error}");
+            assert!(!cache_path(&engine, dir.path(), &bytes).exists(), "a module that cannot load was cached");
+        }
+        let small = wat::parse_str("(module (memory 1) (func (export \"_start\")))").unwrap();
+        load(&engine, dir.path(), &small).unwrap();
+        assert!(cache_path(&engine, dir.path(), &small).is_file());
+    }
+
+    #[test]
+    fn an_unreadable_cached_file_is_replaced() {
+        let engine = engine(64);
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = wat::parse_str("(module (memory 1) (func (export \"_start\")))").unwrap();
+        let path = cache_path(&engine, dir.path(), &bytes);
+        std::fs::write(&path, b"not a compiled module").unwrap();
+        load(&engine, dir.path(), &bytes).unwrap();
+        // SAFETY: written by `load` from this engine's output just now.
+        unsafe { Module::deserialize_file(&engine, &path) }.unwrap();
+    }
 }
