@@ -303,10 +303,11 @@ pub fn event<M: Message>(trigger: &str, brokers: &str, message: &M) -> Event {
     kafka.bootstrap_servers = Some(brokers.to_owned());
     kafka.records = HashMap::from([(format!("{}-{}", message.topic(), message.partition()), vec![record])]);
     // Lambda sends the timestamp as a number of milliseconds; the crate writes a string.
+    // The number is that of `time`: a record's own timestamp when it is a time at all.
     let mut json = serde_json::to_value(&kafka).unwrap_or_default();
     if let Some(records) = json.get_mut("records").and_then(serde_json::Value::as_object_mut) {
         for record in records.values_mut().filter_map(serde_json::Value::as_array_mut).flatten() {
-            record["timestamp"] = serde_json::Value::from(timestamp);
+            record["timestamp"] = serde_json::Value::from(time.timestamp_millis());
         }
     }
     let data = serde_json::to_vec(&json).unwrap_or_default();
