@@ -486,19 +486,23 @@ fn regression_deeply_nested_array_text() {
 }
 
 /// Found by `kafka_records_become_lambda_events`: a record whose timestamp is not a time
-/// (the event falls back to now) carried the raw number, which a Lambda handler refuses.
+/// (the event falls back to now) carried the raw number, and one before 1970 a negative
+/// number; a Lambda handler refuses both.
 #[test]
 fn regression_kafka_timestamp_out_of_range() {
-    let message = rdkafka::message::OwnedMessage::new(
-        None,
-        None,
-        "a".into(),
-        rdkafka::message::Timestamp::CreateTime(8_210_266_876_800_000),
-        0,
-        0,
-        None,
-    );
-    let event = sluice::triggers::kafka::event("t", "127.0.0.1:9092", &message);
-    let parsed: KafkaEvent = serde_json::from_slice(&event.data).unwrap();
-    assert_eq!(parsed.records["a-0"][0].timestamp.0.timestamp_millis(), event.time.timestamp_millis());
+    for timestamp in [8_210_266_876_800_000, -1, -1_000] {
+        let message = rdkafka::message::OwnedMessage::new(
+            None,
+            None,
+            "a".into(),
+            rdkafka::message::Timestamp::CreateTime(timestamp),
+            0,
+            0,
+            None,
+        );
+        let event = sluice::triggers::kafka::event("t", "127.0.0.1:9092", &message);
+        assert!(serde_json::from_slice::<KafkaEvent>(&event.data).is_ok(), "{timestamp}");
+        let json: Value = serde_json::from_slice(&event.data).unwrap();
+        assert_eq!(json["records"]["a-0"][0]["timestamp"], json!(event.time.timestamp_millis()));
+    }
 }

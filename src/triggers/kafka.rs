@@ -280,7 +280,9 @@ pub fn event<M: Message>(trigger: &str, brokers: &str, message: &M) -> Event {
         Timestamp::LogAppendTime(ms) => (ms, "LOG_APPEND_TIME"),
         Timestamp::NotAvailable => (Utc::now().timestamp_millis(), "NO_TIMESTAMP_TYPE"),
     };
-    let time = DateTime::<Utc>::from_timestamp_millis(timestamp).unwrap_or_else(Utc::now);
+    // A time before 1970 is no Kafka timestamp (brokers refuse them), and Lambda's record
+    // cannot carry one: such a record gets the time it was read, as one without a timestamp.
+    let time = DateTime::<Utc>::from_timestamp_millis(timestamp).filter(|_| timestamp >= 0).unwrap_or_else(Utc::now);
     let mut headers = Vec::new();
     if let Some(list) = message.headers() {
         for header in list.iter() {
