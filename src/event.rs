@@ -6,6 +6,8 @@
 //! `ce-*` headers is still an event: its id comes from its stream position and its type is
 //! [`RAW_TYPE`].
 
+use std::borrow::Cow;
+
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -62,25 +64,28 @@ impl Event {
     }
 
     /// The headers of this event in CloudEvents binary mode, with `Nats-Msg-Id` = id.
+    ///
+    /// A header value cannot hold a line break: one in an attribute or extension (an MQTT
+    /// topic, a `--subject` flag) is sent as a space.
     pub fn to_headers(&self) -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert(CE_SPECVERSION, SPEC_VERSION);
-        headers.insert(CE_ID, self.id.as_str());
-        headers.insert(CE_SOURCE, self.source.as_str());
-        headers.insert(CE_TYPE, self.ty.as_str());
+        headers.insert(CE_ID, one_line(&self.id).as_ref());
+        headers.insert(CE_SOURCE, one_line(&self.source).as_ref());
+        headers.insert(CE_TYPE, one_line(&self.ty).as_ref());
         headers.insert(CE_TIME, self.time.to_rfc3339_opts(SecondsFormat::Micros, true).as_str());
         if let Some(subject) = &self.subject {
-            headers.insert(CE_SUBJECT, subject.as_str());
+            headers.insert(CE_SUBJECT, one_line(subject).as_ref());
         }
         if let Some(content_type) = &self.content_type {
-            headers.insert(CONTENT_TYPE, content_type.as_str());
+            headers.insert(CONTENT_TYPE, one_line(content_type).as_ref());
         }
-        headers.insert(TRACEPARENT, self.traceparent.as_str());
-        headers.insert(NATS_MSG_ID, self.id.as_str());
+        headers.insert(TRACEPARENT, one_line(&self.traceparent).as_ref());
+        headers.insert(NATS_MSG_ID, one_line(&self.id).as_ref());
         for (name, value) in &self.extensions {
             // Names were validated when the event was built or came off the wire.
             if let Ok(name) = name.parse::<async_nats::HeaderName>() {
-                headers.append(name, value.as_str());
+                headers.append(name, one_line(value).as_ref());
             }
         }
         headers
@@ -140,6 +145,16 @@ impl Event {
     /// The 32-hex-digit trace id inside `traceparent`.
     pub fn trace_id(&self) -> &str {
         self.traceparent.split('-').nth(1).unwrap_or_default()
+    }
+}
+
+/// `value` with each line break replaced by a space: async-nats panics on a header value
+/// holding one.
+fn one_line(value: &str) -> Cow<'_, str> {
+    if value.contains(['\r', '\n']) {
+        Cow::Owned(value.replace(['\r', '\n'], " "))
+    } else {
+        Cow::Borrowed(value)
     }
 }
 

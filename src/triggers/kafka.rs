@@ -280,7 +280,9 @@ pub fn event<M: Message>(trigger: &str, brokers: &str, message: &M) -> Event {
         Timestamp::LogAppendTime(ms) => (ms, "LOG_APPEND_TIME"),
         Timestamp::NotAvailable => (Utc::now().timestamp_millis(), "NO_TIMESTAMP_TYPE"),
     };
-    let time = DateTime::<Utc>::from_timestamp_millis(timestamp).unwrap_or_else(Utc::now);
+    // A time before 1970 is no Kafka timestamp (brokers refuse them), and Lambda's record
+    // cannot carry one: such a record gets the time it was read, as one without a timestamp.
+    let time = DateTime::<Utc>::from_timestamp_millis(timestamp).filter(|_| timestamp >= 0).unwrap_or_else(Utc::now);
     let mut headers = Vec::new();
     if let Some(list) = message.headers() {
         for header in list.iter() {
@@ -303,10 +305,11 @@ pub fn event<M: Message>(trigger: &str, brokers: &str, message: &M) -> Event {
     kafka.bootstrap_servers = Some(brokers.to_owned());
     kafka.records = HashMap::from([(format!("{}-{}", message.topic(), message.partition()), vec![record])]);
     // Lambda sends the timestamp as a number of milliseconds; the crate writes a string.
+    // The number is that of `time`: a record's own timestamp when it is a time at all.
     let mut json = serde_json::to_value(&kafka).unwrap_or_default();
     if let Some(records) = json.get_mut("records").and_then(serde_json::Value::as_object_mut) {
         for record in records.values_mut().filter_map(serde_json::Value::as_array_mut).flatten() {
-            record["timestamp"] = serde_json::Value::from(timestamp);
+            record["timestamp"] = serde_json::Value::from(time.timestamp_millis());
         }
     }
     let data = serde_json::to_vec(&json).unwrap_or_default();

@@ -13,7 +13,7 @@
 use std::str::FromStr as _;
 use std::time::Duration;
 
-use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, LocalResult, NaiveDateTime, Offset as _, TimeZone, Utc};
 use chrono_tz::Tz;
 
 /// Shortest interval accepted.
@@ -117,7 +117,10 @@ fn parse_rate(rate: &str) -> Result<Duration, String> {
 /// order, so the scan continues three hours of wall-clock time past the first candidate.
 fn next_cron(expression: &cron::Schedule, tz: Tz, every_hour: bool, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let window = chrono::Duration::hours(3);
-    let start = after.with_timezone(&tz).naive_local() - window;
+    // Checked: near the ends of chrono's range (years ±262143) the zone's offset or the
+    // window would overflow; cron's years end at 2100, so there is nothing to find there.
+    let offset = tz.offset_from_utc_datetime(&after.naive_utc()).fix();
+    let start = after.naive_utc().checked_add_offset(offset)?.checked_sub_signed(window)?;
     let mut best: Option<DateTime<Utc>> = None;
     let mut scan_until: Option<NaiveDateTime> = None;
     for naive in expression.after(&Utc.from_utc_datetime(&start)).map(|t| t.naive_utc()).take(100_000) {
@@ -235,6 +238,15 @@ mod tests {
         for bad in ["every day", "@every soon", "rate(5 fortnights)", "rate(five minutes)", "@every 10ms", "61 * * * * *"] {
             assert!(Schedule::parse(bad, Tz::UTC).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_ends_of_time_have_no_tick_and_no_panic() {
+        // Found by tests/fuzz_schedule.rs: the local time or the scan window overflowed.
+        let s = Schedule::parse("0 * * * * *", chrono_tz::Asia::Tokyo).unwrap();
+        assert_eq!(s.next_after(DateTime::<Utc>::MAX_UTC), None);
+        let s = Schedule::parse("0 * * * * *", chrono_tz::America::New_York).unwrap();
+        assert!(s.next_after(DateTime::<Utc>::MIN_UTC).is_none_or(|t| t > DateTime::<Utc>::MIN_UTC));
     }
 
     #[test]

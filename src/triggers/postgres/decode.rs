@@ -376,6 +376,10 @@ fn scalar(type_oid: u32, text: &str) -> Value {
     }
 }
 
+/// PostgreSQL's limit on array dimensions (`MAXDIM`). Deeper nesting is not an array it
+/// printed, and would otherwise recurse once per `{`.
+const MAX_DIMENSIONS: usize = 6;
+
 /// An array in PostgreSQL's text form (`{1,2,NULL}`, `{{"a b","c"},{d,e}}`,
 /// `[0:1]={1,2}`) as nested JSON arrays of typed elements; `None` if it is not one.
 fn parse_array(text: &str, element: u32) -> Option<Value> {
@@ -384,12 +388,12 @@ fn parse_array(text: &str, element: u32) -> Option<Value> {
         None => text,
     };
     let mut chars = body.chars().peekable();
-    let value = parse_array_level(&mut chars, element)?;
+    let value = parse_array_level(&mut chars, element, 1)?;
     chars.next().is_none().then_some(value)
 }
 
-fn parse_array_level(chars: &mut std::iter::Peekable<std::str::Chars<'_>>, element: u32) -> Option<Value> {
-    if chars.next()? != '{' {
+fn parse_array_level(chars: &mut std::iter::Peekable<std::str::Chars<'_>>, element: u32, depth: usize) -> Option<Value> {
+    if depth > MAX_DIMENSIONS || chars.next()? != '{' {
         return None;
     }
     let mut items = Vec::new();
@@ -399,7 +403,7 @@ fn parse_array_level(chars: &mut std::iter::Peekable<std::str::Chars<'_>>, eleme
     }
     loop {
         match chars.peek()? {
-            '{' => items.push(parse_array_level(chars, element)?),
+            '{' => items.push(parse_array_level(chars, element, depth + 1)?),
             '"' => {
                 chars.next();
                 let mut item = String::new();
@@ -470,6 +474,9 @@ mod tests {
         assert_eq!(typed(1000, &text("{}")), json!([]));
         assert_eq!(typed(1001, &text("{\"\\\\x0102\"}")), json!(["AQI="]));
         assert_eq!(typed(1007, &text("{1,2")), json!("{1,2"), "malformed stays text");
+        assert_eq!(typed(1007, &text("{{{{{{1}}}}}}")), json!([[[[[[1]]]]]]), "six dimensions, PostgreSQL's most");
+        let deep = format!("{}{}", "{".repeat(100_000), "}".repeat(100_000));
+        assert_eq!(typed(1007, &text(&deep)), json!(deep), "deeper is text, without recursing once per brace");
     }
 
     fn change(event_type: EventType, lsn: u64) -> ChangeEvent {
