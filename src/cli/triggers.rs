@@ -107,8 +107,9 @@ async fn read_health(ctx: &Context, project: &crate::config::Project, rows: &mut
             project.dir.display()
         ));
     };
+    let addrs = crate::bus::server_addrs(&url).map_err(|error| format!("note: {error}: {not_shown}"))?;
     let options = async_nats::ConnectOptions::new().connection_timeout(TIMEOUT);
-    let connect = tokio::time::timeout(TIMEOUT + std::time::Duration::from_secs(1), options.connect(url.as_str()));
+    let connect = tokio::time::timeout(TIMEOUT + std::time::Duration::from_secs(1), options.connect(addrs));
     let client = match connect.await {
         Ok(Ok(client)) => client,
         Ok(Err(error)) => return Err(format!("note: cannot reach NATS at {url} ({error}): {not_shown}")),

@@ -116,6 +116,28 @@ fn parse_rate(rate: &str) -> Result<Duration, String> {
 /// instant after `after`. Fall-back repeats make the mapped instants slightly out of
 /// order, so the scan continues three hours of wall-clock time past the first candidate.
 fn next_cron(expression: &cron::Schedule, tz: Tz, every_hour: bool, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    next_cron_fixed_offset(expression, tz, after).or_else(|| next_cron_scan(expression, tz, every_hour, after))
+}
+
+/// The next tick when the zone keeps one offset from three hours before `after` to six
+/// hours after (no transition near: the common case): wall-clock times then map one to one
+/// onto instants, and the first one after `after` is the answer. `None` when a transition
+/// is near or the tick is farther away, for the scan to decide. Without this, a schedule
+/// that fires every second scanned hours of seconds for each tick.
+fn next_cron_fixed_offset(expression: &cron::Schedule, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let window = chrono::Duration::hours(3);
+    let (from, to) = (after.checked_sub_signed(window)?, after.checked_add_signed(window * 2)?);
+    let offset = tz.offset_from_utc_datetime(&from.naive_utc()).fix();
+    if offset != tz.offset_from_utc_datetime(&to.naive_utc()).fix() || offset != tz.offset_from_utc_datetime(&after.naive_utc()).fix() {
+        return None;
+    }
+    let local = after.naive_utc().checked_add_offset(offset)?;
+    let next = expression.after(&Utc.from_utc_datetime(&local)).next()?;
+    let instant = next.naive_utc().checked_sub_offset(offset)?.and_utc();
+    (instant > after && instant <= to).then_some(instant)
+}
+
+fn next_cron_scan(expression: &cron::Schedule, tz: Tz, every_hour: bool, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let window = chrono::Duration::hours(3);
     // Checked: near the ends of chrono's range (years ±262143) the zone's offset or the
     // window would overflow; cron's years end at 2100, so there is nothing to find there.
@@ -176,6 +198,33 @@ mod tests {
     }
 
     const BERLIN: Tz = chrono_tz::Europe::Berlin;
+
+    #[test]
+    fn the_fixed_offset_shortcut_agrees_with_the_scan() {
+        let schedules = ["* * * * * *", "0 */15 * * * *", "0 30 2 * * *", "*/7 * 1-3 * * *", "0 0 0 * * Sun"];
+        let zones = [BERLIN, chrono_tz::America::New_York, chrono_tz::Australia::Lord_Howe, Tz::UTC];
+        // Plain days and the hours around both 2026 transitions of each zone.
+        let mut times = vec![utc("2026-06-01T10:00:00.250Z"), utc("2026-01-15T23:59:59Z")];
+        for day in ["2026-03-08", "2026-03-29", "2026-04-05", "2026-10-04", "2026-10-25", "2026-11-01"] {
+            for hour in 0..24 {
+                times.push(utc(&format!("{day}T{hour:02}:17:00Z")));
+            }
+        }
+        for text in schedules {
+            for tz in zones {
+                let Schedule::Cron { expression, every_hour, .. } = Schedule::parse(text, tz).unwrap() else { unreachable!() };
+                // The scan of a per-second schedule is slow: a sample of the times.
+                let step = if text.starts_with("* ") { 7 } else { 1 };
+                for &after in times.iter().step_by(step) {
+                    assert_eq!(
+                        next_cron(&expression, tz, every_hour, after),
+                        next_cron_scan(&expression, tz, every_hour, after),
+                        "{text} in {tz} after {after}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn fixed_time_jobs_run_once_across_dst() {
