@@ -23,16 +23,18 @@ fn config(default: u32) -> ProptestConfig {
     }
 }
 
+/// The smallest valid WebAssembly module: the header alone (the loader checks it).
+const EMPTY_MODULE: &[u8] = b"\0asm\x01\0\0\0";
 const HELLO: &str = "name = \"hello\"\nruntime = \"wasm\"\nmodule = \"hello.wasm\"\n";
 
-/// A project with `functions/<dir>/function.toml` = `function` (plus an empty `hello.wasm`
+/// A project with `functions/<dir>/function.toml` = `function` (plus an empty module `hello.wasm`
 /// beside it) and, if given, `triggers/t.toml` = `trigger`. Returns the project folder and
 /// the paths of the two files.
 fn project(function: &str, trigger: Option<&str>) -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("functions").join("hello");
     std::fs::create_dir_all(&folder).unwrap();
-    std::fs::write(folder.join("hello.wasm"), b"").unwrap();
+    std::fs::write(folder.join("hello.wasm"), EMPTY_MODULE).unwrap();
     let function_path = folder.join("function.toml");
     std::fs::write(&function_path, function).unwrap();
     let trigger_path = dir.path().join("triggers").join("t.toml");
