@@ -4,24 +4,14 @@
 //! `scripts/fuzz.sh` runs these with many more cases (`PROPTEST_CASES`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::fuzz::config;
 use proptest::prelude::*;
 use sluice::config::{ConfigError, Project};
 
-/// Cases per property: `PROPTEST_CASES` when set (scripts/fuzz.sh), else `default` (a quick
-/// debug-build run).
-fn config(default: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(default);
-    // Failures are kept as named regression tests, not in files next to the sources; filters
-    // may reject a share of every run's inputs, however long it is.
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        max_global_rejects: cases.saturating_mul(10).max(1024),
-        ..ProptestConfig::default()
-    }
-}
 
 /// The smallest valid WebAssembly module: the header alone (the loader checks it).
 const EMPTY_MODULE: &[u8] = b"\0asm\x01\0\0\0";

@@ -3,25 +3,15 @@
 //! `scripts/fuzz.sh` runs these with many more cases (`PROPTEST_CASES`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use async_nats::{HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
+use common::fuzz::config;
 use proptest::prelude::*;
 use sluice::event::{self, Event};
 
-/// Cases per property: `PROPTEST_CASES` when set (scripts/fuzz.sh), else `default` (a quick
-/// debug-build run).
-fn config(default: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(default);
-    // Failures are kept as named regression tests, not in files next to the sources; filters
-    // may reject a share of every run's inputs, however long it is.
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        max_global_rejects: cases.saturating_mul(10).max(1024),
-        ..ProptestConfig::default()
-    }
-}
 
 /// The headers `from_message` treats as the event's own attributes.
 const OWN: &[&str] = &[

@@ -4,6 +4,8 @@
 //! `scripts/fuzz.sh` runs these with many more cases (`PROPTEST_CASES`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -13,6 +15,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use pg_walstream::{ChangeEvent, ColumnValue, EventType, Lsn, RelationColumn, ReplicaIdentity, RowData};
+use common::fuzz::config;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use sluice::event::Event;
@@ -21,19 +24,6 @@ use sluice::triggers::bucket::Change;
 use sluice::triggers::postgres::decode::{self, Decoder, Item};
 use sluice::triggers::postgres::{Operation, TableName};
 
-/// Cases per property: `PROPTEST_CASES` when set (scripts/fuzz.sh), else `default` (a quick
-/// debug-build run).
-fn config(default: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(default);
-    // Failures are kept as named regression tests, not in files next to the sources; filters
-    // may reject a share of every run's inputs, however long it is.
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        max_global_rejects: cases.saturating_mul(10).max(1024),
-        ..ProptestConfig::default()
-    }
-}
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)

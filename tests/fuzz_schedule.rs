@@ -3,26 +3,16 @@
 //! `scripts/fuzz.sh` runs these with many more cases (`PROPTEST_CASES`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
+use common::fuzz::config;
 use proptest::prelude::*;
 use sluice::triggers::cron::schedule::Schedule;
 
-/// Cases per property: `PROPTEST_CASES` when set (scripts/fuzz.sh), else `default` (a quick
-/// debug-build run).
-fn config(default: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(default);
-    // Failures are kept as named regression tests, not in files next to the sources; filters
-    // may reject a share of every run's inputs, however long it is.
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        max_global_rejects: cases.saturating_mul(10).max(1024),
-        ..ProptestConfig::default()
-    }
-}
 
 fn any_timezone() -> impl Strategy<Value = Tz> {
     prop_oneof![

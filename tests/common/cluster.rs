@@ -324,13 +324,7 @@ pub async fn publish_until_acked(js: &jetstream::Context, subject: &str, id: &st
     let started = Instant::now();
     let mut retries = 0;
     loop {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("ce-specversion", "1.0");
-        headers.insert("ce-id", id);
-        headers.insert("ce-type", "test.job");
-        headers.insert("ce-source", "tests");
-        headers.insert("Nats-Msg-Id", id);
-        let outcome = match js.publish_with_headers(subject.to_owned(), headers, "{}".into()).await {
+        let outcome = match js.publish_with_headers(subject.to_owned(), super::event_headers(id), "{}".into()).await {
             Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
             Err(error) => Err(error.to_string()),
         };

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod brokers;
+pub mod fuzz;
 pub mod cluster;
 pub mod netns;
 pub mod postgres;
@@ -166,13 +167,20 @@ impl Project {
 
     /// Like [`Project::up`] with extra environment variables.
     pub fn up_with_env(&self, nats_url: Option<&str>, env: &[(&str, &str)]) -> Up {
-        let log_path = self.path().join(format!("up-{}.log", std::process::id() as u128 * 1000 + next_id()));
-        let log = std::fs::File::create(&log_path).unwrap();
         let mut command = Command::new(SLUICE);
         command.arg("--dir").arg(self.path());
         if let Some(url) = nats_url {
             command.args(["--nats", url]);
         }
+        command.arg("up").envs(env.iter().copied());
+        self.spawn_up(command, "up", "sluice up")
+    }
+
+    /// Runs `command` (a `sluice ... up`, possibly wrapped) with its log in the project
+    /// folder (`<log_name>-N.log`), and waits until it is up; `what` names it on failure.
+    pub fn spawn_up(&self, mut command: Command, log_name: &str, what: &str) -> Up {
+        let log_path = self.path().join(format!("{log_name}-{}.log", std::process::id() as u128 * 1000 + next_id()));
+        let log = std::fs::File::create(&log_path).unwrap();
         // Dies with the test process even when it is killed before dropping `Up`.
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
         unsafe {
@@ -183,9 +191,7 @@ impl Project {
             });
         }
         let mut child = command
-            .arg("up")
             .env_remove("SLUICE_NATS_URL")
-            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -202,7 +208,7 @@ impl Project {
         });
         let up = Up { child: Some(child), log_path };
         if rx.recv_timeout(Duration::from_secs(120)).is_err() {
-            panic!("sluice up did not start; its log:\n{}", up.log());
+            panic!("{what} did not start; its log:\n{}", up.log());
         }
         up
     }
@@ -434,11 +440,16 @@ pub async fn publish_event(
     id: &str,
     data: &'static str,
 ) -> jetstream::context::PublishAckFuture {
+    js.publish_with_headers(subject.to_owned(), event_headers(id), data.into()).await.unwrap()
+}
+
+/// The CloudEvents headers of a test event with id `id` (also its `Nats-Msg-Id`).
+pub fn event_headers(id: &str) -> async_nats::HeaderMap {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("ce-specversion", "1.0");
     headers.insert("ce-id", id);
     headers.insert("ce-type", "test.job");
     headers.insert("ce-source", "tests");
     headers.insert("Nats-Msg-Id", id);
-    js.publish_with_headers(subject.to_owned(), headers, data.into()).await.unwrap()
+    headers
 }

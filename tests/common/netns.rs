@@ -7,12 +7,10 @@
 //! recognised and removed by the next run; everything is removed on drop, also after a
 //! panic.
 
-use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
-use super::{next_id, Project, Up, SLUICE};
+use super::{Project, Up, SLUICE};
 
 const NS_PREFIX: &str = "sluice-chaos-";
 const HOST_IF_PREFIX: &str = "sch";
@@ -145,40 +143,10 @@ impl NetNs {
     /// Starts `sluice up` inside the namespace against `nats_url` and waits until it is up
     /// (its log in the project folder; SIGKILLed on drop and when the test process dies).
     pub fn up(&self, project: &Project, nats_url: &str) -> Up {
-        let log_path = project.path().join(format!("up-ns-{}.log", u128::from(std::process::id()) * 1000 + next_id()));
-        let log = std::fs::File::create(&log_path).unwrap();
         let mut command = Command::new("ip");
         // `ip netns exec` execs the command in place (no fork), so the death signal holds.
         command.args(["netns", "exec", &self.name, SLUICE]).arg("--dir").arg(project.path()).args(["--nats", nats_url, "up"]);
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            use std::os::unix::process::CommandExt as _;
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let mut child = command
-            .env_remove("SLUICE_NATS_URL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.starts_with("Sluice is up") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        let up = Up { child: Some(child), log_path };
-        if rx.recv_timeout(Duration::from_secs(120)).is_err() {
-            panic!("sluice up (in namespace {}) did not start; its log:\n{}", self.name, up.log());
-        }
-        up
+        project.spawn_up(command, "up-ns", &format!("sluice up (in namespace {})", self.name))
     }
 }
 
