@@ -118,6 +118,7 @@ async fn stored_bodies_go_with_their_events() {
     let toml = std::fs::read_to_string(project.path().join("sluice.toml")).unwrap();
     std::fs::write(project.path().join("sluice.toml"), format!("{toml}[bus]\nevents_max_age = \"3s\"\nduplicate_window = \"1s\"\n")).unwrap();
     project.function("echo", "hello", "subscribe = [\"big\"]");
+    project.function("failing", "flaky", "subscribe = [\"big\"]\nenv = { FLAKY_FAIL = \"1\" }\n[retry]\nmax_attempts = 1");
     let up = project.up(Some(&nats.url()));
     let client = nats.client().await;
     let js = jetstream::new(client.clone());
@@ -126,13 +127,27 @@ async fn stored_bodies_go_with_their_events() {
     std::fs::write(&file, big_json(2 * MIB)).unwrap();
     let out = project.sluice(&["--nats", &nats.url(), "publish", "big", "--file", file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(object_names(&js).await.len(), 1, "the body was stored");
-    wait_idle(&js, "echo", Duration::from_secs(30)).await;
+    wait_stream_count(&js, "SLUICE_DLQ", 1, Duration::from_secs(30)).await;
+    let dead = stream_messages(&js, "SLUICE_DLQ").await;
+    let dlq_object = header(&dead[0], "sluice-payload-ref").unwrap().to_owned();
 
+    // The event's body goes with the event (3 s); the dead letter's stays while the dead
+    // letter does, also past the sweep's grace for new dead letters (5 s).
     let started = Instant::now();
-    while !object_names(&js).await.is_empty() {
+    while object_names(&js).await.iter().any(|name| name.starts_with("events/")) {
         assert!(started.elapsed() < Duration::from_secs(60), "the stored body outlived its event; log:\n{}", up.log());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(up.log().contains("Removed stored bodies"), "{}", up.log());
+    // A negative check needs time to pass: three sweeps (1 s apart) after the grace.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(object_names(&js).await, [dlq_object.clone()], "a dead letter's body stays with it");
+
+    let out = project.sluice(&["--nats", &nats.url(), "dlq", "purge", "--all", "--yes"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let started = Instant::now();
+    while !object_names(&js).await.is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(60), "a purged dead letter's body stayed; log:\n{}", up.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

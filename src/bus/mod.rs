@@ -243,6 +243,40 @@ impl Bus {
     }
 }
 
+/// Reads every message `config` selects from `stream` with a throwaway consumer (no acks),
+/// handing each to `each`; for tools that scan a stream (`dlq list`, the payload sweep).
+pub async fn scan_stream(
+    stream: &stream::Stream,
+    config: consumer::pull::Config,
+    mut each: impl FnMut(jetstream::Message) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let name = stream.cached_info().config.name.clone();
+    let reader = stream
+        .create_consumer(consumer::pull::Config {
+            ack_policy: consumer::AckPolicy::None,
+            inactive_threshold: Duration::from_secs(30),
+            ..config
+        })
+        .await
+        .with_context(|| format!("reading {name}"))?;
+    let result = async {
+        loop {
+            let mut batch = reader.fetch().max_messages(1000).messages().await.map_err(|e| anyhow::anyhow!("reading {name}: {e}"))?;
+            let mut got = 0;
+            while let Some(message) = futures::StreamExt::next(&mut batch).await {
+                got += 1;
+                each(message.map_err(|e| anyhow::anyhow!("reading {name}: {e}"))?)?;
+            }
+            if got == 0 {
+                return Ok(());
+            }
+        }
+    }
+    .await;
+    let _ = stream.delete_consumer(&reader.cached_info().name).await;
+    result
+}
+
 /// How often the client pings its server. Three unanswered pings close the connection, so
 /// a server that went silent (a partition that drops packets rather than resetting the
 /// connection) is noticed within about three intervals, and the client moves to another

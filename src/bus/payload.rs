@@ -18,7 +18,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_nats::jetstream::{self, consumer, object_store, stream};
+use async_nats::jetstream::{consumer, object_store, stream};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures::StreamExt as _;
@@ -35,8 +35,12 @@ pub const PAYLOAD_SIZE: &str = "sluice-payload-size";
 pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
 /// Room kept for headers when deciding whether a body fits in one message.
 const HEADER_ROOM: usize = 8 * 1024;
-/// A `dlq/` object younger than this is never swept: its dead letter may still be on its way.
-const SWEEP_GRACE: Duration = Duration::from_secs(60);
+/// How young a `dlq/` object is left alone, because its dead letter may still be on its way:
+/// a minute, or the events' retention when that is shorter, but at least 5 s (storing a
+/// dead letter is retried for about 3 s).
+pub fn sweep_grace(events_max_age: Duration) -> Duration {
+    events_max_age.clamp(Duration::from_secs(5), Duration::from_secs(60))
+}
 
 /// Whether a header is one of the claim-check headers.
 pub fn is_payload_header(name: &str) -> bool {
@@ -160,8 +164,7 @@ impl Bus {
 
     /// Removes objects whose messages are gone: `events/` objects older than
     /// `events_max_age`, `dlq/` objects no dead letter refers to. Returns how many it
-    /// removed. `dlq/` objects younger than a minute are left alone (their dead letter may
-    /// still be on its way).
+    /// removed. Young `dlq/` objects are left alone ([`sweep_grace`]).
     pub async fn sweep_payloads(&self, events_max_age: Duration) -> anyhow::Result<usize> {
         let Ok(store) = self.js.get_object_store(PAYLOAD_BUCKET).await else { return Ok(0) };
         let now = chrono::Utc::now();
@@ -178,7 +181,7 @@ impl Bus {
             }
             if info.name.starts_with("dlq/") {
                 // Unreferenced right after it is stored: its dead letter is on its way.
-                if age(&info) > SWEEP_GRACE {
+                if age(&info) > sweep_grace(events_max_age) {
                     dead_letters.push(info.name);
                 }
             } else if !events_max_age.is_zero() && age(&info) > events_max_age {
@@ -198,33 +201,15 @@ impl Bus {
     /// The objects dead letters refer to (headers only are read).
     async fn dead_letter_refs(&self) -> anyhow::Result<HashSet<String>> {
         let stream = self.js.get_stream(DLQ_STREAM).await.context("opening stream SLUICE_DLQ")?;
-        let reader = stream
-            .create_consumer(consumer::pull::Config {
-                deliver_policy: consumer::DeliverPolicy::All,
-                ack_policy: consumer::AckPolicy::None,
-                headers_only: true,
-                inactive_threshold: Duration::from_secs(30),
-                ..Default::default()
-            })
-            .await
-            .context("reading SLUICE_DLQ")?;
         let mut refs = HashSet::new();
-        loop {
-            let mut batch = reader.fetch().max_messages(1000).messages().await.map_err(|e| anyhow::anyhow!("reading SLUICE_DLQ: {e}"))?;
-            let mut got = 0;
-            while let Some(message) = batch.next().await {
-                let message: jetstream::Message = message.map_err(|e| anyhow::anyhow!("reading SLUICE_DLQ: {e}"))?;
-                got += 1;
-                if let Some(name) = message.headers.as_ref().and_then(|h| h.get(PAYLOAD_REF)) {
-                    refs.insert(name.as_str().to_owned());
-                }
+        let headers_only = consumer::pull::Config { deliver_policy: consumer::DeliverPolicy::All, headers_only: true, ..Default::default() };
+        super::scan_stream(&stream, headers_only, |message| {
+            if let Some(name) = message.headers.as_ref().and_then(|h| h.get(PAYLOAD_REF)) {
+                refs.insert(name.as_str().to_owned());
             }
-            if got == 0 {
-                break;
-            }
-        }
-        let name = reader.cached_info().name.clone();
-        let _ = stream.delete_consumer(&name).await;
+            Ok(())
+        })
+        .await?;
         Ok(refs)
     }
 }
@@ -259,5 +244,7 @@ mod tests {
         assert_eq!(sweep_period(Duration::from_secs(7 * 86_400)), Duration::from_secs(300));
         assert_eq!(sweep_period(Duration::from_secs(8)), Duration::from_secs(2));
         assert_eq!(sweep_period(Duration::from_secs(2)), Duration::from_secs(1));
+        assert_eq!(sweep_grace(Duration::from_secs(7 * 86_400)), Duration::from_secs(60));
+        assert_eq!(sweep_grace(Duration::from_secs(3)), Duration::from_secs(5));
     }
 }

@@ -10,14 +10,12 @@
 //!   `sluice-replays`, and starts with a fresh attempt budget (it is a new stream message).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{consumer, stream};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::StreamExt as _;
 use serde::Serialize;
 
 use crate::bus::{self, Bus};
@@ -191,44 +189,20 @@ impl Dlq {
             None => consumer::DeliverPolicy::All,
         };
         let filter_subject = filter.function.as_deref().map(bus::dlq_subject).unwrap_or_default();
-        let reader = self
-            .stream
-            .create_consumer(consumer::pull::Config {
-                deliver_policy,
-                filter_subject,
-                ack_policy: consumer::AckPolicy::None,
-                inactive_threshold: Duration::from_secs(30),
-                ..Default::default()
-            })
-            .await
-            .context("reading SLUICE_DLQ")?;
         let mut entries = Vec::new();
-        loop {
-            let mut batch = reader
-                .fetch()
-                .max_messages(1000)
-                .messages()
-                .await
-                .map_err(|e| anyhow::anyhow!("reading SLUICE_DLQ: {e}"))?;
-            let mut got = 0;
-            while let Some(message) = batch.next().await {
-                let message = message.map_err(|e| anyhow::anyhow!("reading SLUICE_DLQ: {e}"))?;
-                got += 1;
-                let info = message.info().map_err(|e| anyhow::anyhow!("reading SLUICE_DLQ: {e}"))?;
-                let (seq, stored) = (info.stream_sequence, info.published);
-                let entry = Entry::from_stored(seq, &message.subject, message.headers.as_ref(), message.payload.clone(), stored);
-                if filter.matches(&entry) {
-                    // Bodies in the object store are fetched by `entry` and `replay`, not
-                    // for a listing.
-                    entries.push(entry);
-                }
+        let config = consumer::pull::Config { deliver_policy, filter_subject, ..Default::default() };
+        bus::scan_stream(&self.stream, config, |message| {
+            let info = message.info().map_err(|e| anyhow::anyhow!("reading SLUICE_DLQ: {e}"))?;
+            let (seq, stored) = (info.stream_sequence, info.published);
+            let entry = Entry::from_stored(seq, &message.subject, message.headers.as_ref(), message.payload.clone(), stored);
+            // Bodies in the object store are fetched by `entry` and `replay`, not for a
+            // listing.
+            if filter.matches(&entry) {
+                entries.push(entry);
             }
-            if got == 0 {
-                break;
-            }
-        }
-        let name = reader.cached_info().name.clone();
-        let _ = self.stream.delete_consumer(&name).await;
+            Ok(())
+        })
+        .await?;
         entries.sort_by_key(|e| e.id);
         Ok(entries)
     }
