@@ -141,7 +141,7 @@ async fn stored_bodies_go_with_their_events() {
     assert!(up.log().contains("Removed stored bodies"), "{}", up.log());
     // A negative check needs time to pass: three sweeps (1 s apart) after the grace.
     tokio::time::sleep(Duration::from_secs(8)).await;
-    assert_eq!(object_names(&js).await, [dlq_object.clone()], "a dead letter's body stays with it");
+    assert_eq!(object_names(&js).await, [dlq_object], "a dead letter's body stays with it");
 
     let out = project.sluice(&["--nats", &nats.url(), "dlq", "purge", "--all", "--yes"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
