@@ -347,6 +347,8 @@ impl ConnectionLog {
             Event::LameDuckMode => warn!(servers = %servers, "The NATS server is shutting down (lame duck mode); moving to another server."),
             Event::SlowConsumer(sid) => warn!(servers = %servers, subscription = sid, "NATS dropped messages for a slow subscription."),
             Event::ServerError(error) => warn!(servers = %servers, %error, "The NATS server reported an error."),
+            // Every failed reconnect attempt is one; the outage itself is logged once.
+            Event::ClientError(error) if self.lost_at.is_some() => tracing::debug!(servers = %servers, %error, "NATS client error while reconnecting."),
             Event::ClientError(error) => warn!(servers = %servers, %error, "NATS client error."),
             Event::Draining | Event::Closed => {}
         }

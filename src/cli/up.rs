@@ -130,6 +130,8 @@ pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<ExitCode> {
         Ok(Err(error)) => warn!(%error, "Cannot flush the last acknowledgements; JetStream will redeliver those events."),
         Err(_) => warn!("NATS is unreachable: the last acknowledgements may not have been sent; JetStream will redeliver those events."),
     }
+    // Close the connection before the embedded server stops, so that is not an outage.
+    let _ = tokio::time::timeout(FLUSH_BOUND, bus.client.drain()).await;
     drop(server);
     if let Some(reason) = failure {
         anyhow::bail!(reason);
