@@ -75,6 +75,7 @@ fn write_slowly(path: &Path, size: usize, chunks: usize, pause: Duration) {
         file.write_all(b"\n").unwrap();
         file.flush().unwrap();
         if i + 1 < chunks {
+            // Part of the scenario: a writer slower than `settle`, leaving a partial file.
             std::thread::sleep(pause);
         }
     }
@@ -117,7 +118,9 @@ async fn every_file_fires_once_when_complete() {
     assert_eq!(expected.len(), 200);
 
     results.wait_for(200, Duration::from_secs(60)).await;
-    results.drain(Duration::from_secs(2)).await;
+    // A short quiet period, five times the 200ms settle time: a file fired a second time
+    // (say, once per chunk) would arrive within it and fail the count below.
+    results.drain(Duration::from_secs(1)).await;
     let counted = counted(&results);
     assert_eq!(counted.len(), 200, "exactly one invocation per file");
     let by_key: BTreeMap<String, u64> = counted.into_iter().collect();
@@ -164,7 +167,9 @@ async fn files_dropped_while_down_fire_at_restart_and_nothing_fires_twice() {
 
     let _up = project.up(Some(&nats.url()));
     results.wait_for(5 + 21, Duration::from_secs(30)).await;
-    results.drain(Duration::from_secs(3)).await;
+    // A short quiet period: an unchanged file fired again by the restart's listing would
+    // arrive within it and fail the count below.
+    results.drain(Duration::from_secs(1)).await;
     let keys: Vec<String> = counted(&results).into_iter().map(|(k, _)| k).collect();
     let after: BTreeSet<&str> = keys[5..].iter().map(String::as_str).collect();
     let mut expected: BTreeSet<String> = (0..20).map(|i| format!("while-down-{i:02}.txt")).collect();
@@ -211,7 +216,9 @@ async fn moves_fire_filters_hold_and_deletes_fire_only_when_asked() {
     std::fs::remove_file(media.join("images/a.png")).unwrap();
     std::fs::remove_file(media.join("docs/c.png")).unwrap();
     wait_stream_count(&js, "SLUICE_EVENTS", 11, Duration::from_secs(20)).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A short quiet period, five times the 200ms settle time: a change fired twice (or a
+    // filtered file fired late) would arrive within it and fail the comparison below.
+    tokio::time::sleep(Duration::from_secs(1)).await;
 
     let fired: BTreeSet<(String, String, String)> = records(&js).await.into_iter().map(|(s, n, k, _)| (s, n, k)).collect();
     let expect = |topic: &str, name: &str, key: &str| (format!("sluice.events.{topic}"), name.to_owned(), key.to_owned());

@@ -11,6 +11,32 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use common::*;
 
+type Fired = BTreeMap<String, Vec<(DateTime<Utc>, bool)>>;
+
+/// Every fired tick is a message in SLUICE_EVENTS: (tick, catch-up?) per trigger.
+async fn fired(js: &async_nats::jetstream::Context) -> Fired {
+    let mut fired = Fired::new();
+    for message in stream_messages(js, "SLUICE_EVENTS").await {
+        let trigger = header(&message, "ce-subject").unwrap().to_owned();
+        let time = DateTime::parse_from_rfc3339(header(&message, "ce-time").unwrap()).unwrap().with_timezone(&Utc);
+        fired.entry(trigger).or_default().push((time, header(&message, "sluice-cron-catchup") == Some("true")));
+    }
+    fired
+}
+
+/// Waits (30 s at most) until the ticks of each of the three triggers satisfy `done`.
+async fn wait_fired(js: &async_nats::jetstream::Context, what: &str, done: impl Fn(&[(DateTime<Utc>, bool)]) -> bool) {
+    let started = std::time::Instant::now();
+    loop {
+        let fired = fired(js).await;
+        if ["skip", "fire-once", "fire-all"].iter().all(|t| fired.get(*t).is_some_and(|ticks| done(ticks))) {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no {what}: {fired:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn missed_ticks_follow_the_policy() {
     let nats = NatsServer::start();
@@ -23,22 +49,20 @@ async fn missed_ticks_follow_the_policy() {
         )
         .unwrap();
     }
+    let js = async_nats::jetstream::new(nats.client().await);
     let mut up = project.up(Some(&nats.url()));
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Each trigger fires (and records) two ticks before the downtime.
+    wait_fired(&js, "two ticks each before the downtime", |ticks| ticks.len() >= 2).await;
     assert!(up.terminate().success());
+    // The downtime itself, part of the scenario: down across five ticks of the 1 s schedule.
     tokio::time::sleep(Duration::from_secs(5)).await;
+    let restarted = Utc::now();
     let mut up = project.up(Some(&nats.url()));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Each trigger is back on schedule: a live (not catch-up) tick after the restart.
+    wait_fired(&js, "a live tick each after the restart", |ticks| ticks.iter().any(|(t, c)| !c && *t > restarted)).await;
     assert!(up.terminate().success());
 
-    // Every fired tick is a message in SLUICE_EVENTS: (tick, catch-up?) per trigger.
-    let js = async_nats::jetstream::new(nats.client().await);
-    let mut fired: BTreeMap<String, Vec<(DateTime<Utc>, bool)>> = BTreeMap::new();
-    for message in stream_messages(&js, "SLUICE_EVENTS").await {
-        let trigger = header(&message, "ce-subject").unwrap().to_owned();
-        let time = DateTime::parse_from_rfc3339(header(&message, "ce-time").unwrap()).unwrap().with_timezone(&Utc);
-        fired.entry(trigger).or_default().push((time, header(&message, "sluice-cron-catchup") == Some("true")));
-    }
+    let fired = fired(&js).await;
     let catchups = |name: &str| fired[name].iter().filter(|(_, c)| *c).count();
     let gaps = |name: &str| {
         let mut times: Vec<_> = fired[name].iter().map(|(t, _)| *t).collect();
@@ -47,9 +71,9 @@ async fn missed_ticks_follow_the_policy() {
         times.windows(2).map(|w| (w[1] - w[0]).num_seconds()).max().unwrap_or(0)
     };
 
-    assert_eq!(catchups("skip"), 0);
+    assert_eq!(catchups("skip"), 0, "skip fires no catch-up: {:?}", fired["skip"]);
     assert!(gaps("skip") >= 5, "skip leaves the downtime empty: {:?}", fired["skip"]);
-    assert_eq!(catchups("fire-once"), 1);
+    assert_eq!(catchups("fire-once"), 1, "fire_once fires one catch-up: {:?}", fired["fire-once"]);
     assert!(gaps("fire-once") >= 3, "one catch-up does not fill the gap: {:?}", fired["fire-once"]);
     assert!(catchups("fire-all") >= 5, "fire_all fires every missed tick: {:?}", fired["fire-all"]);
     assert_eq!(gaps("fire-all"), 1, "no tick of the downtime is missing: {:?}", fired["fire-all"]);

@@ -1,16 +1,18 @@
 //! Graceful shutdown: SIGTERM stops fetching, lets in-flight invocations finish and acks
-//! them, and exits 0; nothing is left pending or redelivered.
+//! them, and exits 0; events not yet fetched stay pending in the consumer, unrun, for the
+//! next worker (none is fetched during the drain, none redelivered).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::*;
 
 #[tokio::test(flavor = "multi_thread")]
-async fn sigterm_drains_in_flight_invocations() {
+async fn sigterm_drains_in_flight_invocations_and_leaves_the_rest_pending() {
     let nats = NatsServer::start();
     let project = Project::new();
     project.function("worker", "flaky", "subscribe = [\"jobs\"]\nconcurrency = 3\ntimeout = \"5s\"");
@@ -19,19 +21,36 @@ async fn sigterm_drains_in_flight_invocations() {
     let js = async_nats::jetstream::new(client.clone());
     let mut results = Results::subscribe(&client, "worker").await;
 
-    for _ in 0..3 {
-        let out = project.sluice(&["--nats", &nats.url(), "publish", "jobs", "--data", r#"{"sleep_ms":1500}"#]);
-        assert!(out.status.success());
+    // Three slow events fill the function's concurrency ...
+    for i in 0..3 {
+        publish_event(&js, "sluice.events.jobs", &format!("running-{i}"), r#"{"sleep_ms":1500}"#).await.await.unwrap();
     }
-    // All three are running once the consumer reports them in flight.
     let started = std::time::Instant::now();
     while consumer_backlog(&js, "worker").await != (0, 3) {
         assert!(started.elapsed() < Duration::from_secs(20), "{:?}", consumer_backlog(&js, "worker").await);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // ... so four quick ones wait unfetched (max_ack_pending = concurrency = 3). They are
+    // quick so that a drain that fetched them would run them before the process exits.
+    for i in 0..4 {
+        publish_event(&js, "sluice.events.jobs", &format!("waiting-{i}"), r#"{"quick":true}"#).await.await.unwrap();
+    }
+    assert_eq!(consumer_backlog(&js, "worker").await, (4, 3), "three running, four waiting");
+
     let status = up.terminate();
     assert!(status.success(), "exit status {status}: {}", up.log());
+    // The process is gone: whatever it published has been sent. A short quiet period lets
+    // the last results reach this subscriber (local loopback; nothing else can arrive).
     results.drain(Duration::from_millis(300)).await;
-    assert_eq!(results.received.len(), 3, "in-flight invocations finished: {}", up.log());
-    assert_eq!(consumer_backlog(&js, "worker").await, (0, 0), "and were acked");
+    let ran: BTreeSet<&str> = results.received.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(
+        ran,
+        ["running-0", "running-1", "running-2"].into_iter().collect(),
+        "the in-flight invocations finished, and no waiting event was fetched and run during the drain: {}",
+        up.log()
+    );
+    assert_eq!(consumer_backlog(&js, "worker").await, (4, 0), "the three were acked; the four still pending");
+    let info = js.get_stream("SLUICE_EVENTS").await.unwrap().consumer_info("worker").await.unwrap();
+    assert_eq!(info.ack_floor.stream_sequence, 3, "exactly the first three acked");
+    assert_eq!(info.num_redelivered, 0, "nothing fetched and handed back");
 }

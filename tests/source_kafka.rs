@@ -72,27 +72,24 @@ async fn five_thousand_records_survive_a_crash_mid_stream() {
 
     produce(&kafka, "orders", 0..2500).await;
     let mut up = project.up(Some(&nats.url()));
-    for _ in 0..600 {
-        if stream_count(&js, "SLUICE_EVENTS").await >= 800 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Kill once a few hundred of the 2,500 are bridged: the crash lands mid-stream.
+    wait_stream_count(&js, "SLUICE_EVENTS", 300, Duration::from_secs(60)).await;
     up.kill();
     let at_crash = stream_count(&js, "SLUICE_EVENTS").await;
+    eprintln!("{at_crash} records bridged before the crash");
+    assert!(
+        (1..2500).contains(&at_crash),
+        "the kill must land mid-stream (some but not all of the 2,500 bridged), not {at_crash}"
+    );
     produce(&kafka, "orders", 2500..5000).await;
     let up = project.up(Some(&nats.url()));
-    for _ in 0..1200 {
-        if stream_count(&js, "SLUICE_EVENTS").await >= 5000 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_stream_count(&js, "SLUICE_EVENTS", 5000, Duration::from_secs(120)).await;
     wait_idle(&js, "orders", Duration::from_secs(60)).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A short quiet period: a record re-read after the restart and stored twice (a broken
+    // duplicate window) would arrive within it and fail the count below.
+    tokio::time::sleep(Duration::from_secs(1)).await;
 
     let stored = stream_messages(&js, "SLUICE_EVENTS").await;
-    eprintln!("{at_crash} records bridged before the crash");
     let mut per_partition: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     let mut orders = BTreeSet::new();
     for message in &stored {

@@ -131,24 +131,20 @@ async fn a_mixed_burst_arrives_exactly_once_in_commit_order_through_a_crash() {
         let client = common::postgres::connect().await;
         for statements in transactions {
             client.batch_execute(&statements.replace("{t}", &table)).await.unwrap();
+            // Part of the scenario: spread the burst so the kill lands in its middle.
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });
     // Kill `sluice up` in the middle of the burst, while the writer goes on.
-    for _ in 0..1500 {
-        if stream_count(&js, "SLUICE_EVENTS").await >= 300 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_events(&js, 300, &up).await;
     up.kill();
     let at_crash = stream_count(&js, "SLUICE_EVENTS").await;
     writer.await.unwrap();
     let up = project.up(Some(&nats.url()));
     wait_events(&js, expected.len(), &up).await;
     wait_idle(&js, "rows", Duration::from_secs(60)).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(at_crash < expected.len() as u64, "killed in the middle ({at_crash} stored)");
+    wait_confirmed(&js, &pg).await;
+    assert!((1..expected.len() as u64).contains(&at_crash), "killed in the middle ({at_crash} stored)");
 
     assert_changes(&js, &pg, &expected).await;
     // Every event ran the function once: the consumer acknowledged them all, none twice.
@@ -217,6 +213,24 @@ async fn write(pg: &PgFixture, transactions: &[String]) {
     }
 }
 
+/// Waits (up to 30 s) until the slot's confirmed position is past the commit of the last
+/// event in `SLUICE_EVENTS`: what was stored is confirmed to PostgreSQL.
+async fn wait_confirmed(js: &async_nats::jetstream::Context, pg: &PgFixture) -> u64 {
+    let stored = stream_messages(js, "SLUICE_EVENTS").await;
+    let last = stored.last().expect("events stored");
+    let record: Value = serde_json::from_slice(&last.payload).unwrap();
+    let commit = pg_lsn(record["commit_lsn"].as_str().unwrap());
+    let started = std::time::Instant::now();
+    loop {
+        let confirmed = confirmed_lsn(pg).await;
+        if confirmed > commit {
+            return confirmed;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "slot confirmed at {confirmed:X}, not past {commit:X}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits (up to 2 minutes) until `SLUICE_EVENTS` holds `count` events.
 async fn wait_events(js: &async_nats::jetstream::Context, count: usize, up: &Up) {
     for _ in 0..1200 {
@@ -243,23 +257,22 @@ async fn while_jetstream_is_down_the_slot_is_held_back_and_nothing_is_lost() {
     write(&pg, &transactions[..10]).await;
     let js = async_nats::jetstream::new(nats.client().await);
     wait_events(&js, 10 * per_transaction, &up).await;
-    tokio::time::sleep(Duration::from_secs(1)).await; // the confirmed position is reported
-    let before = confirmed_lsn(&pg).await;
+    let before = wait_confirmed(&js, &pg).await;
 
-    // JetStream goes away (killed) for longer than a publish waits for its ack (5 s);
-    // PostgreSQL goes on committing.
+    // JetStream goes away (killed) and PostgreSQL goes on committing, until a change written
+    // meanwhile has failed to be stored (a publish waits 5 s for its ack) and the change
+    // stream failed for it.
     nats.stop();
     write(&pg, &transactions[10..30]).await;
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    up.wait_log("JetStream did not acknowledge", Duration::from_secs(60));
     assert_eq!(confirmed_lsn(&pg).await, before, "nothing stored, nothing confirmed; log:\n{}", up.log());
 
     nats.spawn();
     write(&pg, &transactions[30..]).await;
     let js = async_nats::jetstream::new(nats.client().await);
     wait_events(&js, expected.len(), &up).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_confirmed(&js, &pg).await;
     assert_changes(&js, &pg, &expected).await;
-    assert!(up.log().contains("PostgreSQL change stream failed"), "{}", up.log());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -288,7 +301,7 @@ async fn a_second_node_stands_by_and_takes_over_the_slot() {
     up_first.kill();
     write(&pg, &transactions[10..]).await;
     wait_events(&js, expected.len(), &up_second).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_confirmed(&js, &pg).await;
     assert_changes(&js, &pg, &expected).await;
 }
 
