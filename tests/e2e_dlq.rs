@@ -1,5 +1,6 @@
 //! Poison event: after exactly `max_attempts` failures the event is in `SLUICE_DLQ` with the
-//! failure headers and its original attributes and body, and is no longer pending.
+//! failure headers and its original attributes and body, and is no longer pending: exactly
+//! three runs and three deliveries, no fourth (guards the attempt budget against off-by-ones).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
@@ -7,6 +8,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::dispatch::{consumer_info, runs_of};
 use common::*;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -32,6 +34,15 @@ async fn a_poison_event_lands_in_the_dead_letter_stream() {
 
     wait_stream_count(&js, "SLUICE_DLQ", 1, Duration::from_secs(30)).await;
     wait_idle(&js, "worker", Duration::from_secs(10)).await;
+    // Exactly max_attempts runs, attempts 1..=3, all failed; and the server delivered the
+    // event exactly three times: no fourth delivery, not even one that is dead-lettered
+    // without running.
+    let log = up.log();
+    let attempts: Vec<(u32, bool)> = runs_of(&log, "poison-1").iter().map(|run| (run.attempt, run.succeeded)).collect();
+    assert_eq!(attempts, [(1, false), (2, false), (3, false)], "{log}");
+    let consumer = consumer_info(&js, "worker").await;
+    assert_eq!(consumer.delivered.consumer_sequence, 3, "deliveries of the poison event: {consumer:?}");
+    assert_eq!(consumer.ack_floor.stream_sequence, 1, "the original is terminated: {consumer:?}");
     let dlq = stream_messages(&js, "SLUICE_DLQ").await;
     assert_eq!(dlq.len(), 1);
     let entry = &dlq[0];
@@ -60,5 +71,6 @@ async fn a_poison_event_lands_in_the_dead_letter_stream() {
     assert_eq!(consumer_backlog(&js, "worker").await, (0, 0));
     results.drain(Duration::from_millis(300)).await;
     assert!(results.received.is_empty());
-    assert_eq!(up.log().matches("Invocation failed.").count(), 3, "exactly max_attempts attempts");
+    // Still three runs now that the consumer is idle.
+    assert_eq!(runs_of(&up.log(), "poison-1").len(), 3, "exactly max_attempts attempts");
 }

@@ -4,6 +4,7 @@
 pub mod brokers;
 pub mod fuzz;
 pub mod cluster;
+pub mod dispatch;
 pub mod netns;
 pub mod postgres;
 pub mod s3;
