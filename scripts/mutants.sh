@@ -35,7 +35,7 @@ scripts/build-functions.sh
 # Files to mutate and the tests that guard them (unit tests always run).
 case "$group" in
   dispatch) files=(src/dispatch/mod.rs src/dispatch/retry.rs src/dispatch/dlq.rs)
-            tests=(e2e_dlq e2e_retry e2e_crash e2e_last_attempt_crash e2e_dlq_write_failure e2e_shutdown e2e_shutdown_bounded e2e_fanout e2e_large_payload) ;;
+            tests=(e2e_dlq e2e_retry e2e_crash e2e_last_attempt_crash e2e_dlq_write_failure e2e_shutdown e2e_shutdown_bounded e2e_fanout e2e_large_payload e2e_chaining e2e_chaining_store_failure e2e_progress_ack e2e_consumer_update dlq_replay) ;;
   bus)      files=(src/bus/mod.rs src/bus/payload.rs src/bus/embedded.rs)
             tests=(chaos_stream_settings chaos_embedded_nats embedded_nats e2e_large_payload e2e_dedup e2e_fanout) ;;
   dlq)      files=(src/dlq/mod.rs src/cli/dlq.rs)

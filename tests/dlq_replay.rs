@@ -54,6 +54,10 @@ async fn replays_reach_only_the_failed_function_unless_told_otherwise() {
     // Replayed while still broken: it comes back as a new entry that shows its history.
     let ids = dlq_ids(&project, &url);
     let c = id_of(&ids, "c");
+    let out = project.sluice(&["--nats", &url, "--json", "dlq", "show", &c]);
+    let first: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first_request_id = first["headers"]["sluice-request-id"].clone();
+    assert!(first_request_id[0].is_string(), "{first}");
     let out = project.sluice(&["--nats", &url, "dlq", "replay", &c]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let started = std::time::Instant::now();
@@ -76,6 +80,18 @@ async fn replays_reach_only_the_failed_function_unless_told_otherwise() {
     assert_eq!(shown["headers"]["sluice-replays"][0], "1");
     assert_eq!(shown["event_id"], "c", "the event keeps its id");
     assert_eq!(shown["original_subject"], "sluice.direct.worker");
+    // The re-delivered event carried the replay bookkeeping but none of the old failure
+    // headers (the function would see them, and a stale one could outlive the next failure).
+    let events = stream_messages(&js, "SLUICE_EVENTS").await;
+    let replayed = events.iter().find(|m| m.subject.as_str() == "sluice.direct.worker").expect("the re-delivery");
+    assert_eq!(header(replayed, "sluice-replay-of"), Some(c.as_str()));
+    for name in ["sluice-function", "sluice-error", "sluice-error-kind", "sluice-attempts", "sluice-request-id", "sluice-failed-at"] {
+        assert_eq!(header(replayed, name), None, "{name} was re-delivered with the event");
+    }
+    assert_ne!(
+        shown["headers"]["sluice-request-id"], first_request_id,
+        "the new dead letter names the attempt that failed this time"
+    );
 
     // Fix the cause: redeploy without the failure switch.
     assert!(up.terminate().success());
