@@ -1,5 +1,6 @@
 //! `sluice dlq list` and `show` report a poison event's function, error, attempts, topic and
-//! body exactly as stored; JSON field names are stable (docs/dlq.md).
+//! body exactly as stored; JSON field names are stable (docs/dlq.md); `--function`, `--error`
+//! and `--since` list exactly the entries they match, in the table and in `--json`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
@@ -7,6 +8,8 @@ mod common;
 
 use std::time::Duration;
 
+use chrono::Utc;
+use common::cli::*;
 use common::*;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -90,4 +93,48 @@ async fn list_and_show_report_the_entry_as_stored() {
     let out = project.sluice(&["--nats", "nats://127.0.0.1:1", "dlq", "list"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nats://127.0.0.1:1"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_filters_select_exactly_the_matching_entries() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let project = Project::new();
+    create_streams(&project, &url);
+    let js = async_nats::jetstream::new(nats.client().await);
+    let now = Utc::now();
+    let hours_ago = now - chrono::Duration::hours(3);
+    let minutes_ago = now - chrono::Duration::minutes(5);
+
+    let a_old_timeout = seed_dead_letter(&js, "a", "e1", "Timeout: no answer within 3s", hours_ago).await;
+    let b_old_exit = seed_dead_letter(&js, "b", "e2", "exited with status 1", hours_ago).await;
+    let a_new_exit = seed_dead_letter(&js, "a", "e3", "exited with status 1 (stack: main)", minutes_ago).await;
+    let b_new_timeout = seed_dead_letter(&js, "b", "e4", "worker timeout", minutes_ago).await;
+    let ab_new_trap = seed_dead_letter(&js, "ab", "e5", "trap: unreachable", minutes_ago).await;
+    // Upper case, not at the start: `--error` is a case-insensitive substring.
+    let a_new_upper = seed_dead_letter(&js, "a", "e6", "failed: TIMEOUT on retry", minutes_ago).await;
+
+    let cases: Vec<(Vec<&str>, Vec<u64>)> = vec![
+        (vec![], vec![a_old_timeout, b_old_exit, a_new_exit, b_new_timeout, ab_new_trap, a_new_upper]),
+        (vec!["--function", "a"], vec![a_old_timeout, a_new_exit, a_new_upper]),
+        (vec!["--function", "b"], vec![b_old_exit, b_new_timeout]),
+        (vec!["--error", "timeout"], vec![a_old_timeout, b_new_timeout, a_new_upper]),
+        (vec!["--error", "STATUS 1"], vec![b_old_exit, a_new_exit]),
+        (vec!["--since", "1h"], vec![a_new_exit, b_new_timeout, ab_new_trap, a_new_upper]),
+        (vec!["--function", "a", "--since", "1h"], vec![a_new_exit, a_new_upper]),
+        (vec!["--function", "a", "--error", "timeout"], vec![a_old_timeout, a_new_upper]),
+        (vec!["--function", "b", "--error", "timeout", "--since", "1h"], vec![b_new_timeout]),
+        (vec!["--error", "trap", "--since", "1h"], vec![ab_new_trap]),
+    ];
+    for (args, expected) in &cases {
+        assert_eq!(&listed_ids_json(&project, &url, args), expected, "--json dlq list {args:?}");
+        assert_eq!(&listed_ids_text(&project, &url, args), expected, "dlq list {args:?}");
+    }
+    // An RFC 3339 time for --since selects the same as the duration.
+    let since = (now - chrono::Duration::hours(1)).to_rfc3339();
+    assert_eq!(
+        listed_ids_json(&project, &url, &["--since", &since]),
+        vec![a_new_exit, b_new_timeout, ab_new_trap, a_new_upper],
+        "--since {since}"
+    );
 }

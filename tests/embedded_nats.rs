@@ -45,14 +45,22 @@ async fn up_runs_its_own_server_and_publish_finds_it() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("sluice up"), "says how to get a server");
 }
 
-#[test]
-fn a_killed_up_takes_its_server_along() {
+fn embedded_state(project: &Project) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(project.path().join(".sluice/nats.json")).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_up_takes_its_server_along() {
     let project = Project::new();
     project.function("hello", "hello", "");
     let mut up = project.up(None);
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(project.path().join(".sluice/nats.json")).unwrap()).unwrap();
+    let state = embedded_state(&project);
     let server_pid = state["pid"].as_u64().unwrap() as i32;
+    // An event no function consumes: it stays in SLUICE_EVENTS until the stream's max age.
+    let out = project.sluice(&["--json", "publish", "nobody.listens", "--data", r#"{"kept":true}"#, "--id", "survivor-1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let published: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seq = published["seq"].as_u64().unwrap();
     up.kill();
     let started = std::time::Instant::now();
     while unsafe { libc::kill(server_pid, 0) } == 0 {
@@ -60,8 +68,16 @@ fn a_killed_up_takes_its_server_along() {
         assert!(started.elapsed() < Duration::from_secs(15), "nats-server outlived a killed `up`");
         std::thread::sleep(Duration::from_millis(50));
     }
-    // The next `up` reuses the store.
+    // The next `up` reuses the store: the event is still there, under its id and sequence.
     let _again = project.up(None);
+    let url = embedded_state(&project)["url"].as_str().unwrap().to_owned();
+    let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+    let stored = stream_messages(&js, "SLUICE_EVENTS").await;
+    let kept: Vec<_> = stored.iter().filter(|m| header(m, "ce-id") == Some("survivor-1")).collect();
+    assert_eq!(kept.len(), 1, "the event published before the kill is in the new server's SLUICE_EVENTS");
+    assert_eq!(kept[0].sequence, seq);
+    assert_eq!(kept[0].subject.as_str(), "sluice.events.nobody.listens");
+    assert_eq!(&kept[0].payload[..], br#"{"kept":true}"#);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod brokers;
+pub mod cli;
 pub mod fuzz;
 pub mod cluster;
 pub mod dispatch;
