@@ -37,9 +37,9 @@ case "$group" in
   dispatch) files=(src/dispatch/mod.rs src/dispatch/retry.rs src/dispatch/dlq.rs)
             tests=(e2e_dlq e2e_retry e2e_crash e2e_last_attempt_crash e2e_dlq_write_failure e2e_shutdown e2e_shutdown_bounded e2e_fanout e2e_large_payload e2e_chaining e2e_chaining_store_failure e2e_progress_ack e2e_consumer_update dlq_replay) ;;
   bus)      files=(src/bus/mod.rs src/bus/payload.rs src/bus/embedded.rs)
-            tests=(chaos_stream_settings chaos_embedded_nats embedded_nats e2e_large_payload e2e_dedup e2e_fanout) ;;
+            tests=(chaos_stream_settings chaos_embedded_nats embedded_nats e2e_large_payload e2e_dedup e2e_fanout e2e_consumer_update config_precedence) ;;
   dlq)      files=(src/dlq/mod.rs src/cli/dlq.rs)
-            tests=(dlq_inspect dlq_replay dlq_bulk dlq_replay_interrupted e2e_large_payload) ;;
+            tests=(dlq_inspect dlq_replay dlq_bulk dlq_replay_interrupted dlq_replay_rate dlq_purge_filters e2e_large_payload) ;;
   event)    files=(src/event.rs)
             tests=(e2e_fanout e2e_plain_nats e2e_dedup fuzz_event) ;;
   triggers) files=(src/triggers/kafka.rs src/triggers/nats.rs src/triggers/mqtt.rs src/triggers/postgres/mod.rs src/triggers/bucket/state.rs src/triggers/cron/mod.rs)

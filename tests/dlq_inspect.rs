@@ -97,11 +97,7 @@ async fn list_and_show_report_the_entry_as_stored() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn list_filters_select_exactly_the_matching_entries() {
-    let nats = NatsServer::start();
-    let url = nats.url();
-    let project = Project::new();
-    create_streams(&project, &url);
-    let js = async_nats::jetstream::new(nats.client().await);
+    let (_nats, url, project, js) = dlq_world().await;
     let now = Utc::now();
     let hours_ago = now - chrono::Duration::hours(3);
     let minutes_ago = now - chrono::Duration::minutes(5);

@@ -20,11 +20,7 @@ fn purge(project: &Project, url: &str, args: &[&str]) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn purge_filters_remove_only_the_selected_entries() {
-    let nats = NatsServer::start();
-    let url = nats.url();
-    let project = Project::new();
-    create_streams(&project, &url);
-    let js = async_nats::jetstream::new(nats.client().await);
+    let (_nats, url, project, js) = dlq_world().await;
     let now = Utc::now();
     let old = now - Duration::days(10);
     let recent = now - Duration::minutes(5);

@@ -23,11 +23,7 @@ const SPAN_AT_LEAST: Duration = Duration::from_millis(1500);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn replay_rate_spreads_the_redeliveries() {
-    let nats = NatsServer::start();
-    let url = nats.url();
-    let project = Project::new();
-    create_streams(&project, &url);
-    let js = async_nats::jetstream::new(nats.client().await);
+    let (_nats, url, project, js) = dlq_world().await;
     let failed_at = Utc::now() - chrono::Duration::minutes(1);
     for i in 0..ENTRIES {
         seed_dead_letter(&js, "worker", &format!("job-{i}"), "boom", failed_at).await;

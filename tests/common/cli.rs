@@ -7,7 +7,7 @@ use std::process::Output;
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
 
-use super::Project;
+use super::{NatsServer, Project};
 
 /// Runs `sluice --nats URL ARGS...` and fails the test, with its stderr, unless it succeeded.
 pub fn sluice_ok(project: &Project, url: &str, args: &[&str]) -> Output {
@@ -22,6 +22,17 @@ pub fn sluice_ok(project: &Project, url: &str, args: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// A DLQ test's world: its own nats-server (and URL), a project, Sluice's streams created
+/// there, and a JetStream context.
+pub async fn dlq_world() -> (NatsServer, String, Project, jetstream::Context) {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let project = Project::new();
+    create_streams(&project, &url);
+    let js = jetstream::new(nats.client().await);
+    (nats, url, project, js)
 }
 
 /// Creates Sluice's streams on the server at `url`, as any command does at connect.
