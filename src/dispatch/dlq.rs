@@ -80,5 +80,8 @@ mod tests {
     fn errors_fit_in_a_header() {
         assert_eq!(super::one_line("a\nb\r\nc"), "a b  c");
         assert!(super::one_line(&"é".repeat(5000)).len() <= 2048 + 4);
+        // The cut starts past 2048 bytes, not at them.
+        assert_eq!(super::one_line(&"a".repeat(2048)), "a".repeat(2048));
+        assert_eq!(super::one_line(&"a".repeat(2049)), format!("{}…", "a".repeat(2048)));
     }
 }
