@@ -64,6 +64,9 @@ pub struct Bus {
     pub url: String,
     /// Replicas of what this connection creates (streams, the payload store).
     replicas: usize,
+    /// The server's `max_payload`, read at connect (the per-publish check must not copy the
+    /// whole server info).
+    max_payload: usize,
     /// The object store for bodies over the server's `max_payload`, opened when first needed.
     payloads: std::sync::Arc<tokio::sync::OnceCell<jetstream::object_store::ObjectStore>>,
 }
@@ -107,7 +110,8 @@ impl Bus {
             anyhow::bail!("NATS server at {url} has JetStream disabled; start it with `-js`");
         }
         let js = jetstream::new(client.clone());
-        let bus = Self { client, js, url: url.to_owned(), replicas: settings.replicas, payloads: Default::default() };
+        let max_payload = info.max_payload;
+        let bus = Self { client, js, url: url.to_owned(), replicas: settings.replicas, max_payload, payloads: Default::default() };
         bus.ensure_streams(settings, setup).await?;
         if setup == StreamSetup::CreateOrUpdate {
             bus.ensure_payload_store().await?;

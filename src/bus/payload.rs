@@ -71,9 +71,10 @@ fn object_prefix(subject: &str) -> &'static str {
 }
 
 impl Bus {
-    /// The largest body sent inline: the server's `max_payload` less room for headers.
+    /// The largest body sent inline: the server's `max_payload` (read at connect) less room
+    /// for headers.
     pub fn inline_limit(&self) -> usize {
-        self.client.server_info().max_payload.saturating_sub(HEADER_ROOM)
+        self.max_payload.saturating_sub(HEADER_ROOM)
     }
 
     /// The object store, created (with the bus's replicas) when first needed.
@@ -115,8 +116,7 @@ impl Bus {
         if payload.len() > MAX_PAYLOAD_BYTES {
             return Err(PayloadError::TooLarge { size: payload.len(), limit: MAX_PAYLOAD_BYTES });
         }
-        let header_bytes: usize = headers.iter().map(|(n, v)| AsRef::<str>::as_ref(n).len() + v.iter().map(|v| v.as_str().len() + 4).sum::<usize>()).sum();
-        if payload.len() + header_bytes <= self.inline_limit() {
+        if payload.len() <= self.inline_limit() {
             return Ok(payload);
         }
         let name = format!("{}{}", object_prefix(subject), uuid::Uuid::now_v7());

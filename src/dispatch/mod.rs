@@ -42,7 +42,7 @@ use crate::runtime::{Invocation, InvokeError, Response, Runtime};
 const FETCH_EXPIRY: Duration = Duration::from_secs(2);
 /// Pause after a failed pull before the next one.
 const FETCH_ERROR_PAUSE: Duration = Duration::from_secs(1);
-/// First-attempt times remembered per dispatcher at most.
+/// Entries a dispatcher's per-event maps (first attempts, unwritten dead letters) hold at most.
 const FIRST_ATTEMPTS_CAP: usize = 100_000;
 /// Pull requests outstanding at once per function and process.
 const MAX_PULLS: usize = 4;
@@ -323,14 +323,9 @@ impl Dispatcher {
         match decision {
             retry::Decision::Retry(delay) => {
                 if attempt == 1 {
-                    if let Ok(mut map) = self.first_attempts.lock() {
-                        // Entries whose retries another process finished are never removed
-                        // here; bound the map (a lost entry only falls back to publish time).
-                        if map.len() >= FIRST_ATTEMPTS_CAP {
-                            map.clear();
-                        }
-                        map.insert(delivery.sequence, started);
-                    }
+                    // Entries whose retries another process finished are never removed here;
+                    // a lost entry only falls back to the publish time.
+                    remember(&self.first_attempts, delivery.sequence, started);
                 }
                 nak(delivery.message, delay, name).await;
             }
@@ -387,12 +382,7 @@ impl Dispatcher {
             }
             Err(write_error) => {
                 warn!(function = %name, event_id = %delivery.event.id, error = %format!("{write_error:#}"), "Cannot write the dead letter; the event stays pending and is retried.");
-                if let Ok(mut map) = self.unwritten.lock() {
-                    if map.len() >= FIRST_ATTEMPTS_CAP {
-                        map.clear();
-                    }
-                    map.insert(delivery.sequence, (kind.to_owned(), error.to_owned()));
-                }
+                remember(&self.unwritten, delivery.sequence, (kind.to_owned(), error.to_owned()));
             }
         }
     }
@@ -458,6 +448,17 @@ where
             }
             Err(error) => return Err(error),
         }
+    }
+}
+
+/// Records `value` for a stream sequence in a map bounded by [`FIRST_ATTEMPTS_CAP`]
+/// (cleared when full: an entry lost that way only costs detail, never an event).
+fn remember<V>(map: &Mutex<HashMap<u64, V>>, sequence: u64, value: V) {
+    if let Ok(mut map) = map.lock() {
+        if map.len() >= FIRST_ATTEMPTS_CAP {
+            map.clear();
+        }
+        map.insert(sequence, value);
     }
 }
 
