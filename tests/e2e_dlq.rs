@@ -59,6 +59,10 @@ async fn a_poison_event_lands_in_the_dead_letter_stream() {
         assert!(chrono::DateTime::parse_from_rfc3339(value).is_ok(), "{time}: {value}");
     }
     assert!(header(entry, "sluice-first-attempt") <= header(entry, "sluice-failed-at"));
+    // The first attempt is the first run's start, not a later one's.
+    let first_attempt = chrono::DateTime::parse_from_rfc3339(header(entry, "sluice-first-attempt").unwrap()).unwrap();
+    let runs = runs_of(&log, "poison-1");
+    assert!(first_attempt <= runs[0].end && first_attempt < runs[1].start, "first attempt {first_attempt}, runs {runs:?}");
     assert_eq!(header(entry, "ce-id"), Some("poison-1"));
     assert_eq!(header(entry, "ce-type"), Some("com.example.job"));
     assert_eq!(header(entry, "ce-source"), Some("tests"));

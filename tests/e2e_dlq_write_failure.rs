@@ -1,5 +1,6 @@
 //! A dead letter that cannot be written keeps the event pending, and the redelivery that
-//! finally writes it carries the real cause of the failure, not `lost`.
+//! finally writes it carries the real cause of the failure, not `lost`: for every such
+//! event, not only the latest.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
@@ -14,24 +15,42 @@ use common::*;
 async fn the_real_cause_survives_a_failed_dead_letter_write() {
     let nats = NatsServer::start();
     let project = Project::new();
-    project.function("worker", "flaky", "subscribe = [\"jobs\"]\ntimeout = \"1s\"\nenv = { FLAKY_FAIL = \"1\" }\n[retry]\nmax_attempts = 1");
+    project.function(
+        "worker",
+        "flaky",
+        "subscribe = [\"jobs\"]\ntimeout = \"1s\"\nconcurrency = 2\nenv = { FLAKY_FAIL = \"1\" }\n[retry]\nmax_attempts = 1",
+    );
     let up = project.up(Some(&nats.url()));
     let client = nats.client().await;
     let js = jetstream::new(client.clone());
 
     // No dead-letter stream: the write is refused.
     js.delete_stream("SLUICE_DLQ").await.unwrap();
-    publish_event(&js, "sluice.events.jobs", "doomed-1", "{}").await.await.unwrap();
-    up.wait_log("Cannot write the dead letter", Duration::from_secs(30));
-    assert_eq!(consumer_backlog(&js, "worker").await.1, 1, "the event stays pending");
+    for id in ["doomed-1", "doomed-2"] {
+        publish_event(&js, "sluice.events.jobs", id, "{}").await.await.unwrap();
+    }
+    let refused = |id: &str| {
+        up.log().lines().any(|line| line.contains("Cannot write the dead letter") && line.contains(&format!("event_id={id} ")))
+    };
+    let started = std::time::Instant::now();
+    while !(refused("doomed-1") && refused("doomed-2")) {
+        assert!(started.elapsed() < Duration::from_secs(30), "both dead letters refused: {}", up.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(consumer_backlog(&js, "worker").await.1, 2, "the events stay pending");
 
     js.create_stream(stream::Config { name: "SLUICE_DLQ".into(), subjects: vec!["sluice.dlq.>".into()], ..Default::default() })
         .await
         .unwrap();
-    wait_stream_count(&js, "SLUICE_DLQ", 1, Duration::from_secs(60)).await;
+    wait_stream_count(&js, "SLUICE_DLQ", 2, Duration::from_secs(60)).await;
     let dead = stream_messages(&js, "SLUICE_DLQ").await;
-    assert_eq!(header(&dead[0], "sluice-error-kind"), Some("error"), "{:?}", dead[0].headers);
-    assert!(header(&dead[0], "sluice-error").unwrap().contains("status 1"), "{:?}", dead[0].headers);
-    assert_eq!(header(&dead[0], "sluice-attempts"), Some("1"));
+    let mut ids: Vec<_> = dead.iter().map(|entry| header(entry, "ce-id").unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["doomed-1", "doomed-2"]);
+    for entry in &dead {
+        assert_eq!(header(entry, "sluice-error-kind"), Some("error"), "{:?}", entry.headers);
+        assert!(header(entry, "sluice-error").unwrap().contains("status 1"), "{:?}", entry.headers);
+        assert_eq!(header(entry, "sluice-attempts"), Some("1"));
+    }
     wait_idle(&js, "worker", Duration::from_secs(30)).await;
 }

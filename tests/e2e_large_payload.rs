@@ -151,3 +151,66 @@ async fn stored_bodies_go_with_their_events() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A stored body that cannot be read (here its chunks were overwritten, so the object
+/// store's digest check fails) is a platform fault, not the event's: each attempt but the
+/// last is handed back with the backoff delay, the last one dead-letters the event as
+/// `platform_error` naming the cause, and the function never runs on a broken body.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_stored_body_is_retried_then_dead_lettered() {
+    let nats = NatsServer::start();
+    let project = Project::new();
+    project.function(
+        "reader",
+        "flaky",
+        "subscribe = [\"big\"]\n[retry]\nmax_attempts = 3\nbackoff = { initial = \"200ms\", factor = 1.0, max = \"200ms\", jitter = false }",
+    );
+    let client = nats.client().await;
+    let js = jetstream::new(client.clone());
+
+    // The function's consumer exists (a new one sees only later events); the event is then
+    // stored while no worker runs, so it can be broken before anything reads it.
+    let mut first = project.up(Some(&nats.url()));
+    first.wait_log("Dispatcher started.", Duration::from_secs(60));
+    assert!(first.terminate().success(), "{}", first.log());
+    let file = project.path().join("big.json");
+    std::fs::write(&file, big_json(2 * MIB)).unwrap();
+    let out = project.sluice(&["--nats", &nats.url(), "publish", "big", "--id", "big-1", "--file", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let events = stream_messages(&js, "SLUICE_EVENTS").await;
+    let name = header(&events[0], "sluice-payload-ref").expect("a claim check").to_owned();
+    let store = js.get_object_store("sluice_payloads").await.unwrap();
+    let info = store.info(&name).await.unwrap();
+    let chunks = format!("$O.sluice_payloads.C.{}", info.nuid);
+    js.get_stream("OBJ_sluice_payloads")
+        .await
+        .unwrap()
+        .purge()
+        .filter(chunks.as_str())
+        .await
+        .unwrap();
+    js.publish(chunks, bytes::Bytes::from_static(b"not the stored body")).await.unwrap().await.unwrap();
+
+    let mut results = Results::subscribe(&client, "reader").await;
+    let up = project.up(Some(&nats.url()));
+    let retried = "Cannot read the event's stored body; retrying.";
+    let started = Instant::now();
+    // Until the dead letter is stored, or more retries than the budget allows were logged.
+    while stream_count(&js, "SLUICE_DLQ").await == 0 && up.log().matches(retried).count() <= 2 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no dead letter: {}", up.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = up.log();
+    assert_eq!(log.matches(retried).count(), 2, "attempts 1 and 2 handed back, the third dead-lettered: {log}");
+    wait_stream_count(&js, "SLUICE_DLQ", 1, Duration::from_secs(10)).await;
+    let dead = stream_messages(&js, "SLUICE_DLQ").await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(header(&dead[0], "sluice-error-kind"), Some("platform_error"), "{log}");
+    assert_eq!(header(&dead[0], "sluice-attempts"), Some("3"));
+    let error = header(&dead[0], "sluice-error").unwrap();
+    assert!(error.contains("cannot read the event's body") && error.contains("wrong digest"), "{error}");
+    assert_eq!(header(&dead[0], "ce-id"), Some("big-1"));
+    wait_idle(&js, "reader", Duration::from_secs(10)).await;
+    results.drain(Duration::from_millis(300)).await;
+    assert!(results.received.is_empty(), "the function never ran on a broken body: {:?}", results.received);
+}

@@ -21,16 +21,18 @@ async fn sigterm_drains_in_flight_invocations_and_leaves_the_rest_pending() {
     let js = async_nats::jetstream::new(client.clone());
     let mut results = Results::subscribe(&client, "worker").await;
 
-    // Three slow events fill the function's concurrency ...
+    // Three slow events fill the function's concurrency. Each runs close to the 5 s timeout,
+    // so at SIGTERM more than the timeout less 3 s is left of it: a drain bounded by less
+    // than the timeout would give up on them.
     for i in 0..3 {
-        publish_event(&js, "sluice.events.jobs", &format!("running-{i}"), r#"{"sleep_ms":1500}"#).await.await.unwrap();
+        publish_event(&js, "sluice.events.jobs", &format!("running-{i}"), r#"{"sleep_ms":4000}"#).await.await.unwrap();
     }
     let started = std::time::Instant::now();
     while consumer_backlog(&js, "worker").await != (0, 3) {
         assert!(started.elapsed() < Duration::from_secs(20), "{:?}", consumer_backlog(&js, "worker").await);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // ... so four quick ones wait unfetched (max_ack_pending = concurrency = 3). They are
+    // Four quick ones wait unfetched (max_ack_pending = concurrency = 3). They are
     // quick so that a drain that fetched them would run them before the process exits.
     for i in 0..4 {
         publish_event(&js, "sluice.events.jobs", &format!("waiting-{i}"), r#"{"quick":true}"#).await.await.unwrap();

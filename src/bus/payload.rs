@@ -142,10 +142,20 @@ impl Bus {
             Err(error) if error.kind() == object_store::GetErrorKind::NotFound => return Err(PayloadError::Missing { name }),
             Err(error) => return Err(PayloadError::Store(anyhow::Error::new(error).context(format!("reading object {name}")))),
         };
+        // Not `read_to_end`: the object reader hands over the last chunk and the digest
+        // error in one poll, which tokio's `read_to_end` asserts never happens (a panic in
+        // debug builds).
         let mut body = Vec::with_capacity(object.info().size);
-        tokio::io::AsyncReadExt::read_to_end(&mut object, &mut body)
-            .await
-            .map_err(|e| PayloadError::Store(anyhow::Error::new(e).context(format!("reading object {name}"))))?;
+        let mut chunk = vec![0; 128 * 1024];
+        loop {
+            let read = tokio::io::AsyncReadExt::read(&mut object, &mut chunk)
+                .await
+                .map_err(|e| PayloadError::Store(anyhow::Error::new(e).context(format!("reading object {name}"))))?;
+            if read == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..read]);
+        }
         Ok(Bytes::from(body))
     }
 

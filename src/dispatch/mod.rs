@@ -19,17 +19,18 @@ pub mod dlq;
 pub mod retry;
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
 use chrono::{DateTime, Utc};
-use futures::StreamExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn, Instrument as _};
+use tracing::{debug, error, info, warn, Instrument as _};
 
 use crate::bus::payload::{is_payload_header, PayloadError};
 use crate::bus::{self, Bus};
@@ -153,7 +154,11 @@ impl Dispatcher {
                     let this = self.clone();
                     this.running.fetch_add(1, Ordering::SeqCst);
                     tracker.spawn(async move {
-                        this.handle(message).await;
+                        // A bug in handling one event must not take the dispatcher's count
+                        // of running invocations with it; the event is redelivered.
+                        if AssertUnwindSafe(this.handle(message)).catch_unwind().await.is_err() {
+                            error!(function = %this.function.name, "Handling an event panicked; JetStream redelivers it after ack_wait.");
+                        }
                         this.running.fetch_sub(1, Ordering::SeqCst);
                         drop(slot);
                     });
