@@ -253,6 +253,74 @@ mod tests {
     }
 
     #[test]
+    fn traceparent_shapes() {
+        let good = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        assert!(valid_traceparent(good));
+        for bad in [
+            "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", // version ff is invalid
+            "0-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-1",
+            "00-0af7651916cd43dd8448eb211c80319g-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333z-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-0z",
+            "zz-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-00",
+        ] {
+            assert!(!valid_traceparent(bad), "{bad}");
+        }
+        // An invalid parent starts a new trace.
+        assert!(valid_traceparent(&child_traceparent("garbage")));
+        let mut event = Event::new("s", "t", Bytes::new());
+        event.traceparent = good.to_owned();
+        assert_eq!(event.trace_id(), "0af7651916cd43dd8448eb211c80319c");
+    }
+
+    #[test]
+    fn trace_and_span_ids_are_random_in_every_byte() {
+        let parents: Vec<String> = (0..64).map(|_| new_traceparent()).collect();
+        let children: Vec<String> = parents.iter().map(|p| child_traceparent(p)).collect();
+        for ids in [&parents, &children] {
+            let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+            assert_eq!(distinct.len(), ids.len());
+            // The first byte of each id is random too (only its low bit is forced on).
+            for range in [3..5, 36..38] {
+                let first_bytes: std::collections::HashSet<&str> = ids.iter().map(|id| &id[range.clone()]).collect();
+                assert!(first_bytes.len() > 4, "{range:?}: {first_bytes:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn empty_and_missing_attributes() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CE_ID, "");
+        headers.insert(CE_TYPE, "t");
+        let event = Event::from_message(Some(&headers), Bytes::from_static(b"{}"), "x", "S", 3, Utc::now());
+        assert_eq!(event.id, "S-3", "an empty ce-id counts as none");
+        // Only plain messages (no ce-id) get a content type guessed from the body.
+        let mut headers = HeaderMap::new();
+        headers.insert(CE_ID, "e-1");
+        let event = Event::from_message(Some(&headers), Bytes::from_static(b"{}"), "x", "S", 3, Utc::now());
+        assert_eq!(event.content_type, None);
+    }
+
+    #[test]
+    fn extensions_are_set_and_read_by_name() {
+        let mut event = Event::new("s", "t", Bytes::new());
+        event.set_extension("x-a", "1");
+        event.set_extension("x-b", "2");
+        event.set_extension("X-A", "3");
+        assert_eq!(event.extension("x-a"), Some("3"));
+        assert_eq!(event.extension("x-b"), Some("2"));
+        assert_eq!(event.extension("x-c"), None);
+        assert_eq!(event.extensions.len(), 2);
+    }
+
+    #[test]
     fn bad_user_headers_are_refused() {
         assert!(validate_header("x-a", "1").is_ok());
         assert!(validate_header("x a", "1").is_err());

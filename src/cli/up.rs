@@ -12,6 +12,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::PullConsumer;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -19,58 +21,34 @@ use tracing::{error, info, warn};
 use super::Context;
 use crate::bus::embedded::{self, EmbeddedNats};
 use crate::bus::{Bus, StreamSetup};
-use crate::config::ConfigError;
+use crate::config::{ConfigError, FunctionConfig, Project};
 use crate::error::UsageError;
 use crate::dispatch::Dispatcher;
-use crate::runtime::wasm::{HostConfig, WasmHost};
+use crate::runtime::wasm::{HostConfig, WasmFunction, WasmHost};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 
 pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<ExitCode> {
     let project = ctx.project()?;
-
+    // Listening from the start: a signal that arrives while starting stops the start (before
+    // any event is fetched) or, once dispatchers run, is the ordinary graceful shutdown;
+    // never the default action that kills the process mid-invocation.
+    let mut stop = Stop::listen();
     let mut server: Option<EmbeddedNats> = None;
-    let url = match ctx.configured_nats(&project.settings) {
-        Some(url) => url,
-        None => match embedded::discover(&ctx.dir) {
-            Some(url) => {
-                // Its server stops with it; workers that must outlive each other share a
-                // configured server instead.
-                return Err(UsageError::new(format!(
-                    "another `sluice up` is already running in {} (embedded NATS at {url}); stop it first, \
-                     or run several workers against one server with --nats URL",
-                    ctx.dir.display()
-                ))
-                .into());
-            }
-            None => {
-                let started = EmbeddedNats::start(&ctx.dir)?;
-                info!(url = %started.url(), store = %ctx.dir.join(".sluice/nats").display(), "Started the embedded NATS server.");
-                let url = started.url().to_owned();
-                server = Some(started);
-                url
-            }
-        },
+    let started = tokio::select! {
+        started = start(ctx, &project, &mut server) => started?,
+        () = stop.next() => {
+            info!("Stopped while starting; no event was fetched.");
+            return Ok(ExitCode::SUCCESS);
+        }
     };
-    let bus = Bus::connect(&url, &project.settings.bus, StreamSetup::CreateOrUpdate).await?;
-
-    let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-    let host = WasmHost::new(HostConfig {
-        max_concurrent: project.settings.runtime.max_concurrent.unwrap_or(2 * cpus),
-        max_memory_mb: project.functions.iter().map(|f| f.config.memory_mb).max().unwrap_or(128),
-        cache_dir: project.cache_dir(),
-        buckets_dir: Some(project.buckets_dir()),
-    })?;
+    let Started { url, bus, functions } = started;
 
     let shutdown = CancellationToken::new();
     let mut dispatchers = JoinSet::new();
-    for def in &project.functions {
-        let function = host
-            .load(&def.config, &def.module_path)
-            .map_err(|e| ConfigError::new(&def.path, Some("module"), format!("{e:#}")))?;
-        let consumer = bus.function_consumer(&def.config).await?;
-        let dispatcher = Dispatcher::new(bus.clone(), Arc::new(def.config.clone()), Arc::new(function));
+    for (config, consumer, function) in functions {
+        let dispatcher = Dispatcher::new(bus.clone(), Arc::new(config), Arc::new(function));
         dispatchers.spawn(dispatcher.run(consumer, shutdown.clone()));
     }
     let mut triggers = JoinSet::new();
@@ -101,15 +79,15 @@ pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<ExitCode> {
 
     // Run until a signal, or until the embedded server died for good.
     let failure = tokio::select! {
-        () = wait_for_signal() => None,
+        () = stop.next() => None,
         reason = embedded_failure(server.as_mut()) => Some(reason),
     };
     if let Some(reason) = &failure {
         error!(reason = %reason, "The embedded NATS server is gone; stopping.");
     }
     // A second Ctrl-C or SIGTERM does not wait for the drain.
-    tokio::spawn(async {
-        wait_for_signal().await;
+    tokio::spawn(async move {
+        stop.next().await;
         warn!("Second signal: exiting now. Events not acknowledged yet are redelivered by JetStream.");
         std::process::exit(130);
     });
@@ -138,6 +116,59 @@ pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<ExitCode> {
     }
     info!("Stopped.");
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `up` runs once started.
+struct Started {
+    url: String,
+    bus: Bus,
+    functions: Vec<(FunctionConfig, PullConsumer, WasmFunction)>,
+}
+
+/// Connects to NATS (starting the embedded server when none is configured), sets up the
+/// streams and loads every function with its consumer.
+async fn start(ctx: &Context, project: &Project, server: &mut Option<EmbeddedNats>) -> anyhow::Result<Started> {
+    let url = match ctx.configured_nats(&project.settings) {
+        Some(url) => url,
+        None => match embedded::discover(&ctx.dir) {
+            Some(url) => {
+                // Its server stops with it; workers that must outlive each other share a
+                // configured server instead.
+                return Err(UsageError::new(format!(
+                    "another `sluice up` is already running in {} (embedded NATS at {url}); stop it first, \
+                     or run several workers against one server with --nats URL",
+                    ctx.dir.display()
+                ))
+                .into());
+            }
+            None => {
+                let started = EmbeddedNats::start(&ctx.dir)?;
+                info!(url = %started.url(), store = %ctx.dir.join(".sluice/nats").display(), "Started the embedded NATS server.");
+                let url = started.url().to_owned();
+                *server = Some(started);
+                url
+            }
+        },
+    };
+    let bus = Bus::connect(&url, &project.settings.bus, StreamSetup::CreateOrUpdate).await?;
+
+    let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    let host = WasmHost::new(HostConfig {
+        max_concurrent: project.settings.runtime.max_concurrent.unwrap_or(2 * cpus),
+        max_memory_mb: project.functions.iter().map(|f| f.config.memory_mb).max().unwrap_or(128),
+        cache_dir: project.cache_dir(),
+        buckets_dir: Some(project.buckets_dir()),
+    })?;
+
+    let mut functions = Vec::new();
+    for def in &project.functions {
+        let function = host
+            .load(&def.config, &def.module_path)
+            .map_err(|e| ConfigError::new(&def.path, Some("module"), format!("{e:#}")))?;
+        let consumer = bus.function_consumer(&def.config).await?;
+        functions.push((def.config.clone(), consumer, function));
+    }
+    Ok(Started { url, bus, functions })
 }
 
 /// How long the last acknowledgements may take to leave at shutdown.
@@ -172,18 +203,37 @@ async fn embedded_failure(server: Option<&mut EmbeddedNats>) -> String {
     }
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(error) => {
-            warn!(%error, "Cannot listen for SIGTERM; stop with Ctrl-C.");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGINT and SIGTERM, listened for from the moment `up` starts.
+struct Stop {
+    interrupt: Option<Signal>,
+    terminate: Option<Signal>,
+}
+
+impl Stop {
+    fn listen() -> Self {
+        let listen = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(signal) => Some(signal),
+            Err(error) => {
+                warn!(%error, "Cannot listen for {name}; stop with the other signal.");
+                None
+            }
+        };
+        Self { interrupt: listen(SignalKind::interrupt(), "SIGINT"), terminate: listen(SignalKind::terminate(), "SIGTERM") }
+    }
+
+    /// Waits for the next signal.
+    async fn next(&mut self) {
+        async fn recv(signal: Option<&mut Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+        tokio::select! {
+            () = recv(self.interrupt.as_mut()) => {}
+            () = recv(self.terminate.as_mut()) => {}
+        }
     }
 }
