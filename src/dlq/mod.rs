@@ -469,4 +469,100 @@ mod tests {
         assert_eq!(stats[0].top_errors[0].count, 2);
         assert_eq!(stats[0].oldest_age_secs, 30);
     }
+
+    fn entry_at(id: u64, function: &str, error: &str, failed_at: DateTime<Utc>) -> Entry {
+        let mut headers = HeaderMap::new();
+        headers.insert(event::CE_ID, format!("e-{id}").as_str());
+        headers.insert(record::FUNCTION, function);
+        headers.insert(record::ERROR, error);
+        headers.insert(record::ERROR_KIND, "error");
+        headers.insert(record::ATTEMPTS, "3");
+        headers.insert(record::ORIGINAL_SUBJECT, "sluice.events.orders.created");
+        headers.insert(record::FAILED_AT, failed_at.to_rfc3339().as_str());
+        headers.insert("tenant", "acme");
+        Entry::from_stored(id, &bus::dlq_subject(function), Some(&headers), Bytes::from_static(b"{}"), failed_at)
+    }
+
+    #[test]
+    fn filters_select_by_function_error_and_time_bounds() {
+        let at = DateTime::parse_from_rfc3339("2026-01-10T00:00:00Z").unwrap().with_timezone(&Utc);
+        let entry = entry_at(1, "orders", "Exited With Status 1", at);
+        let second = chrono::Duration::seconds(1);
+        let matches = |filter: Filter| filter.matches(&entry);
+        assert!(matches(Filter::default()));
+        assert!(matches(Filter { function: Some("orders".into()), ..Filter::default() }));
+        assert!(!matches(Filter { function: Some("order".into()), ..Filter::default() }), "function names match whole");
+        assert!(matches(Filter { error: Some("with status".into()), ..Filter::default() }), "errors match in any case");
+        assert!(!matches(Filter { error: Some("timeout".into()), ..Filter::default() }));
+        // --since includes its instant, --older-than (before) excludes it.
+        assert!(matches(Filter { since: Some(at), ..Filter::default() }));
+        assert!(!matches(Filter { since: Some(at + second), ..Filter::default() }));
+        assert!(matches(Filter { since: Some(at - second), ..Filter::default() }));
+        assert!(!matches(Filter { before: Some(at), ..Filter::default() }));
+        assert!(matches(Filter { before: Some(at + second), ..Filter::default() }));
+        assert!(!matches(Filter { before: Some(at - second), ..Filter::default() }));
+        assert!(!matches(Filter { function: Some("orders".into()), error: Some("timeout".into()), ..Filter::default() }), "all conditions hold");
+        assert!(!matches(Filter { function: Some("other".into()), since: Some(at), ..Filter::default() }));
+        assert!(!matches(Filter { since: Some(at), before: Some(at), ..Filter::default() }));
+    }
+
+    #[test]
+    fn entries_read_the_dead_letter_headers() {
+        let at = DateTime::parse_from_rfc3339("2026-01-10T00:00:00Z").unwrap().with_timezone(&Utc);
+        let entry = entry_at(7, "orders", "boom", at);
+        assert_eq!(entry.function, "orders");
+        assert_eq!(entry.topic.as_deref(), Some("orders.created"));
+        assert_eq!(entry.event_id, "e-7");
+        assert_eq!(entry.attempts, 3);
+        assert_eq!(entry.error_kind, "error");
+        assert_eq!(entry.error_line(), "boom");
+        assert_eq!(entry.failed_at, at);
+        assert_eq!(entry.replays, 0);
+        assert_eq!(entry.replay_of, None);
+        assert!(entry.stored_headers().is_none(), "the body is inline");
+        // Without a function header the subject names it.
+        let bare = Entry::from_stored(2, "sluice.dlq.billing", None, Bytes::new(), at);
+        assert_eq!(bare.function, "billing");
+        assert_eq!(bare.failed_at, at);
+    }
+
+    #[test]
+    fn a_replayed_event_drops_the_failure_and_counts_replays() {
+        let at = Utc::now();
+        let entry = entry_at(7, "orders", "boom", at);
+        let replay = entry.replay_event();
+        assert_eq!(replay.id, "e-7");
+        assert_eq!(replay.extension(REPLAY_OF), Some("7"));
+        assert_eq!(replay.extension(REPLAYS), Some("1"));
+        assert_eq!(replay.extension(TOPIC_SUBJECT), Some("sluice.events.orders.created"));
+        assert_eq!(replay.extension("tenant"), Some("acme"), "user headers travel");
+        for failure in [record::ERROR, record::ERROR_KIND, record::ATTEMPTS, record::FUNCTION, record::FAILED_AT] {
+            assert_eq!(replay.extension(failure), None, "{failure}");
+        }
+        // A replay of a replay counts on.
+        let mut headers = replay.to_headers();
+        headers.insert(record::FUNCTION, "orders");
+        let again = Entry::from_stored(9, "sluice.dlq.orders", Some(&headers), Bytes::new(), at);
+        assert_eq!(again.replays, 1);
+        assert_eq!(again.replay_of, Some(7));
+        assert_eq!(again.replay_event().extension(REPLAYS), Some("2"));
+        // A direct delivery has no topic to go back to.
+        let mut headers = HeaderMap::new();
+        headers.insert(record::ORIGINAL_SUBJECT, "sluice.direct.orders");
+        let direct = Entry::from_stored(3, "sluice.dlq.orders", Some(&headers), Bytes::new(), at);
+        assert_eq!(direct.topic, None);
+        assert_eq!(direct.replay_event().extension(TOPIC_SUBJECT), None);
+    }
+
+    #[test]
+    fn hex_dumps_number_their_lines() {
+        let bytes: Vec<u8> = (0u8..20).collect();
+        let dump = hex_dump(&bytes);
+        let lines: Vec<&str> = dump.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("00000000  00 01 02"), "{dump}");
+        assert!(lines[1].starts_with("00000010  10 11 12 13"), "{dump}");
+        let attributes = attributes(&entry_at(1, "f", "e", Utc::now()));
+        assert!(attributes.iter().any(|(name, value)| *name == event::CE_ID && value == "e-1"));
+    }
 }
