@@ -451,3 +451,41 @@ async fn stats(ctx: &Context, dlq: &Dlq, now: DateTime<Utc>) -> anyhow::Result<E
     println!("{}", table.render());
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_round_to_minutes_from_an_hour() {
+        assert_eq!(age(59), "59s");
+        assert_eq!(age(3599), "59m 59s");
+        assert_eq!(age(3600), "1h");
+        assert_eq!(age(3661), "1h 1m");
+        assert_eq!(age(-5), "0s", "a clock running behind shows no negative age");
+    }
+
+    #[test]
+    fn filter_flags_become_a_filter() {
+        let now = DateTime::parse_from_rfc3339("2026-01-10T00:00:00Z").unwrap().with_timezone(&Utc);
+        let none = FilterArgs { function: None, error: None, since: None };
+        assert!(!none.is_set());
+        for set in [
+            FilterArgs { function: Some("f".into()), error: None, since: None },
+            FilterArgs { function: None, error: Some("boom".into()), since: None },
+            FilterArgs { function: None, error: None, since: Some("1h".into()) },
+        ] {
+            assert!(set.is_set(), "{set:?}");
+        }
+        let args = FilterArgs { function: Some("orders".into()), error: Some("boom".into()), since: Some("2h".into()) };
+        let filter = args.filter(now).unwrap();
+        assert_eq!(filter.function.as_deref(), Some("orders"));
+        assert_eq!(filter.error.as_deref(), Some("boom"));
+        assert_eq!(filter.since, Some(now - chrono::Duration::hours(2)));
+        assert_eq!(filter.before, None);
+        let bad = FilterArgs { function: Some("no spaces".into()), error: None, since: None };
+        assert!(bad.filter(now).unwrap_err().to_string().contains("--function"));
+        let bad = FilterArgs { function: None, error: None, since: Some("yesterday".into()) };
+        assert!(bad.filter(now).unwrap_err().to_string().contains("--since"));
+    }
+}
