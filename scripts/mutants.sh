@@ -75,8 +75,8 @@ for entry in "${entries[@]}"; do
   args=(--file "$file")
   [ -z "$regex" ] || args+=(--re "$regex")
   if [ -n "$tests" ]; then
-    args+=(--cargo-test-arg=--lib)
-    for test in $tests; do args+=(--cargo-test-arg=--test "--cargo-test-arg=$test"); done
+    args+=(--cargo-arg=--lib)
+    for test in $tests; do args+=(--cargo-arg=--test "--cargo-arg=$test"); done
   fi
   dir="$out/$(echo "${file#src/}" | sed 's/\.rs$//; s|/|-|g')"
   mkdir -p "$dir"

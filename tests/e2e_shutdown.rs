@@ -51,6 +51,12 @@ async fn sigterm_drains_in_flight_invocations_and_leaves_the_rest_pending() {
         "the in-flight invocations finished, and no waiting event was fetched and run during the drain: {}",
         up.log()
     );
+    // Each logged the time it ran: the 4 s it slept, not a unit off.
+    for run in common::dispatch::runs(&up.log()) {
+        let ms = (run.end - run.start).num_milliseconds();
+        assert!((4000..5000).contains(&ms), "duration_ms of {}: {ms}", run.event_id);
+    }
+    assert_eq!(common::dispatch::runs(&up.log()).len(), 3);
     assert_eq!(consumer_backlog(&js, "worker").await, (4, 0), "the three were acked; the four still pending");
     let info = js.get_stream("SLUICE_EVENTS").await.unwrap().consumer_info("worker").await.unwrap();
     assert_eq!(info.ack_floor.stream_sequence, 3, "exactly the first three acked");
