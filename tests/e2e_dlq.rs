@@ -78,3 +78,36 @@ async fn a_poison_event_lands_in_the_dead_letter_stream() {
     // Still three runs now that the consumer is idle.
     assert_eq!(runs_of(&up.log(), "poison-1").len(), 3, "exactly max_attempts attempts");
 }
+
+/// An event dead-lettered after its only attempt records when that attempt ran, not when
+/// the event was published: here it waited in the stream while no worker ran.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_single_attempt_records_when_it_ran() {
+    let nats = NatsServer::start();
+    let project = Project::new();
+    project.function("once", "flaky", "subscribe = [\"jobs\"]\nenv = { FLAKY_FAIL = \"1\" }\n[retry]\nmax_attempts = 1");
+    let client = nats.client().await;
+    let js = async_nats::jetstream::new(client.clone());
+    // The consumer exists (a new one sees only later events); then no worker runs.
+    let mut first = project.up(Some(&nats.url()));
+    first.wait_log("Dispatcher started.", Duration::from_secs(60));
+    assert!(first.terminate().success(), "{}", first.log());
+
+    publish_event(&js, "sluice.events.jobs", "waited-1", "{}").await.await.unwrap();
+    let published = stream_messages(&js, "SLUICE_EVENTS").await[0].time;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while chrono::Utc::now() <= published + chrono::Duration::milliseconds(5) {
+        assert!(std::time::Instant::now() < deadline, "the clock does not move");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let worker_started = chrono::Utc::now();
+    let _up = project.up(Some(&nats.url()));
+    wait_stream_count(&js, "SLUICE_DLQ", 1, Duration::from_secs(30)).await;
+    let entry = &stream_messages(&js, "SLUICE_DLQ").await[0];
+    assert_eq!(header(entry, "sluice-attempts"), Some("1"));
+    let first_attempt = chrono::DateTime::parse_from_rfc3339(header(entry, "sluice-first-attempt").unwrap()).unwrap();
+    assert!(
+        first_attempt >= worker_started - chrono::Duration::milliseconds(1),
+        "first attempt {first_attempt} is when it ran, after the worker started at {worker_started} (published {published})"
+    );
+}

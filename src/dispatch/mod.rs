@@ -357,7 +357,7 @@ impl Dispatcher {
             .lock()
             .ok()
             .and_then(|map| map.get(&delivery.sequence).copied())
-            .or_else(|| (attempts <= 1).then(|| last.map(|(_, started)| started)).flatten())
+            .or_else(|| (attempts > 1).then(|| last.map(|(_, started)| started)).flatten())
             .unwrap_or(delivery.published);
         let record = dlq::DeadLetter {
             function: name,
