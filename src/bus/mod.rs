@@ -479,4 +479,42 @@ mod tests {
         assert_eq!(dlq_subject("f"), "sluice.dlq.f");
         assert_eq!(results_subject("f"), "sluice.results.f");
     }
+
+    #[test]
+    fn streams_follow_the_settings() {
+        let settings = BusSettings {
+            events_max_age: Duration::from_secs(3600),
+            duplicate_window: Duration::from_secs(30),
+            dlq_max_age: Duration::from_secs(86_400),
+            replicas: 3,
+        };
+        let [events, dlq] = stream_configs(&settings);
+        assert_eq!(events.name, EVENTS_STREAM);
+        assert_eq!(events.subjects, ["sluice.events.>", "sluice.direct.>"]);
+        assert_eq!(events.max_age, Duration::from_secs(3600));
+        assert_eq!(dlq.name, DLQ_STREAM);
+        assert_eq!(dlq.subjects, ["sluice.dlq.>"]);
+        assert_eq!(dlq.max_age, Duration::from_secs(86_400));
+        for stream in [&events, &dlq] {
+            assert_eq!(stream.duplicate_window, Duration::from_secs(30));
+            assert_eq!(stream.num_replicas, 3);
+            assert_eq!(stream.storage, stream::StorageType::File);
+            assert_eq!(stream.retention, stream::RetentionPolicy::Limits);
+            assert!(stream.allow_direct);
+            assert!(stream.description.as_deref().is_some_and(|d| d.starts_with("Sluice")));
+        }
+    }
+
+    #[test]
+    fn an_outage_is_timed_from_its_first_disconnect() {
+        let mut log = ConnectionLog { seeds: "nats://a:4222".into(), lost_at: None };
+        log.log(&async_nats::Event::Connected);
+        assert!(log.lost_at.is_none(), "the first connect is no recovery");
+        log.log(&async_nats::Event::Disconnected);
+        let lost_at = log.lost_at.expect("an outage starts");
+        log.log(&async_nats::Event::Disconnected);
+        assert_eq!(log.lost_at, Some(lost_at), "a second disconnect during the outage keeps its start");
+        log.log(&async_nats::Event::Connected);
+        assert!(log.lost_at.is_none(), "the outage ends with the reconnect");
+    }
 }

@@ -269,7 +269,7 @@ impl Dispatcher {
 
     async fn succeeded(&self, delivery: &Delivery<'_>, request_id: &str, attempt: u32, response: Response) {
         let name = &self.function.name;
-        let duration_ms = response.duration.as_secs_f64() * 1000.0;
+        let duration_ms = response.duration.as_secs_f64() / 1000.0;
         info!(
             function = %name,
             request_id = %request_id,
