@@ -54,3 +54,31 @@ async fn the_real_cause_survives_a_failed_dead_letter_write() {
     }
     wait_idle(&js, "worker", Duration::from_secs(30)).await;
 }
+
+/// A dead-letter write refused for a moment is retried at once (a few tries over about
+/// 1.5 s): the event is dead-lettered on that delivery, not left for a redelivery.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_briefly_refused_dead_letter_is_written_by_the_retry() {
+    let nats = NatsServer::start();
+    let project = Project::new();
+    project.function("worker", "flaky", "subscribe = [\"jobs\"]\ntimeout = \"1s\"\nenv = { FLAKY_FAIL = \"1\" }\n[retry]\nmax_attempts = 1");
+    let up = project.up(Some(&nats.url()));
+    let client = nats.client().await;
+    let js = jetstream::new(client.clone());
+
+    js.delete_stream("SLUICE_DLQ").await.unwrap();
+    publish_event(&js, "sluice.events.jobs", "doomed-1", "{}").await.await.unwrap();
+    up.wait_log("Cannot store the dead letter; trying again.", Duration::from_secs(15));
+    js.create_stream(stream::Config { name: "SLUICE_DLQ".into(), subjects: vec!["sluice.dlq.>".into()], ..Default::default() })
+        .await
+        .unwrap();
+    wait_stream_count(&js, "SLUICE_DLQ", 1, Duration::from_secs(30)).await;
+    wait_idle(&js, "worker", Duration::from_secs(10)).await;
+    let log = up.log();
+    assert!(!log.contains("Cannot write the dead letter"), "the retry wrote it: {log}");
+    let info = js.get_stream("SLUICE_EVENTS").await.unwrap().consumer_info("worker").await.unwrap();
+    assert_eq!(info.num_redelivered, 0, "dead-lettered on its first delivery");
+    let dead = stream_messages(&js, "SLUICE_DLQ").await;
+    assert_eq!(header(&dead[0], "sluice-error-kind"), Some("error"));
+    assert_eq!(header(&dead[0], "sluice-attempts"), Some("1"));
+}

@@ -444,7 +444,7 @@ where
     loop {
         match store().await {
             Ok(value) => return Ok(value),
-            Err(error) if tries < TRIES => {
+            Err(error) if tries > TRIES => {
                 warn!(function = %function, error = %format!("{error:#}"), tries, "Cannot store {what}; trying again.");
                 let _ = message.ack_with(AckKind::Progress).await;
                 tokio::time::sleep(delay).await;
