@@ -38,6 +38,11 @@ async fn the_real_cause_survives_a_failed_dead_letter_write() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(consumer_backlog(&js, "worker").await.1, 2, "the events stay pending");
+    // Each write was tried five times (four retries) before it was given up.
+    let log = up.log();
+    let retries: Vec<&str> = log.lines().filter(|line| line.contains("Cannot store the dead letter; trying again.")).collect();
+    assert!(retries.iter().any(|line| line.contains(" tries=4")), "{log}");
+    assert!(!retries.iter().any(|line| line.contains(" tries=5")), "{log}");
 
     js.create_stream(stream::Config { name: "SLUICE_DLQ".into(), subjects: vec!["sluice.dlq.>".into()], ..Default::default() })
         .await

@@ -269,7 +269,7 @@ impl Dispatcher {
 
     async fn succeeded(&self, delivery: &Delivery<'_>, request_id: &str, attempt: u32, response: Response) {
         let name = &self.function.name;
-        let duration_ms = response.duration.as_secs_f64() / 1000.0;
+        let duration_ms = response.duration.as_secs_f64() * 1000.0;
         info!(
             function = %name,
             request_id = %request_id,
@@ -357,7 +357,7 @@ impl Dispatcher {
             .lock()
             .ok()
             .and_then(|map| map.get(&delivery.sequence).copied())
-            .or_else(|| (attempts > 1).then(|| last.map(|(_, started)| started)).flatten())
+            .or_else(|| (attempts <= 1).then(|| last.map(|(_, started)| started)).flatten())
             .unwrap_or(delivery.published);
         let record = dlq::DeadLetter {
             function: name,
@@ -444,7 +444,7 @@ where
     loop {
         match store().await {
             Ok(value) => return Ok(value),
-            Err(error) if tries > TRIES => {
+            Err(error) if tries < TRIES => {
                 warn!(function = %function, error = %format!("{error:#}"), tries, "Cannot store {what}; trying again.");
                 let _ = message.ack_with(AckKind::Progress).await;
                 tokio::time::sleep(delay).await;
