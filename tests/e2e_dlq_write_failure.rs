@@ -60,7 +60,7 @@ async fn the_real_cause_survives_a_failed_dead_letter_write() {
     wait_idle(&js, "worker", Duration::from_secs(30)).await;
 }
 
-/// A dead-letter write refused for a moment is retried at once (a few tries over about
+/// A dead-letter write refused for a moment is retried at once (five tries over about
 /// 1.5 s): the event is dead-lettered on that delivery, not left for a redelivery.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_briefly_refused_dead_letter_is_written_by_the_retry() {
@@ -73,7 +73,16 @@ async fn a_briefly_refused_dead_letter_is_written_by_the_retry() {
 
     js.delete_stream("SLUICE_DLQ").await.unwrap();
     publish_event(&js, "sluice.events.jobs", "doomed-1", "{}").await.await.unwrap();
-    up.wait_log("Cannot store the dead letter; trying again.", Duration::from_secs(15));
+    // The stream comes back after the fourth try failed, 0.8 s before the fifth (the delays
+    // double from 0.1 s): only retries spaced as promised reach it.
+    let fourth_failed = || {
+        up.log().lines().any(|line| line.contains("Cannot store the dead letter; trying again.") && line.contains(" tries=4"))
+    };
+    let started = std::time::Instant::now();
+    while !fourth_failed() {
+        assert!(started.elapsed() < Duration::from_secs(15), "four tries logged: {}", up.log());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     js.create_stream(stream::Config { name: "SLUICE_DLQ".into(), subjects: vec!["sluice.dlq.>".into()], ..Default::default() })
         .await
         .unwrap();
@@ -81,6 +90,16 @@ async fn a_briefly_refused_dead_letter_is_written_by_the_retry() {
     wait_idle(&js, "worker", Duration::from_secs(10)).await;
     let log = up.log();
     assert!(!log.contains("Cannot write the dead letter"), "the retry wrote it: {log}");
+    // The delays between tries double from 0.1 s: tries 1 to 4 failed over at least 0.7 s.
+    let failed_at = |tries: &str| {
+        let line = log
+            .lines()
+            .find(|line| line.contains("Cannot store the dead letter; trying again.") && line.contains(&format!(" tries={tries}")))
+            .unwrap_or_else(|| panic!("no try {tries}: {log}"));
+        chrono::DateTime::parse_from_rfc3339(line.split_whitespace().next().unwrap()).unwrap()
+    };
+    let spread = (failed_at("4") - failed_at("1")).num_milliseconds();
+    assert!(spread >= 650, "tries 1 to 4 failed within {spread} ms: {log}");
     let info = js.get_stream("SLUICE_EVENTS").await.unwrap().consumer_info("worker").await.unwrap();
     assert_eq!(info.num_redelivered, 0, "dead-lettered on its first delivery");
     let dead = stream_messages(&js, "SLUICE_DLQ").await;
