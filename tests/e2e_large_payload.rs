@@ -56,7 +56,9 @@ async fn bodies_over_max_payload_travel_through_the_object_store() {
     let body = big_json(3 * MIB);
     let file = project.path().join("big.json");
     std::fs::write(&file, &body).unwrap();
-    let out = project.sluice(&["--nats", &nats.url(), "publish", "big", "--id", "big-1", "--file", file.to_str().unwrap()]);
+    let out = project.sluice(&[
+        "--nats", &nats.url(), "publish", "big", "--id", "big-1", "--header", "tenant=acme", "--file", file.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // `echo` got the whole body and its response was chained into a stored event.
@@ -93,6 +95,8 @@ async fn bodies_over_max_payload_travel_through_the_object_store() {
         if dead.iter().any(|m| m.sequence.to_string() != id) {
             let again = dead.iter().find(|m| m.sequence.to_string() != id).unwrap();
             assert_eq!(header(again, "sluice-replays"), Some("1"));
+            assert_eq!(header(again, "ce-id"), Some("big-1"));
+            assert_eq!(header(again, "tenant"), Some("acme"), "the replay kept the event's own headers");
             let stored = read_object(&js, header(again, "sluice-payload-ref").unwrap()).await;
             assert_eq!(stored.len(), body.len(), "the replayed body was whole");
             break;
