@@ -68,3 +68,26 @@ async fn purge_filters_remove_only_the_selected_entries() {
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(remaining_ids(&js).await, vec![a_recent, c_recent2], "a purge naming a missing id removed nothing");
 }
+
+/// `Dlq::remove`: an entry already gone (a purge racing another) is `false`, not an error;
+/// a removal the server refuses is an error naming the entry, not "already gone".
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removal_tells_gone_from_refused() {
+    let (_nats, url, _project, js) = dlq_world().await;
+    let bus = sluice::bus::Bus::connect(&url, &sluice::config::BusSettings::default(), sluice::bus::StreamSetup::CreateMissing)
+        .await
+        .unwrap();
+    let dlq = sluice::dlq::Dlq::open(&bus).await.unwrap();
+    let id = seed_dead_letter(&js, "a", "a-1", "boom", Utc::now()).await;
+    assert!(dlq.remove(id).await.unwrap());
+    assert!(!dlq.remove(id).await.unwrap(), "already gone");
+
+    let kept = seed_dead_letter(&js, "a", "a-2", "boom", Utc::now()).await;
+    let mut stream = js.get_stream("SLUICE_DLQ").await.unwrap();
+    let mut config = stream.info().await.unwrap().config.clone();
+    config.deny_delete = true;
+    js.update_stream(config).await.unwrap();
+    let error = dlq.remove(kept).await.unwrap_err().to_string();
+    assert!(error.contains(&format!("removing DLQ entry {kept}")), "{error}");
+    assert_eq!(stream_count(&js, "SLUICE_DLQ").await, 1, "the entry stays");
+}

@@ -562,6 +562,8 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert!(lines[0].starts_with("00000000  00 01 02"), "{dump}");
         assert!(lines[1].starts_with("00000010  10 11 12 13"), "{dump}");
+        // Printable characters and spaces show as themselves, the rest as dots.
+        assert!(hex_dump(b"a b\x00~").ends_with(" a b.~\n"), "{}", hex_dump(b"a b\x00~"));
         let attributes = attributes(&entry_at(1, "f", "e", Utc::now()));
         assert!(attributes.iter().any(|(name, value)| *name == event::CE_ID && value == "e-1"));
     }
