@@ -4,7 +4,8 @@
 # ordinary suite only; run this by hand (results in .sluice/mutants/<group>/mutants.out/).
 #
 # Usage: scripts/mutants.sh GROUP [-- EXTRA cargo-mutants ARGS]
-#   GROUP: dispatch | bus | dlq | event | triggers | FILE.rs
+#   GROUP: dispatch | bus | dlq | event | triggers | FILE.rs (a file of the table below
+#   runs with its own tests; any other file with every test)
 # Each group mutates a few files, each with only the tests that exercise it (a mutant costs
 # an incremental build of those test binaries plus their run: 20 s to 2 min on 2 cores).
 # Narrow a run with cargo-mutants' --re / -e after `--`. cargo-mutants 27.1.0 is installed
@@ -29,41 +30,49 @@ if [ ! -x "$mutants" ]; then
   rm -rf "$SLUICE_TOOLS_CACHE/cargo-mutants-build"
 fi
 
-# What each group mutates, one entry per file: "FILE;TESTS;REGEX". Each file runs with the
+# What each group mutates, one row per file: "GROUP;FILE;TESTS;REGEX". Each file runs with the
 # unit tests and only the integration tests that exercise it; REGEX (optional) keeps the
 # mutants of the named functions only (the cursor and ack code of a trigger).
-case "$group" in
-  dispatch) entries=(
-    "src/dispatch/retry.rs;e2e_retry e2e_dlq;"
-    "src/dispatch/dlq.rs;e2e_dlq e2e_dlq_write_failure e2e_last_attempt_crash dlq_replay;"
-    "src/dispatch/mod.rs;e2e_dlq e2e_retry e2e_shutdown e2e_dlq_write_failure e2e_chaining_store_failure e2e_chaining e2e_progress_ack e2e_consumer_update e2e_large_payload e2e_last_attempt_crash e2e_crash e2e_shutdown_bounded e2e_fanout;") ;;
-  bus) entries=(
-    "src/bus/mod.rs;chaos_stream_settings config_precedence e2e_dedup e2e_fanout e2e_consumer_update e2e_dlq chaos_nats_outage;"
-    "src/bus/payload.rs;e2e_large_payload;"
-    "src/bus/embedded.rs;embedded_nats chaos_embedded_nats;") ;;
-  dlq) entries=(
-    "src/dlq/mod.rs;dlq_inspect dlq_purge_filters dlq_replay dlq_bulk dlq_replay_rate e2e_large_payload dlq_replay_interrupted;"
-    "src/cli/dlq.rs;dlq_inspect dlq_purge_filters dlq_replay dlq_bulk dlq_replay_rate dlq_replay_interrupted;") ;;
-  event) entries=(
-    "src/event.rs;fuzz_event e2e_plain_nats e2e_fanout e2e_dedup e2e_chaining;") ;;
-  triggers) entries=(
-    "src/triggers/kafka.rs;source_kafka;[ :](consume)( ->|$)"
-    "src/triggers/nats.rs;source_nats;[ :](core|jetstream)( ->|$)"
-    "src/triggers/mqtt.rs;source_mqtt;[ :](run_loop|publish_until_acked)( ->|$)"
-    "src/triggers/postgres/mod.rs;source_postgres;[ :](stream|record|read)( ->|$)"
-    "src/triggers/bucket/state.rs;bucket_local bucket_s3;"
-    "src/triggers/cron/mod.rs;cron_missed cron_two_workers;[ :](run_loop|fire|read_last|record_last)( ->|$)") ;;
-  *.rs) [ -f "$group" ] || { echo "mutants: no file $group" >&2; exit 2; }
-        entries=("$group;;") ;;
-  *)    echo "mutants: unknown group $group" >&2; usage ;;
-esac
+all=(
+  "dispatch;src/dispatch/retry.rs;e2e_retry e2e_dlq;"
+  "dispatch;src/dispatch/dlq.rs;e2e_dlq e2e_dlq_write_failure e2e_last_attempt_crash dlq_replay;"
+  "dispatch;src/dispatch/mod.rs;e2e_dlq e2e_retry e2e_shutdown e2e_dlq_write_failure e2e_chaining_store_failure e2e_chaining e2e_progress_ack e2e_consumer_update e2e_large_payload e2e_last_attempt_crash e2e_crash e2e_shutdown_bounded e2e_fanout;"
+  "bus;src/bus/mod.rs;chaos_stream_settings config_precedence e2e_dedup e2e_fanout e2e_consumer_update e2e_dlq chaos_nats_outage;"
+  "bus;src/bus/payload.rs;e2e_large_payload;"
+  "bus;src/bus/embedded.rs;embedded_nats chaos_embedded_nats;"
+  "dlq;src/dlq/mod.rs;dlq_inspect dlq_purge_filters dlq_replay dlq_bulk dlq_replay_rate e2e_large_payload dlq_replay_interrupted;"
+  "dlq;src/cli/dlq.rs;dlq_inspect dlq_purge_filters dlq_replay dlq_bulk dlq_replay_rate dlq_replay_interrupted;"
+  "event;src/event.rs;fuzz_event e2e_plain_nats e2e_fanout e2e_dedup e2e_chaining;"
+  "triggers;src/triggers/kafka.rs;source_kafka;[ :](consume)( ->|$)"
+  "triggers;src/triggers/nats.rs;source_nats;[ :](core|jetstream)( ->|$)"
+  "triggers;src/triggers/mqtt.rs;source_mqtt;[ :](run_loop|publish_until_acked)( ->|$)"
+  "triggers;src/triggers/postgres/mod.rs;source_postgres;[ :](stream|record|read)( ->|$)"
+  "triggers;src/triggers/bucket/state.rs;bucket_local bucket_s3;"
+  "triggers;src/triggers/cron/mod.rs;cron_missed cron_two_workers;[ :](run_loop|fire|read_last|record_last)( ->|$)"
+)
+entries=()
+out_group=$(basename "$group" .rs)
+for row in "${all[@]}"; do
+  # A group name takes its files; a file of the table runs alone, with its own tests.
+  if [ "${row%%;*}" = "$group" ] || [ "$(echo "$row" | cut -d';' -f2)" = "$group" ]; then
+    entries+=("${row#*;}")
+    out_group=${row%%;*}
+  fi
+done
+if [ ${#entries[@]} -eq 0 ]; then
+  case "$group" in
+    *.rs) [ -f "$group" ] || { echo "mutants: no file $group" >&2; exit 2; }
+          entries=("$group;;") ;;
+    *)    echo "mutants: unknown group $group" >&2; usage ;;
+  esac
+fi
 
 # The servers and example functions the tests need, as scripts/test.sh sets them up.
 . scripts/setup.sh
 . scripts/setup-test.sh
 scripts/build-functions.sh
 
-out="$root/.sluice/mutants/$(basename "$group" .rs)"
+out="$root/.sluice/mutants/$out_group"
 # cargo-mutants builds in a copy of the tree: a fixed target folder keeps the dependencies
 # built across mutants and runs.
 export CARGO_TARGET_DIR="${SLUICE_MUTANTS_TARGET:-${XDG_CACHE_HOME:-$HOME/.cache}/sluice/mutants-target}"
