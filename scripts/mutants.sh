@@ -30,9 +30,11 @@ if [ ! -x "$mutants" ]; then
   rm -rf "$SLUICE_TOOLS_CACHE/cargo-mutants-build"
 fi
 
-# What each group mutates, one row per file: "GROUP;FILE;TESTS;REGEX". Each file runs with the
-# unit tests and only the integration tests that exercise it; REGEX (optional) keeps the
-# mutants of the named functions only (the cursor and ack code of a trigger).
+# What each group mutates, one row per file: "GROUP;FILE;TESTS;REGEX;ARGS". Each file runs
+# with the unit tests and only the integration tests that exercise it; REGEX (optional)
+# keeps the mutants of the named functions only (the cursor and ack code of a trigger);
+# ARGS are extra cargo-mutants options (a longer timeout where the tests' own deadlines
+# exceed three times the unmutated run, so a hanging mutant fails on an assertion).
 all=(
   "dispatch;src/dispatch/retry.rs;e2e_retry e2e_dlq;"
   "dispatch;src/dispatch/dlq.rs;e2e_dlq e2e_dlq_write_failure e2e_last_attempt_crash dlq_replay;"
@@ -47,7 +49,7 @@ all=(
   "triggers;src/triggers/nats.rs;source_nats;[ :](core|jetstream)( ->|$)"
   "triggers;src/triggers/mqtt.rs;source_mqtt;[ :](run_loop|publish_until_acked)( ->|$)"
   "triggers;src/triggers/postgres/mod.rs;source_postgres;[ :](stream|record|read)( ->|$)"
-  "triggers;src/triggers/bucket/state.rs;bucket_local bucket_s3;"
+  "triggers;src/triggers/bucket/state.rs;bucket_local bucket_s3;;--timeout 180"
   "triggers;src/triggers/cron/mod.rs;cron_missed cron_two_workers;[ :](run_loop|fire|read_last|record_last)( ->|$)"
 )
 entries=()
@@ -80,8 +82,10 @@ count() { if [ -f "$1/mutants.out/$2.txt" ]; then wc -l <"$1/mutants.out/$2.txt"
 summary=()
 missed=0
 for entry in "${entries[@]}"; do
-  IFS=';' read -r file tests regex <<<"$entry"
+  IFS=';' read -r file tests regex extra <<<"$entry"
   args=(--file "$file")
+  # shellcheck disable=SC2206 # ARGS are words
+  [ -z "$extra" ] || args+=($extra)
   [ -z "$regex" ] || args+=(--re "$regex")
   if [ -n "$tests" ]; then
     args+=(--cargo-arg=--lib)
@@ -92,7 +96,8 @@ for entry in "${entries[@]}"; do
   echo "mutants: $file${regex:+ (functions matching $regex)}; tests: unit + ${tests:-all}; results in $dir/mutants.out" >&2
   # One job: the integration tests start servers on free ports and use both cores already.
   status=0
-  "$mutants" mutants --no-shuffle --jobs 1 --timeout-multiplier 3 --output "$dir" "${args[@]}" "$@" || status=$?
+  case " ${args[*]} " in *" --timeout "*) ;; *) args+=(--timeout-multiplier 3) ;; esac
+  "$mutants" mutants --no-shuffle --jobs 1 --output "$dir" "${args[@]}" "$@" || status=$?
   # 2: some mutants missed, 3: some timed out; anything else (4: the unmutated tests fail)
   # makes every result meaningless.
   case $status in 0|2|3) ;; *) echo "mutants: cargo-mutants failed on $file (exit $status); see $dir/mutants.out" >&2; exit "$status" ;; esac
