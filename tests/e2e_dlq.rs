@@ -89,9 +89,7 @@ async fn a_single_attempt_records_when_it_ran() {
     let client = nats.client().await;
     let js = async_nats::jetstream::new(client.clone());
     // The consumer exists (a new one sees only later events); then no worker runs.
-    let mut first = project.up(Some(&nats.url()));
-    first.wait_log("Dispatcher started.", Duration::from_secs(60));
-    assert!(first.terminate().success(), "{}", first.log());
+    project.create_consumer(&nats.url());
 
     publish_event(&js, "sluice.events.jobs", "waited-1", "{}").await.await.unwrap();
     let published = stream_messages(&js, "SLUICE_EVENTS").await[0].time;

@@ -29,13 +29,11 @@ async fn the_real_cause_survives_a_failed_dead_letter_write() {
     for id in ["doomed-1", "doomed-2"] {
         publish_event(&js, "sluice.events.jobs", id, "{}").await.await.unwrap();
     }
-    let refused = |id: &str| {
-        up.log().lines().any(|line| line.contains("Cannot write the dead letter") && line.contains(&format!("event_id={id} ")))
-    };
-    let started = std::time::Instant::now();
-    while !(refused("doomed-1") && refused("doomed-2")) {
-        assert!(started.elapsed() < Duration::from_secs(30), "both dead letters refused: {}", up.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    for id in ["doomed-1", "doomed-2"] {
+        let event = format!("event_id={id} ");
+        up.wait_line(&format!("the refused dead letter of {id}"), Duration::from_secs(30), |line| {
+            line.contains("Cannot write the dead letter") && line.contains(&event)
+        });
     }
     assert_eq!(consumer_backlog(&js, "worker").await.1, 2, "the events stay pending");
     // Each write was tried five times (four retries) before it was given up.
@@ -75,14 +73,9 @@ async fn a_briefly_refused_dead_letter_is_written_by_the_retry() {
     publish_event(&js, "sluice.events.jobs", "doomed-1", "{}").await.await.unwrap();
     // The stream comes back after the fourth try failed, 0.8 s before the fifth (the delays
     // double from 0.1 s): only retries spaced as promised reach it.
-    let fourth_failed = || {
-        up.log().lines().any(|line| line.contains("Cannot store the dead letter; trying again.") && line.contains(" tries=4"))
-    };
-    let started = std::time::Instant::now();
-    while !fourth_failed() {
-        assert!(started.elapsed() < Duration::from_secs(15), "four tries logged: {}", up.log());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    up.wait_line("the fourth failed try", Duration::from_secs(15), |line| {
+        line.contains("Cannot store the dead letter; trying again.") && line.contains(" tries=4")
+    });
     js.create_stream(stream::Config { name: "SLUICE_DLQ".into(), subjects: vec!["sluice.dlq.>".into()], ..Default::default() })
         .await
         .unwrap();

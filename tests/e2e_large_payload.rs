@@ -174,9 +174,7 @@ async fn an_unreadable_stored_body_is_retried_then_dead_lettered() {
 
     // The function's consumer exists (a new one sees only later events); the event is then
     // stored while no worker runs, so it can be broken before anything reads it.
-    let mut first = project.up(Some(&nats.url()));
-    first.wait_log("Dispatcher started.", Duration::from_secs(60));
-    assert!(first.terminate().success(), "{}", first.log());
+    project.create_consumer(&nats.url());
     let file = project.path().join("big.json");
     std::fs::write(&file, big_json(2 * MIB)).unwrap();
     let out = project.sluice(&["--nats", &nats.url(), "publish", "big", "--id", "big-1", "--file", file.to_str().unwrap()]);

@@ -163,6 +163,15 @@ impl Project {
     }
 
     /// Starts `sluice up` against `nats_url` (None: embedded) and waits until it is up.
+    /// Runs `sluice up` until its (one) function's dispatcher started, then stops it: the
+    /// consumer exists, so events published now wait for the next `up` (a new consumer
+    /// only sees events published after it).
+    pub fn create_consumer(&self, nats_url: &str) {
+        let mut up = self.up(Some(nats_url));
+        up.wait_log("Dispatcher started.", Duration::from_secs(60));
+        assert!(up.terminate().success(), "{}", up.log());
+    }
+
     pub fn up(&self, nats_url: Option<&str>) -> Up {
         self.up_with_env(nats_url, &[])
     }
@@ -273,6 +282,15 @@ impl Up {
         while !self.log().contains(text) {
             assert!(started.elapsed() < limit, "`sluice up` never logged {text:?}; its log:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits up to `limit` until a line of the log satisfies `matches`; `what` names it.
+    pub fn wait_line(&self, what: &str, limit: Duration, matches: impl Fn(&str) -> bool) {
+        let started = Instant::now();
+        while !self.log().lines().any(&matches) {
+            assert!(started.elapsed() < limit, "`sluice up` never logged {what}; its log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
