@@ -37,6 +37,34 @@ async fn wait_fired(js: &async_nats::jetstream::Context, what: &str, done: impl 
     }
 }
 
+/// The restarted process's log (JSON) tells each trigger's missed ticks and what fired of
+/// them, and each catch-up tick's delay: the time from the tick to its storing, between
+/// `restarted` (before the process started) and `checked` (after it fired).
+fn check_log(up: &Up, restarted: DateTime<Utc>, checked: DateTime<Utc>) {
+    let entries: Vec<serde_json::Value> = up.log().lines().filter_map(|line| serde_json::from_str(line).ok()).map(|e: serde_json::Value| e["fields"].clone()).collect();
+    for (trigger, policy) in [("skip", "skip"), ("fire-once", "fire_once"), ("fire-all", "fire_all")] {
+        let told: Vec<_> = entries.iter().filter(|f| f["message"] == "Ticks were missed while no worker ran." && f["trigger"] == trigger).collect();
+        assert_eq!(told.len(), 1, "{trigger}: the missed ticks told once\n{}", up.log());
+        let missed = told[0]["missed"].as_u64().unwrap();
+        assert!(missed >= 4, "{trigger}: {missed} missed over a 5 s downtime\n{}", up.log());
+        let firing = match policy {
+            "skip" => 0,
+            "fire_once" => 1,
+            _ => missed,
+        };
+        assert_eq!(told[0]["firing"].as_u64(), Some(firing), "{trigger}\n{}", up.log());
+        assert_eq!(told[0]["policy"], policy, "{trigger}\n{}", up.log());
+    }
+    let catchups: Vec<_> = entries.iter().filter(|f| f["message"] == "Tick fired." && f["catchup"] == true).collect();
+    assert!(!catchups.is_empty(), "{}", up.log());
+    for fired in catchups {
+        let tick = DateTime::parse_from_rfc3339(fired["tick"].as_str().unwrap()).unwrap().with_timezone(&Utc);
+        let delay_ms: f64 = fired["delay_ms"].as_str().unwrap().parse().unwrap();
+        let (least, most) = ((restarted - tick).num_milliseconds() as f64, (checked - tick).num_milliseconds() as f64);
+        assert!(delay_ms >= least && delay_ms <= most, "catch-up {tick}: delay {delay_ms} ms, not within {least}..{most}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn missed_ticks_follow_the_policy() {
     let nats = NatsServer::start();
@@ -57,10 +85,12 @@ async fn missed_ticks_follow_the_policy() {
     // The downtime itself, part of the scenario: down across five ticks of the 1 s schedule.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let restarted = Utc::now();
-    let mut up = project.up(Some(&nats.url()));
+    let mut up = project.up_with_env(Some(&nats.url()), &[("SLUICE_LOG_FORMAT", "json")]);
     // Each trigger is back on schedule: a live (not catch-up) tick after the restart.
     wait_fired(&js, "a live tick each after the restart", |ticks| ticks.iter().any(|(t, c)| !c && *t > restarted)).await;
+    let checked = Utc::now();
     assert!(up.terminate().success());
+    check_log(&up, restarted, checked);
 
     let fired = fired(&js).await;
     let catchups = |name: &str| fired[name].iter().filter(|(_, c)| *c).count();

@@ -42,6 +42,17 @@ pub enum Missed {
     FireAll,
 }
 
+impl Missed {
+    /// The name as `missed` spells it in a trigger file.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Skip => "skip",
+            Self::FireOnce => "fire_once",
+            Self::FireAll => "fire_all",
+        }
+    }
+}
+
 fn default_timezone() -> String {
     "UTC".to_owned()
 }

@@ -33,6 +33,9 @@ pub const SOURCE: &str = "sluice.cron";
 pub const EVENT_TYPE: &str = "sluice.cron.scheduled";
 /// Extension header on a tick fired late, after downtime.
 pub const CATCHUP: &str = "sluice-cron-catchup";
+/// Publishes of one tick before it counts as missed, and the pause between them.
+const PUBLISH_TRIES: u32 = 3;
+const PUBLISH_RETRY_DELAY: Duration = Duration::from_millis(200);
 
 pub struct CronTrigger {
     name: String,
@@ -96,7 +99,7 @@ impl CronTrigger {
                 Missed::FireAll => missed.clone(),
             };
             if !missed.is_empty() {
-                info!(trigger = %self.name, missed = missed.len(), firing = fire.len(), policy = ?self.missed, "Ticks were missed while no worker ran.");
+                info!(trigger = %self.name, missed = missed.len(), firing = fire.len(), policy = self.missed.as_str(), "Ticks were missed while no worker ran.");
             }
             for tick in fire {
                 self.fire(&ctx, &state, &key, tick, true).await;
@@ -121,17 +124,18 @@ impl CronTrigger {
 
     async fn fire(&self, ctx: &TriggerContext, state: &kv::Store, key: &str, tick: DateTime<Utc>, catchup: bool) {
         let event = self.event(tick, catchup);
+        let tick_text = tick.to_rfc3339_opts(SecondsFormat::Millis, true);
         let mut tries = 0;
         let published = loop {
             tries += 1;
             match ctx.bus.publish_event(self.target.subject(), &event).await {
                 Ok(published) => break Some(published),
-                Err(error) if tries < 3 => {
-                    warn!(trigger = %self.name, error = %format!("{error:#}"), "Cannot publish a tick; trying again.");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                Err(error) if tries < PUBLISH_TRIES => {
+                    warn!(trigger = %self.name, tick = %tick_text, tries, error = %format!("{error:#}"), "Cannot publish a tick; trying again.");
+                    tokio::time::sleep(PUBLISH_RETRY_DELAY).await;
                 }
                 Err(error) => {
-                    warn!(trigger = %self.name, tick = %tick, error = %format!("{error:#}"), "Tick not published; it counts as missed.");
+                    warn!(trigger = %self.name, tick = %tick_text, tries, error = %format!("{error:#}"), "Tick not published; it counts as missed.");
                     break None;
                 }
             }
@@ -140,7 +144,7 @@ impl CronTrigger {
         let delay_ms = (Utc::now() - tick).num_microseconds().unwrap_or(0) as f64 / 1000.0;
         info!(
             trigger = %self.name,
-            tick = %tick.to_rfc3339_opts(SecondsFormat::Millis, true),
+            tick = %tick_text,
             delay_ms = format!("{delay_ms:.2}"),
             seq = published.seq,
             duplicate = published.duplicate,
