@@ -48,7 +48,7 @@ all=(
   "triggers;src/triggers/kafka.rs;source_kafka;[ :](consume)( ->|$)"
   "triggers;src/triggers/nats.rs;source_nats;[ :](core|jetstream)( ->|$)"
   "triggers;src/triggers/mqtt.rs;source_mqtt;[ :](run_loop|publish_until_acked)( ->|$)"
-  "triggers;src/triggers/postgres/mod.rs;source_postgres;[ :](stream|record|read)( ->|$)"
+  "triggers;src/triggers/postgres/mod.rs;source_postgres;[ :](stream|record|read)( ->|$);--timeout 240"
   "triggers;src/triggers/bucket/state.rs;bucket_local bucket_s3;;--timeout 180"
   "triggers;src/triggers/cron/mod.rs;cron_missed cron_two_workers cron_cursor;[ :](run_loop|fire|read_last|record_last)( ->|$)"
 )

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::s3::S3Server;
 use common::*;
@@ -88,8 +88,18 @@ async fn s3_puts_and_deletes_fire_s3_records() {
     let etag_a = put(&store, "albums/summer/beach day.jpg", "sand and sea").await;
     put(&store, "notes.txt", "not a jpg").await;
     wait_records(&js, 1, &up).await;
+    // The baseline is recorded in sluice_state (key: base64url of "old.jpg"); a deleted object
+    // is forgotten there, or every later restart would fire its delete again.
+    let state = js.get_key_value("sluice_state").await.unwrap();
+    let old_entry = "bucket.photos.o.b2xkLmpwZw";
+    assert!(state.get(old_entry).await.unwrap().is_some(), "old.jpg recorded in sluice_state");
     store.delete(&ObjectPath::from("old.jpg")).await.unwrap();
     wait_records(&js, 2, &up).await;
+    let started = Instant::now();
+    while state.get(old_entry).await.unwrap().is_some() {
+        assert!(started.elapsed() < Duration::from_secs(10), "the deleted old.jpg is still recorded in sluice_state");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let etag_b = put(&store, "albums/summer/beach day.jpg", "sand, sea and a new version").await;
     wait_records(&js, 3, &up).await;
 

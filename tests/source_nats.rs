@@ -76,7 +76,7 @@ async fn the_jetstream_variant_survives_a_crash_without_loss() {
     let js = jetstream::new(client.clone());
     js.create_stream(jetstream::stream::Config {
         name: "LEGACY".into(),
-        subjects: vec!["legacy.js.>".into()],
+        subjects: vec!["legacy.>".into()],
         ..Default::default()
     })
     .await
@@ -93,6 +93,10 @@ async fn the_jetstream_variant_survives_a_crash_without_loss() {
         }
     };
     publish(0..2000).await;
+    // Outside the trigger's subject, in the same stream: never bridged.
+    for i in 0..10 {
+        js.publish(format!("legacy.other.{i}"), "{\"other\":true}".into()).await.unwrap().await.unwrap();
+    }
     let mut up = project.up(Some(&nats.url()));
     // Crash mid-stream: once a few hundred of the 2,000 are bridged.
     wait_stream_count(&js, "SLUICE_EVENTS", 300, Duration::from_secs(60)).await;
@@ -120,4 +124,13 @@ async fn the_jetstream_variant_survives_a_crash_without_loss() {
         .map(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap()["n"].as_u64().unwrap())
         .collect();
     assert_eq!(numbers, (0..2500).collect());
+
+    // The consumer is the one docs/triggers.md describes: durable (it outlives the bridge),
+    // explicit acks, held messages back after 10 s, at most 256 unacknowledged.
+    let info = js.get_stream("LEGACY").await.unwrap().consumer_info("sluice-from-stream").await.unwrap();
+    assert_eq!(info.config.durable_name.as_deref(), Some("sluice-from-stream"));
+    assert_eq!(info.config.filter_subject, "legacy.js.>");
+    assert_eq!(info.config.ack_policy, jetstream::consumer::AckPolicy::Explicit);
+    assert_eq!(info.config.ack_wait, Duration::from_secs(10));
+    assert_eq!(info.config.max_ack_pending, 256);
 }

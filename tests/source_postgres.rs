@@ -140,11 +140,25 @@ async fn a_mixed_burst_arrives_exactly_once_in_commit_order_through_a_crash() {
     up.kill();
     let at_crash = stream_count(&js, "SLUICE_EVENTS").await;
     writer.await.unwrap();
-    let up = project.up(Some(&nats.url()));
+    let before_restart = stream_count(&js, "SLUICE_EVENTS").await;
+    let mut up = project.up(Some(&nats.url()));
     wait_events(&js, expected.len(), &up).await;
     wait_idle(&js, "rows", Duration::from_secs(60)).await;
     wait_confirmed(&js, &pg).await;
     assert!((1..expected.len() as u64).contains(&at_crash), "killed in the middle ({at_crash} stored)");
+    // The restarted stream's figures, logged when it stops: what it published less what
+    // JetStream already had (changes re-read from the slot's confirmed position) is what
+    // the crash left unstored.
+    assert!(up.terminate().success());
+    let log = up.log();
+    let stopped = log.lines().find(|line| line.contains("PostgreSQL change stream stopped.")).unwrap_or_else(|| panic!("{log}"));
+    let figure = |name: &str| -> u64 {
+        let word = stopped.split_whitespace().find_map(|word| word.strip_prefix(&format!("{name}="))).unwrap_or_else(|| panic!("{stopped}"));
+        word.parse().unwrap()
+    };
+    let (published, duplicates) = (figure("published"), figure("duplicates"));
+    eprintln!("restarted stream: published {published}, of which {duplicates} duplicates");
+    assert_eq!(published - duplicates, expected.len() as u64 - before_restart, "{stopped}");
 
     assert_changes(&js, &pg, &expected).await;
     // Every event ran the function once: the consumer acknowledged them all, none twice.
@@ -275,6 +289,30 @@ async fn while_jetstream_is_down_the_slot_is_held_back_and_nothing_is_lost() {
     assert_changes(&js, &pg, &expected).await;
 }
 
+/// The replication connection cut by the server (the walsender terminated): the trigger
+/// reports the failure, connects again and streams what was committed meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cut_replication_connection_is_opened_again() {
+    let pg = PgFixture::new().await;
+    create_table(&pg).await;
+    let nats = NatsServer::start();
+    let js = async_nats::jetstream::new(nats.client().await);
+    let project = project_for(&pg, "");
+    let up = project.up(Some(&nats.url()));
+    wait_streaming(&project, &nats).await;
+    let (transactions, expected) = burst_plan(20);
+    write(&pg, &transactions[..10]).await;
+    wait_events(&js, expected.len() / 2, &up).await;
+
+    let row = pg.client.query_one("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1", &[&pg.name]).await.unwrap();
+    assert!(row.get::<_, bool>(0), "the walsender was terminated");
+    write(&pg, &transactions[10..]).await;
+    wait_events(&js, expected.len(), &up).await;
+    wait_confirmed(&js, &pg).await;
+    assert_changes(&js, &pg, &expected).await;
+    assert!(up.log().contains("reading the change stream"), "the cut was reported: {}", up.log());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_node_stands_by_and_takes_over_the_slot() {
     let pg = PgFixture::new().await;
@@ -371,6 +409,13 @@ async fn the_handler_gets_the_documented_record_and_a_rollback_fires_nothing() {
     assert_eq!(big["new"]["note"], Value::Null);
     assert_eq!(big["old"]["note"], "note 4", "the small old value stays");
     assert_eq!(big["omitted"], json!(["new.note"]));
+
+    // Under max_payload itself, but over it less the 8 KiB kept for headers: also cut.
+    pg.client.batch_execute(&format!("{} UPDATE {n} SET note = repeat('y', 1045000) WHERE id = 6;", insert_sql(n, 6))).await.unwrap();
+    results.wait_for(7, Duration::from_secs(30)).await;
+    let (_, near) = results.received.iter().find(|(_, r)| r["op"] == "update" && r["new"]["id"] == 6).unwrap();
+    assert_eq!(near["new"]["note"], Value::Null, "a row of 1,045,000 bytes is cut");
+    assert_eq!(near["omitted"], json!(["new.note"]));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -67,20 +67,14 @@ impl State {
         while let Some(message) = messages.next().await {
             let message = message.context("reading the bucket state")?;
             let pending = message.info().map(|i| i.pending).unwrap_or(0);
-            let deleted = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("KV-Operation"))
-                .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
             let key = message
                 .subject
                 .strip_prefix(subject_prefix.as_str())
                 .and_then(|encoded| B64.decode(encoded).ok())
                 .and_then(|raw| String::from_utf8(raw).ok());
-            if let (Some(key), false) = (key, deleted) {
-                if let Ok(version) = serde_json::from_slice::<Version>(&message.payload) {
-                    out.insert(key, version);
-                }
+            // A removed object's delete or purge marker has an empty body: no version.
+            if let (Some(key), Ok(version)) = (key, serde_json::from_slice::<Version>(&message.payload)) {
+                out.insert(key, version);
             }
             if pending == 0 {
                 break;
