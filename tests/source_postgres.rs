@@ -413,7 +413,11 @@ async fn the_handler_gets_the_documented_record_and_a_rollback_fires_nothing() {
     // Under max_payload itself, but over it less the 8 KiB kept for headers: also cut.
     pg.client.batch_execute(&format!("{} UPDATE {n} SET note = repeat('y', 1045000) WHERE id = 6;", insert_sql(n, 6))).await.unwrap();
     results.wait_for(7, Duration::from_secs(30)).await;
-    let (_, near) = results.received.iter().find(|(_, r)| r["op"] == "update" && r["new"]["id"] == 6).unwrap();
+    let (_, near) = results
+        .received
+        .iter()
+        .find(|(_, r)| r["op"] == "update" && r["new"]["id"] == 6)
+        .unwrap_or_else(|| panic!("no result for the update of row 6 (cut to fit): {:?}", results.received.iter().map(|(id, _)| id).collect::<Vec<_>>()));
     assert_eq!(near["new"]["note"], Value::Null, "a row of 1,045,000 bytes is cut");
     assert_eq!(near["omitted"], json!(["new.note"]));
 }
