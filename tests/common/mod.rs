@@ -41,23 +41,50 @@ impl NatsServer {
     pub fn start() -> Self {
         let store = tempfile::tempdir().unwrap();
         let mut server = Self { child: None, port: free_port(), store };
-        server.spawn();
-        server
+        // A free port can be taken again before the server binds it (by another test's
+        // outgoing connection): then the server exits, and a new port is tried.
+        for _ in 0..5 {
+            if server.try_spawn() {
+                return server;
+            }
+            server.port = free_port();
+        }
+        panic!("nats-server did not start on five free ports");
     }
 
     /// Starts the server (again, after [`NatsServer::stop`]) on its port and store.
     pub fn spawn(&mut self) {
-        let child = Command::new(nats_server_binary())
+        assert!(self.try_spawn(), "nats-server did not start on port {}", self.port);
+    }
+
+    /// Starts the server and waits until it greets on its port; `false` if it exited.
+    fn try_spawn(&mut self) -> bool {
+        let mut child = Command::new(nats_server_binary())
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
             .arg(self.store.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("nats-server runs (scripts/setup.sh installs it; or set SLUICE_NATS_SERVER)");
-        self.child = Some(child);
         let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(10), "nats-server did not start");
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                return false;
+            }
+            // The server's INFO line, not only an open port (a connection to a port nobody
+            // listens on can meet itself).
+            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+                let mut greeting = [0u8; 4];
+                if std::io::Read::read_exact(&mut stream, &mut greeting).is_ok() && &greeting == b"INFO" {
+                    self.child = Some(child);
+                    return true;
+                }
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                panic!("nats-server did not start on port {}", self.port);
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
