@@ -77,7 +77,7 @@ fn a_server_that_cannot_come_back_stops_up_with_the_reason() {
     // A copy of nats-server that the test can break once it runs.
     let binary = project.path().join("nats-server");
     std::fs::copy(nats_server_binary_path(), &binary).unwrap();
-    let mut up = project.up_with_env(None, &[("SLUICE_NATS_SERVER", binary.to_str().unwrap())]);
+    let mut up = project.up_with_env(None, &[("SLUICE_NATS_SERVER", binary.to_str().unwrap()), ("SLUICE_LOG_FORMAT", "json")]);
     let server_pid = state(&project)["pid"].as_u64().unwrap() as i32;
 
     std::fs::remove_file(&binary).unwrap();
@@ -93,6 +93,21 @@ fn a_server_that_cannot_come_back_stops_up_with_the_reason() {
     assert!(log.contains("Cannot start the embedded NATS server again"), "{log}");
     assert!(log.contains("was not started again"), "the reason is given: {log}");
     assert!(log.contains("broken on purpose") || log.contains("exit status: 3"), "the cause is shown: {log}");
+
+    // Five tries, each after twice the delay of the one before it (0.2 s first), measured
+    // from the log's timestamps.
+    let died = up.log_lines("The embedded NATS server died; starting it again on the same port and store.");
+    let tries = up.log_lines("Cannot start the embedded NATS server again; retrying.");
+    assert_eq!(died.len(), 1, "{log}");
+    assert_eq!(tries.len(), 5, "{log}");
+    let mut previous = logged_at(&died[0]);
+    for (n, attempt) in tries.iter().enumerate() {
+        assert_eq!(attempt["attempt"], n + 1, "{log}");
+        let gap = (logged_at(attempt) - previous).num_milliseconds();
+        let delay = 200 << n;
+        assert!(gap >= delay * 9 / 10, "try {} came {gap} ms after the one before, not after {delay} ms: {log}", n + 1);
+        previous = logged_at(attempt);
+    }
 }
 
 /// The nats-server the tests run, as an absolute path (to copy it).

@@ -54,25 +54,6 @@ async fn wait_until<T, F: std::future::Future<Output = Option<T>>>(what: &str, l
     }
 }
 
-/// The JSON log lines of `up` whose message is `message`, as their `fields` objects with
-/// the line's timestamp added as `at`.
-fn lines(up: &Up, message: &str) -> Vec<serde_json::Value> {
-    up.log()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|entry| entry["fields"]["message"] == message)
-        .map(|entry| {
-            let mut fields = entry["fields"].clone();
-            fields["at"] = entry["timestamp"].clone();
-            fields
-        })
-        .collect()
-}
-
-fn at(fields: &serde_json::Value) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(fields["at"].as_str().unwrap()).unwrap().with_timezone(&Utc)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_last_tick_follows_the_stored_ones_and_never_moves_back() {
     let nats = NatsServer::start();
@@ -105,7 +86,7 @@ async fn the_last_tick_follows_the_stored_ones_and_never_moves_back() {
     let last = recorded(&state).await.unwrap();
     assert_eq!(last.timestamp_millis(), ahead.timestamp_millis(), "the recorded tick moved back");
 
-    assert!(lines(&up, "Cannot record the last fired tick.").is_empty(), "{}", up.log());
+    assert!(up.log_lines("Cannot record the last fired tick.").is_empty(), "{}", up.log());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -118,15 +99,15 @@ async fn a_refused_tick_is_tried_three_times_then_counted_missed() {
     // Without the events stream, every publish is refused.
     js.delete_stream("SLUICE_EVENTS").await.unwrap();
     up.wait_line("a tick counted as missed", Duration::from_secs(20), |line| line.contains("Tick not published; it counts as missed."));
-    let missed = lines(&up, "Tick not published; it counts as missed.").remove(0);
+    let missed = up.log_lines("Tick not published; it counts as missed.").remove(0);
     let tick = missed["tick"].as_str().unwrap().to_owned();
-    let retries: Vec<_> = lines(&up, "Cannot publish a tick; trying again.").into_iter().filter(|fields| fields["tick"] == tick.as_str()).collect();
+    let retries: Vec<_> = up.log_lines("Cannot publish a tick; trying again.").into_iter().filter(|fields| fields["tick"] == tick.as_str()).collect();
     let tries: Vec<_> = retries.iter().map(|fields| fields["tries"].as_u64().unwrap()).collect();
     assert_eq!(tries, [1, 2], "tick {tick}: two retries before it is given up\n{}", up.log());
     assert_eq!(missed["tries"], 3, "{}", up.log());
     // 200 ms between tries: the third failed at least 400 ms after the first (less the
     // log's millisecond rounding).
-    let spread = (at(&missed) - at(&retries[0])).num_milliseconds();
+    let spread = (logged_at(&missed) - logged_at(&retries[0])).num_milliseconds();
     assert!(spread >= 390, "three tries within {spread} ms\n{}", up.log());
 
     // The schedule goes on: with the stream back, the next ticks are stored.

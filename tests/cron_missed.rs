@@ -41,9 +41,9 @@ async fn wait_fired(js: &async_nats::jetstream::Context, what: &str, done: impl 
 /// them, and each catch-up tick's delay: the time from the tick to its storing, between
 /// `restarted` (before the process started) and `checked` (after it fired).
 fn check_log(up: &Up, restarted: DateTime<Utc>, checked: DateTime<Utc>) {
-    let entries: Vec<serde_json::Value> = up.log().lines().filter_map(|line| serde_json::from_str(line).ok()).map(|e: serde_json::Value| e["fields"].clone()).collect();
+    let told_missed = up.log_lines("Ticks were missed while no worker ran.");
     for (trigger, policy) in [("skip", "skip"), ("fire-once", "fire_once"), ("fire-all", "fire_all")] {
-        let told: Vec<_> = entries.iter().filter(|f| f["message"] == "Ticks were missed while no worker ran." && f["trigger"] == trigger).collect();
+        let told: Vec<_> = told_missed.iter().filter(|f| f["trigger"] == trigger).collect();
         assert_eq!(told.len(), 1, "{trigger}: the missed ticks told once\n{}", up.log());
         let missed = told[0]["missed"].as_u64().unwrap();
         assert!(missed >= 4, "{trigger}: {missed} missed over a 5 s downtime\n{}", up.log());
@@ -55,7 +55,7 @@ fn check_log(up: &Up, restarted: DateTime<Utc>, checked: DateTime<Utc>) {
         assert_eq!(told[0]["firing"].as_u64(), Some(firing), "{trigger}\n{}", up.log());
         assert_eq!(told[0]["policy"], policy, "{trigger}\n{}", up.log());
     }
-    let catchups: Vec<_> = entries.iter().filter(|f| f["message"] == "Tick fired." && f["catchup"] == true).collect();
+    let catchups: Vec<_> = up.log_lines("Tick fired.").into_iter().filter(|f| f["catchup"] == true).collect();
     assert!(!catchups.is_empty(), "{}", up.log());
     for fired in catchups {
         let tick = DateTime::parse_from_rfc3339(fired["tick"].as_str().unwrap()).unwrap().with_timezone(&Utc);

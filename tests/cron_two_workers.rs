@@ -19,12 +19,7 @@ const SHARED_TICKS: usize = 6;
 /// `tick → duplicate` of every "Tick fired." line of a `sluice up` log (JSON format).
 fn fired(up: &Up) -> BTreeMap<String, bool> {
     let mut ticks = BTreeMap::new();
-    for line in up.log().lines() {
-        let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        let fields = &entry["fields"];
-        if fields["message"] != "Tick fired." {
-            continue;
-        }
+    for fields in up.log_lines("Tick fired.") {
         let tick = fields["tick"].as_str().unwrap().to_owned();
         let duplicate = fields["duplicate"].as_bool().unwrap();
         assert!(ticks.insert(tick.clone(), duplicate).is_none(), "one process fired {tick} twice:\n{}", up.log());

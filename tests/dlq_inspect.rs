@@ -1,6 +1,8 @@
 //! `sluice dlq list` and `show` report a poison event's function, error, attempts, topic and
 //! body exactly as stored; JSON field names are stable (docs/dlq.md); `--function`, `--error`
-//! and `--since` list exactly the entries they match, in the table and in `--json`.
+//! and `--since` list exactly the entries they match, in the table and in `--json`; the
+//! table and `show` shorten and group what `--json` tells; flags that cannot go together are
+//! refused before anything connects.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
@@ -133,4 +135,74 @@ async fn list_filters_select_exactly_the_matching_entries() {
         vec![a_new_exit, b_new_timeout, ab_new_trap, a_new_upper],
         "--since {since}"
     );
+}
+
+/// The table tells what `--json` does, fitted to a terminal: an error over 100 characters is
+/// cut to 99 and "…", a replayed entry shows its replay count, ages read in hours and
+/// minutes, `--limit` says how many older entries it left out, and `show` lists the event's
+/// own headers apart from Sluice's and CloudEvents'.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_table_fits_what_the_json_tells() {
+    let (_nats, url, project, js) = dlq_world().await;
+    let now = Utc::now();
+    let old = now - chrono::Duration::minutes(3 * 60 + 7);
+    // With "error: " before it, exactly 100 characters; and one far over.
+    let fits = format!("fits {}", "y".repeat(100 - 7 - 5));
+    let long = format!("long {}", "z".repeat(150));
+    let fits_id = seed_dead_letter(&js, "a", "e1", &fits, old).await;
+    let long_id = seed_dead_letter(&js, "a", "e2", &long, now).await;
+    let replayed_id = seed_dead_letter_with(&js, "a", "e3", "boom", now, &[("sluice-replays", "1"), ("tenant", "acme")]).await;
+
+    let text = String::from_utf8_lossy(&sluice_ok(&project, &url, &["dlq", "list"]).stdout).into_owned();
+    let row = |id: u64| {
+        let line = text.lines().find(|line| line.split_whitespace().next() == Some(id.to_string().as_str()));
+        line.unwrap_or_else(|| panic!("no row {id}: {text}")).trim_end().to_owned()
+    };
+    assert!(row(fits_id).ends_with(&format!(" error: {fits}")), "100 characters are shown whole: {text}");
+    assert!(row(long_id).ends_with(&format!(" error: {}…", &long[..92])), "cut to 99 characters and …: {text}");
+    assert!(row(replayed_id).contains(" 3 (replay 1) "), "{text}");
+    assert!(!row(fits_id).contains("(replay") && !row(long_id).contains("(replay"), "{text}");
+    assert!(row(fits_id).contains(" 3h 7m "), "{text}");
+    assert!(!text.contains("older matching"), "{text}");
+    let limited = String::from_utf8_lossy(&sluice_ok(&project, &url, &["dlq", "list", "--limit", "1"]).stdout).into_owned();
+    assert!(limited.contains("2 older matching entries not shown"), "{limited}");
+
+    let list: serde_json::Value = serde_json::from_slice(&sluice_ok(&project, &url, &["--json", "dlq", "list"]).stdout).unwrap();
+    let age = list["entries"].as_array().unwrap().iter().find(|e| e["id"] == fits_id).unwrap()["age_secs"].as_i64().unwrap();
+    assert!((11_220..11_220 + 120).contains(&age), "3 h 7 min old: age_secs {age}");
+    assert_eq!(list["entries"][2]["replays"], 1);
+    assert_eq!(list["entries"][2]["error"], "boom");
+
+    let shown = String::from_utf8_lossy(&sluice_ok(&project, &url, &["dlq", "show", &replayed_id.to_string()]).stdout).into_owned();
+    let (_, others) = shown.split_once("\nOther headers\n").unwrap_or_else(|| panic!("{shown}"));
+    let others: Vec<&str> = others.lines().take_while(|line| !line.trim().is_empty()).collect();
+    assert_eq!(others, ["  tenant: acme"], "{shown}");
+    assert!(shown.contains("  sluice-replays:") && shown.contains("  sluice-error:"), "{shown}");
+    let plain = String::from_utf8_lossy(&sluice_ok(&project, &url, &["dlq", "show", &fits_id.to_string()]).stdout).into_owned();
+    assert!(!plain.contains("Other headers"), "no section without headers of the event's own: {plain}");
+}
+
+/// Flags that select entries for `--all` do not go with ids, and bad values are refused, all
+/// as usage errors (exit 2) before anything connects: here NATS is not even reachable.
+#[test]
+fn conflicting_or_bad_flags_are_refused_before_connecting() {
+    let project = Project::new();
+    let unreachable = "nats://127.0.0.1:1";
+    for (args, says) in [
+        (&["dlq", "replay", "1", "--function", "a"][..], "with ids, name only the ids"),
+        (&["dlq", "replay", "1", "--error", "boom"], "with ids, name only the ids"),
+        (&["dlq", "replay", "1", "--since", "1h"], "with ids, name only the ids"),
+        (&["dlq", "purge", "1", "--function", "a", "--yes"], "with ids, name only the ids"),
+        (&["dlq", "purge", "1", "--older-than", "1h", "--yes"], "with ids, name only the ids"),
+        (&["dlq", "purge", "--all", "--function", "no spaces", "--yes"], "--function"),
+        (&["dlq", "list", "--since", "yesterday"], "--since"),
+        (&["dlq", "replay", "--all", "--function", "no spaces"], "--function"),
+    ] {
+        let mut all = vec!["--nats", unreachable];
+        all.extend_from_slice(args);
+        let out = project.sluice(&all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says) && !stderr.contains(unreachable), "{args:?}: {stderr}");
+    }
 }

@@ -1,6 +1,7 @@
 //! Replay: after the cause is fixed a replayed entry runs once, only in the failed function;
 //! `--to-topic` reaches every subscriber; a replay that fails again comes back to the DLQ
-//! with its history (`sluice-replays`, `sluice-replay-of`).
+//! with its history (`sluice-replays`, `sluice-replay-of`); `--dry-run` says where each entry
+//! would go and changes nothing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
@@ -133,4 +134,37 @@ async fn replays_reach_only_the_failed_function_unless_told_otherwise() {
     assert!(dlq_ids(&project, &url).is_empty(), "the DLQ is empty");
     let out = project.sluice(&["--nats", &url, "dlq", "replay", "12345"]);
     assert_eq!(out.status.code(), Some(2), "unknown id");
+}
+
+/// A dry run names the subject each entry would go to: its function's direct subject, or with
+/// `--to-topic` its topic; a direct delivery has no topic and is reported as failed (exit 1).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_names_each_target_and_changes_nothing() {
+    let (_nats, url, project, js) = common::cli::dlq_world().await;
+    let now = chrono::Utc::now();
+    let on_topic = common::cli::seed_dead_letter(&js, "a", "e1", "boom", now).await;
+    let direct = common::cli::seed_dead_letter_with(&js, "a", "e2", "boom", now, &[("sluice-original-subject", "sluice.direct.a")]).await;
+    let dry_run = |to_topic: bool| {
+        let mut args = vec!["--nats", url.as_str(), "--json", "dlq", "replay", "--all", "--dry-run"];
+        if to_topic {
+            args.push("--to-topic");
+        }
+        let out = project.sluice(&args);
+        (out.status.code(), serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap())
+    };
+    let targets = |report: &serde_json::Value| -> Vec<(u64, String)> {
+        report["replayed"].as_array().unwrap().iter().map(|r| (r["id"].as_u64().unwrap(), r["subject"].as_str().unwrap().to_owned())).collect()
+    };
+
+    let (code, report) = dry_run(false);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(targets(&report), [(on_topic, "sluice.direct.a".to_owned()), (direct, "sluice.direct.a".to_owned())]);
+    let (code, report) = dry_run(true);
+    assert_eq!(code, Some(1), "{report}");
+    assert_eq!(report["to_topic"], true);
+    assert_eq!(targets(&report), [(on_topic, "sluice.events.orders".to_owned())]);
+    assert_eq!(report["failed"][0]["id"], direct);
+    assert!(report["failed"][0]["error"].as_str().unwrap().contains("no topic"), "{report}");
+    assert_eq!(common::cli::remaining_ids(&js).await, [on_topic, direct], "the dry runs removed nothing");
+    assert_eq!(stream_count(&js, "SLUICE_EVENTS").await, 0, "and re-delivered nothing");
 }

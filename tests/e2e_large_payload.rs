@@ -1,8 +1,9 @@
 //! The 6 MiB payload contract on a server with the default 1 MiB `max_payload`: a 3 MiB
 //! event reaches its functions whole (claim check in the object store `sluice_payloads`), a
 //! 3 MiB response is chained with `on_success`, a dead letter of it shows and replays its
-//! body, and a 7 MiB event is refused with exit status 2 naming both sizes. Stored bodies go
-//! when their event's retention ends.
+//! body, a 7 MiB event is refused with exit status 2 naming both sizes, and the inline limit
+//! and the 6 MiB limit hold to the byte. Stored bodies go when their event's retention ends;
+//! a stored body that cannot be read is retried, one that is gone is dead-lettered at once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
@@ -52,6 +53,7 @@ async fn bodies_over_max_payload_travel_through_the_object_store() {
     let client = nats.client().await;
     assert_eq!(client.server_info().max_payload, MIB, "the test needs the default max_payload");
     let js = jetstream::new(client.clone());
+    assert!(js.get_object_store("sluice_payloads").await.is_ok(), "`sluice up` creates the object store at start");
 
     let body = big_json(3 * MIB);
     let file = project.path().join("big.json");
@@ -113,6 +115,25 @@ async fn bodies_over_max_payload_travel_through_the_object_store() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains(&(7 * MIB + 10).to_string()) && stderr.contains("6291456"), "names both sizes: {stderr}");
     assert_eq!(stderr.matches("6291456").count(), 1, "said once: {stderr}");
+
+    // The edges, on a topic nobody subscribes to: a body of the server's max_payload less
+    // the 8 KiB kept for headers travels inline, one byte more is stored, and exactly 6 MiB
+    // is taken.
+    let inline_limit = MIB - 8 * 1024;
+    for (id, size) in [("inline", inline_limit), ("stored", inline_limit + 1), ("largest", 6 * MIB)] {
+        std::fs::write(&file, big_json(size - 10)).unwrap();
+        let out = project.sluice(&["--nats", &nats.url(), "publish", "edge", "--id", id, "--file", file.to_str().unwrap()]);
+        assert!(out.status.success(), "{id}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let edges: Vec<_> = stream_messages(&js, "SLUICE_EVENTS").await.into_iter().filter(|m| m.subject.as_str() == "sluice.events.edge").collect();
+    let edge = |id: &str| edges.iter().find(|m| header(m, "ce-id") == Some(id)).unwrap_or_else(|| panic!("event {id} stored"));
+    assert_eq!(edge("inline").payload.len(), inline_limit, "a body of the inline limit is sent inline");
+    assert_eq!(header(edge("inline"), "sluice-payload-ref"), None);
+    for (id, size) in [("stored", inline_limit + 1), ("largest", 6 * MIB)] {
+        assert!(edge(id).payload.is_empty(), "{id}: the body is not inline");
+        assert_eq!(header(edge(id), "sluice-payload-size"), Some(size.to_string().as_str()), "{id}");
+        assert_eq!(read_object(&js, header(edge(id), "sluice-payload-ref").unwrap()).await.len(), size, "{id}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -215,4 +236,40 @@ async fn an_unreadable_stored_body_is_retried_then_dead_lettered() {
     wait_idle(&js, "reader", Duration::from_secs(10)).await;
     results.drain(Duration::from_millis(300)).await;
     assert!(results.received.is_empty(), "the function never ran on a broken body: {:?}", results.received);
+}
+
+/// A stored body that no longer exists (removed by hand, or aged out with a too short
+/// retention) cannot come back by retrying: the event is dead-lettered at once as
+/// `payload_missing`, naming the object, with no attempt counted, and the function never runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stored_body_that_is_gone_is_dead_lettered_at_once() {
+    let nats = NatsServer::start();
+    let project = Project::new();
+    project.function("reader", "flaky", "subscribe = [\"big\"]\n[retry]\nmax_attempts = 3");
+    let client = nats.client().await;
+    let js = jetstream::new(client.clone());
+
+    project.create_consumer(&nats.url());
+    let file = project.path().join("big.json");
+    std::fs::write(&file, big_json(2 * MIB)).unwrap();
+    let out = project.sluice(&["--nats", &nats.url(), "publish", "big", "--id", "big-1", "--file", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let events = stream_messages(&js, "SLUICE_EVENTS").await;
+    let name = header(&events[0], "sluice-payload-ref").expect("a claim check").to_owned();
+    js.get_object_store("sluice_payloads").await.unwrap().delete(&name).await.unwrap();
+
+    let mut results = Results::subscribe(&client, "reader").await;
+    let up = project.up(Some(&nats.url()));
+    wait_stream_count(&js, "SLUICE_DLQ", 1, Duration::from_secs(30)).await;
+    let dead = stream_messages(&js, "SLUICE_DLQ").await;
+    let log = up.log();
+    assert_eq!(header(&dead[0], "sluice-error-kind"), Some("payload_missing"), "{log}");
+    assert_eq!(header(&dead[0], "sluice-attempts"), Some("0"), "no attempt ran");
+    let error = header(&dead[0], "sluice-error").unwrap();
+    assert!(error.contains(&name) && error.contains("no longer exists"), "{error}");
+    assert_eq!(header(&dead[0], "ce-id"), Some("big-1"));
+    assert!(!log.contains("Cannot read the event's stored body; retrying."), "a missing body is not retried: {log}");
+    wait_idle(&js, "reader", Duration::from_secs(10)).await;
+    results.drain(Duration::from_millis(300)).await;
+    assert!(results.received.is_empty(), "the function never ran without its body: {:?}", results.received);
 }

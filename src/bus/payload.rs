@@ -70,6 +70,17 @@ fn object_prefix(subject: &str) -> &'static str {
     }
 }
 
+/// How the object store is created: on disk, with the bus's replicas.
+fn store_config(replicas: usize) -> object_store::Config {
+    object_store::Config {
+        bucket: PAYLOAD_BUCKET.into(),
+        description: Some("Sluice: bodies too large for one NATS message".into()),
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        ..Default::default()
+    }
+}
+
 impl Bus {
     /// The largest body sent inline: the server's `max_payload` (read at connect) less room
     /// for headers.
@@ -84,16 +95,7 @@ impl Bus {
                 if let Ok(store) = self.js.get_object_store(PAYLOAD_BUCKET).await {
                     return Ok(store);
                 }
-                let created = self
-                    .js
-                    .create_object_store(object_store::Config {
-                        bucket: PAYLOAD_BUCKET.into(),
-                        description: Some("Sluice: bodies too large for one NATS message".into()),
-                        storage: stream::StorageType::File,
-                        num_replicas: self.replicas,
-                        ..Default::default()
-                    })
-                    .await;
+                let created = self.js.create_object_store(store_config(self.replicas)).await;
                 match created {
                     Ok(store) => Ok(store),
                     // Another process created it meanwhile.
@@ -247,6 +249,15 @@ mod tests {
     fn too_large_names_both_sizes() {
         let error = PayloadError::TooLarge { size: 10_485_760, limit: MAX_PAYLOAD_BYTES }.to_string();
         assert!(error.contains("10485760") && error.contains("6291456") && error.contains("6 MiB"), "{error}");
+    }
+
+    #[test]
+    fn the_store_is_on_disk_with_the_bus_replicas() {
+        let config = store_config(3);
+        assert_eq!(config.bucket, PAYLOAD_BUCKET);
+        assert_eq!(config.storage, stream::StorageType::File);
+        assert_eq!(config.num_replicas, 3);
+        assert!(config.description.is_some_and(|d| d.starts_with("Sluice")));
     }
 
     #[test]

@@ -49,6 +49,19 @@ pub async fn seed_dead_letter(
     error: &str,
     failed_at: DateTime<Utc>,
 ) -> u64 {
+    seed_dead_letter_with(js, function, event_id, error, failed_at, &[]).await
+}
+
+/// Like [`seed_dead_letter`], with `extra` headers set over the usual ones (a direct
+/// delivery's `sluice-original-subject`, `sluice-replays`, an event's own headers).
+pub async fn seed_dead_letter_with(
+    js: &jetstream::Context,
+    function: &str,
+    event_id: &str,
+    error: &str,
+    failed_at: DateTime<Utc>,
+    extra: &[(&str, &str)],
+) -> u64 {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("ce-specversion", "1.0");
     headers.insert("ce-id", event_id);
@@ -64,6 +77,9 @@ pub async fn seed_dead_letter(
     headers.insert("sluice-original-seq", "1");
     headers.insert("sluice-first-attempt", failed_at.to_rfc3339().as_str());
     headers.insert("sluice-failed-at", failed_at.to_rfc3339().as_str());
+    for (name, value) in extra {
+        headers.insert(*name, *value);
+    }
     let ack = js
         .publish_with_headers(format!("sluice.dlq.{function}"), headers, format!(r#"{{"event":"{event_id}"}}"#).into())
         .await

@@ -269,6 +269,21 @@ impl Up {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The lines of a JSON log (`SLUICE_LOG_FORMAT=json`) whose message is `message`, as
+    /// their `fields` objects with the line's timestamp added as `at` (see [`logged_at`]).
+    pub fn log_lines(&self, message: &str) -> Vec<serde_json::Value> {
+        self.log()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|entry| entry["fields"]["message"] == message)
+            .map(|entry| {
+                let mut fields = entry["fields"].clone();
+                fields["at"] = entry["timestamp"].clone();
+                fields
+            })
+            .collect()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
     }
@@ -499,4 +514,9 @@ pub fn event_headers(id: &str) -> async_nats::HeaderMap {
     headers.insert("ce-source", "tests");
     headers.insert("Nats-Msg-Id", id);
     headers
+}
+
+/// When a line of [`Up::log_lines`] was logged.
+pub fn logged_at(fields: &serde_json::Value) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(fields["at"].as_str().expect("a log line with its timestamp")).expect("an RFC 3339 timestamp").to_utc()
 }

@@ -37,6 +37,21 @@ impl S3Server {
 
     /// Starts the server and waits until it serves S3 requests and can store objects.
     pub fn start() -> Self {
+        // A port found free can be taken before weed binds it (weed's own connections among
+        // its services take ephemeral ports while it starts): weed then exits, and the
+        // whole server is started again on new ports.
+        let mut failure = String::new();
+        for _ in 0..5 {
+            match Self::try_start() {
+                Ok(server) => return server,
+                Err(error) if error.contains("address already in use") => failure = error,
+                Err(error) => panic!("{error}"),
+            }
+        }
+        panic!("SeaweedFS found a port taken five times; the last time: {failure}");
+    }
+
+    fn try_start() -> Result<Self, String> {
         let dir = tempfile::tempdir().unwrap();
         // Every port explicit: unset ones default to fixed numbers (8333, 9333, port + 10000, ...)
         // that parallel tests would fight over.
@@ -124,29 +139,29 @@ impl S3Server {
             grpc_ports: [("master", master_grpc), ("volume", volume_grpc), ("filer", filer_grpc), ("s3", s3_grpc)],
             dir,
         };
-        server.wait_ready(volume, &log_path);
-        server
+        server.wait_ready(volume, &log_path)?;
+        Ok(server)
     }
 
     /// Ready when the S3 gateway answers HTTP (an unsigned request gets 403) and the volume
     /// server has registered with the master (before that, writes fail or stall).
-    fn wait_ready(&mut self, volume_port: u16, log_path: &std::path::Path) {
+    fn wait_ready(&mut self, volume_port: u16, log_path: &std::path::Path) -> Result<(), String> {
         let started = Instant::now();
         let volume = format!("\"Url\":\"127.0.0.1:{volume_port}\"");
         loop {
             let s3_up = http_get(self.port, "/").is_some();
             if s3_up && http_get(self.master_port, "/dir/status").is_some_and(|body| body.contains(&volume)) {
-                return;
+                return Ok(());
             }
             let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
             if exited.is_some() || started.elapsed() > Duration::from_secs(30) {
                 let log = std::fs::read_to_string(log_path).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
-                panic!(
+                return Err(format!(
                     "SeaweedFS S3 server did not become ready ({}); last lines of its log:\n{}",
                     exited.map_or_else(|| "30 s timeout".to_owned(), |s| format!("exited: {s}")),
                     tail.join("\n")
-                );
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
