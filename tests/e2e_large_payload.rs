@@ -3,7 +3,8 @@
 //! 3 MiB response is chained with `on_success`, a dead letter of it shows and replays its
 //! body, a 7 MiB event is refused with exit status 2 naming both sizes, and the inline limit
 //! and the 6 MiB limit hold to the byte. Stored bodies go when their event's retention ends;
-//! a stored body that cannot be read is retried, one that is gone is dead-lettered at once.
+//! a stored body that cannot be read is retried (also while the store is down), one that is
+//! gone is dead-lettered at once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
@@ -160,7 +161,7 @@ async fn stored_bodies_go_with_their_events() {
     // letter does, also past the sweep's grace for new dead letters (5 s).
     let started = Instant::now();
     while object_names(&js).await.iter().any(|name| name.starts_with("events/")) {
-        assert!(started.elapsed() < Duration::from_secs(60), "the stored body outlived its event; log:\n{}", up.log());
+        assert!(started.elapsed() < Duration::from_secs(30), "the stored body outlived its event; log:\n{}", up.log());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(up.log().contains("Removed stored bodies"), "{}", up.log());
@@ -172,7 +173,7 @@ async fn stored_bodies_go_with_their_events() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let started = Instant::now();
     while !object_names(&js).await.is_empty() {
-        assert!(started.elapsed() < Duration::from_secs(60), "a purged dead letter's body stayed; log:\n{}", up.log());
+        assert!(started.elapsed() < Duration::from_secs(30), "a purged dead letter's body stayed; log:\n{}", up.log());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -272,4 +273,47 @@ async fn a_stored_body_that_is_gone_is_dead_lettered_at_once() {
     wait_idle(&js, "reader", Duration::from_secs(10)).await;
     results.drain(Duration::from_millis(300)).await;
     assert!(results.received.is_empty(), "the function never ran without its body: {:?}", results.received);
+}
+
+/// While the object store cannot be read (here its stream is gone for a while), an event
+/// whose body is stored there is handed back with the backoff delay, not dead-lettered as
+/// missing; once the store is back, the function gets the body.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_that_is_down_for_a_while_is_waited_for() {
+    let nats = NatsServer::start();
+    let project = Project::new();
+    project.function(
+        "hello",
+        "hello",
+        "subscribe = [\"big\"]\n[retry]\nmax_attempts = 100\nbackoff = { initial = \"200ms\", factor = 1.0, max = \"200ms\", jitter = false }",
+    );
+    let up = project.up(Some(&nats.url()));
+    let client = nats.client().await;
+    let js = jetstream::new(client.clone());
+    let mut results = Results::subscribe(&client, "hello").await;
+    js.delete_object_store("sluice_payloads").await.unwrap();
+
+    // An event whose body is in the store, as `publish` stores one over max_payload.
+    let body = br#"{"name":"Outage"}"#;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("ce-id", "outage-1");
+    headers.insert("sluice-payload-ref", "events/outage-1");
+    headers.insert("sluice-payload-size", body.len().to_string().as_str());
+    js.publish_with_headers("sluice.events.big", headers, bytes::Bytes::new()).await.unwrap().await.unwrap();
+    let retried = "Cannot read the event's stored body; retrying.";
+    let started = Instant::now();
+    while up.log().matches(retried).count() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(30), "no retry while the store is gone: {}", up.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let store = js
+        .create_object_store(jetstream::object_store::Config { bucket: "sluice_payloads".into(), ..Default::default() })
+        .await
+        .unwrap();
+    store.put("events/outage-1", &mut &body[..]).await.unwrap();
+    results.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(results.received[0].0, "outage-1");
+    assert_eq!(results.received[0].1["message"], "Hello, Outage!");
+    assert_eq!(stream_count(&js, "SLUICE_DLQ").await, 0, "nothing dead-lettered: {}", up.log());
 }
