@@ -1,6 +1,8 @@
 //! The embedded NATS server is supervised: killed with SIGKILL under load, `sluice up` logs
 //! its death and restarts it on the same port and store; `publish` works again, no accepted
-//! event is lost, and `.sluice/nats.json` names the new server.
+//! event is lost, and `.sluice/nats.json` names the new server. A server that cannot come
+//! back stops `up` with the reason, after restarts that back off; one that ignores SIGTERM is
+//! killed after the grace.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
@@ -108,6 +110,42 @@ fn a_server_that_cannot_come_back_stops_up_with_the_reason() {
         assert!(gap >= delay * 9 / 10, "try {} came {gap} ms after the one before, not after {delay} ms: {log}", n + 1);
         previous = logged_at(attempt);
     }
+}
+
+/// A server that does not stop on SIGTERM (here a wrapper that ignores it and keeps the real
+/// server running) is killed 10 s later: a stopping `up` never hangs on its server.
+#[test]
+fn a_server_that_ignores_sigterm_is_killed_after_the_grace() {
+    let project = Project::new();
+    project.function("worker", "hello", "subscribe = [\"jobs\"]");
+    let real = nats_server_binary_path();
+    let real_pid = project.path().join("real.pid");
+    let wrapper = project.path().join("stubborn-nats-server");
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = --version ]; then exec '{real}' --version; fi\ntrap '' TERM\n'{real}' \"$@\" &\necho $! > '{pid}'\nwait $!\n",
+        real = real.display(),
+        pid = real_pid.display()
+    );
+    std::fs::write(&wrapper, script).unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut up = project.up_with_env(None, &[("SLUICE_NATS_SERVER", wrapper.to_str().unwrap())]);
+
+    let asked = Instant::now();
+    unsafe {
+        libc::kill(up.pid() as i32, libc::SIGTERM);
+    }
+    let status = up.wait_exit(Duration::from_secs(40));
+    let took = asked.elapsed();
+    // The real server outlives its killed wrapper: stop it here.
+    let server: i32 = std::fs::read_to_string(&real_pid).unwrap().trim().parse().unwrap();
+    unsafe {
+        libc::kill(server, libc::SIGKILL);
+    }
+    let log = up.log();
+    let status = status.unwrap_or_else(|| panic!("`up` hung on a server that ignores SIGTERM:\n{log}"));
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("nats-server did not stop within 10s of SIGTERM; killing it."), "{log}");
+    assert!(took >= Duration::from_secs(9), "killed only after the grace: {took:?}");
 }
 
 /// The nats-server the tests run, as an absolute path (to copy it).

@@ -539,6 +539,51 @@ mod tests {
         assert!(unreadable.contains("cannot run gone"), "{unreadable}");
     }
 
+    extern "C" fn ignore_signal(_: libc::c_int) {}
+
+    /// Signals that interrupt the supervising thread's wait (EINTR) neither end the wait
+    /// early, which would forget the pid of a running server (a stop could no longer signal
+    /// it), nor keep it waiting after the server exited.
+    #[test]
+    fn an_interrupted_wait_waits_on() {
+        // SAFETY: a handler that does nothing, without SA_RESTART, so the wait sees EINTR;
+        // nothing else in the unit tests uses SIGUSR1.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::sigemptyset(&mut action.sa_mask);
+            assert_eq!(libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()), 0);
+        }
+        let shared = Arc::new(Shared { pid: Mutex::new(None), stopping: std::sync::atomic::AtomicBool::new(false) });
+        let spawned = Instant::now();
+        let mut child = Command::new("sleep").arg("1").spawn().unwrap();
+        let pid = child.id();
+        set_pid(&shared, Some(pid));
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let waiter_shared = shared.clone();
+        let waiter = std::thread::spawn(move || {
+            let _ = done_tx.send(wait_and_reap(&mut child, &waiter_shared).map(|status| status.success()));
+        });
+        let thread = std::os::unix::thread::JoinHandleExt::as_pthread_t(&waiter);
+        let mut interrupted = 0;
+        // `sleep 1` cannot have exited before 0.9 s: until then the pid must stay known.
+        while spawned.elapsed() < Duration::from_millis(900) {
+            // SAFETY: the thread is not joined yet, so its handle is valid.
+            unsafe {
+                libc::pthread_kill(thread, libc::SIGUSR1);
+            }
+            interrupted += 1;
+            std::thread::sleep(Duration::from_millis(10));
+            if spawned.elapsed() < Duration::from_millis(900) {
+                assert_eq!(*shared.pid.lock().unwrap(), Some(pid), "the wait ended early after {interrupted} signals");
+            }
+        }
+        let outcome = done_rx.recv_timeout(Duration::from_secs(10)).expect("the wait ends once the process exited");
+        assert!(outcome.unwrap(), "the exit status of `sleep 1`");
+        assert_eq!(*shared.pid.lock().unwrap(), None, "the pid is forgotten once the process exited");
+        waiter.join().unwrap();
+    }
+
     #[test]
     fn versions_order_numerically() {
         assert!(version_key("2.15.1") > version_key("2.9.10"));
