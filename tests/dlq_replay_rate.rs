@@ -20,6 +20,8 @@ const AT_LEAST: Duration = Duration::from_millis(1800);
 /// The first and last re-delivery are stored about 1.9 s apart, less whatever delayed the
 /// first publish (a loaded machine): a looser bound. Without the limit: tens of milliseconds.
 const SPAN_AT_LEAST: Duration = Duration::from_millis(1500);
+/// And not much slower: 1.9 s of pacing plus the command's start, on a loaded machine.
+const AT_MOST: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn replay_rate_spreads_the_redeliveries() {
@@ -51,4 +53,5 @@ async fn replay_rate_spreads_the_redeliveries() {
         "--rate {RATE}: {ENTRIES} re-deliveries were stored within {span:?} of each other (at least {SPAN_AT_LEAST:?} expected)"
     );
     assert!(took >= AT_LEAST, "--rate {RATE}: replaying {ENTRIES} entries took {took:?} (at least {AT_LEAST:?} expected)");
+    assert!(took <= AT_MOST, "--rate {RATE}: replaying {ENTRIES} entries took {took:?} (at most {AT_MOST:?} expected)");
 }
