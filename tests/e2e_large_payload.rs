@@ -44,6 +44,19 @@ async fn read_object(js: &jetstream::Context, name: &str) -> Vec<u8> {
     body
 }
 
+/// Publishes event `big-1` with a 2 MiB body to topic `big` while no worker runs (the
+/// project's function consumers exist, as a new one sees only later events), so the test
+/// can change its stored body before anything reads it. Returns the object's name.
+async fn publish_stored_while_stopped(project: &Project, nats: &NatsServer, js: &jetstream::Context) -> String {
+    project.create_consumer(&nats.url());
+    let file = project.path().join("big.json");
+    std::fs::write(&file, big_json(2 * MIB)).unwrap();
+    let out = project.sluice(&["--nats", &nats.url(), "publish", "big", "--id", "big-1", "--file", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let events = stream_messages(js, "SLUICE_EVENTS").await;
+    header(&events[0], "sluice-payload-ref").expect("a claim check").to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bodies_over_max_payload_travel_through_the_object_store() {
     let nats = NatsServer::start();
@@ -194,15 +207,7 @@ async fn an_unreadable_stored_body_is_retried_then_dead_lettered() {
     let client = nats.client().await;
     let js = jetstream::new(client.clone());
 
-    // The function's consumer exists (a new one sees only later events); the event is then
-    // stored while no worker runs, so it can be broken before anything reads it.
-    project.create_consumer(&nats.url());
-    let file = project.path().join("big.json");
-    std::fs::write(&file, big_json(2 * MIB)).unwrap();
-    let out = project.sluice(&["--nats", &nats.url(), "publish", "big", "--id", "big-1", "--file", file.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let events = stream_messages(&js, "SLUICE_EVENTS").await;
-    let name = header(&events[0], "sluice-payload-ref").expect("a claim check").to_owned();
+    let name = publish_stored_while_stopped(&project, &nats, &js).await;
     let store = js.get_object_store("sluice_payloads").await.unwrap();
     let info = store.info(&name).await.unwrap();
     let chunks = format!("$O.sluice_payloads.C.{}", info.nuid);
@@ -250,13 +255,7 @@ async fn a_stored_body_that_is_gone_is_dead_lettered_at_once() {
     let client = nats.client().await;
     let js = jetstream::new(client.clone());
 
-    project.create_consumer(&nats.url());
-    let file = project.path().join("big.json");
-    std::fs::write(&file, big_json(2 * MIB)).unwrap();
-    let out = project.sluice(&["--nats", &nats.url(), "publish", "big", "--id", "big-1", "--file", file.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let events = stream_messages(&js, "SLUICE_EVENTS").await;
-    let name = header(&events[0], "sluice-payload-ref").expect("a claim check").to_owned();
+    let name = publish_stored_while_stopped(&project, &nats, &js).await;
     js.get_object_store("sluice_payloads").await.unwrap().delete(&name).await.unwrap();
 
     let mut results = Results::subscribe(&client, "reader").await;
