@@ -59,7 +59,7 @@ async fn the_last_tick_follows_the_stored_ones_and_never_moves_back() {
     let nats = NatsServer::start();
     let (_project, up) = start(&nats);
     let js = jetstream::new(nats.client().await);
-    let state = js.get_key_value("sluice_state").await.unwrap();
+    let state = js.get_key_value("sluice_state").await.expect("`sluice up` creates KV sluice_state before it says it is up");
 
     // After three ticks, the recorded one is the newest stored (each is recorded right after
     // JetStream acknowledged it).

@@ -92,7 +92,8 @@ pub struct Published {
 }
 
 impl Bus {
-    /// Connects, checks the server version and ensures Sluice's streams exist as configured.
+    /// Connects, checks the server version and ensures Sluice's streams exist as configured;
+    /// `up` also creates the payload store and KV `sluice_state`, so both exist once it is up.
     ///
     /// `url` holds one or more seed URLs separated by commas; the client also learns the
     /// other servers of a cluster from the one it reaches, and moves to another one when its
@@ -115,6 +116,7 @@ impl Bus {
         bus.ensure_streams(settings, setup).await?;
         if setup == StreamSetup::CreateOrUpdate {
             bus.ensure_payload_store().await?;
+            bus.state().await?;
         }
         Ok(bus)
     }
