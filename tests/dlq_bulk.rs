@@ -1,5 +1,6 @@
-//! Bulk redrive: `replay --all --function F` of 1,000 entries loses none and duplicates none;
-//! `--dry-run` changes nothing; `purge` without `--yes` on a non-terminal refuses.
+//! Bulk redrive: `replay --all --function F` of 1,500 entries (more than one read of the
+//! stream takes: 1,000) loses none and duplicates none; `--dry-run` changes nothing; `purge`
+//! without `--yes` on a non-terminal refuses.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 
-const N: usize = 1000;
+const N: usize = 1500;
 
 fn worker_toml(project: &Project, broken: bool) {
     let env = if broken { "env = { FLAKY_FAIL = \"1\" }\n" } else { "" };
@@ -28,7 +29,7 @@ async fn publish_many(js: &async_nats::jetstream::Context, prefix: &str, n: usiz
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_thousand_entries_replay_exactly_once() {
+async fn fifteen_hundred_entries_replay_exactly_once() {
     let nats = NatsServer::start();
     let url = nats.url();
     let project = Project::new();

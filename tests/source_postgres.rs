@@ -532,3 +532,52 @@ async fn a_server_without_logical_decoding_names_the_setting() {
     assert_eq!(listed["details"]["slot"], "sluice_rows_in", "{listed}");
     assert!(listed["details"]["slot_error"].as_str().unwrap().contains("does not exist yet"), "{listed}");
 }
+
+/// The replication connection is opened once per try of the trigger (pg_walstream's own
+/// retries are off), so a server that takes the catalog connection but refuses replication
+/// (its only WAL sender taken) is reported at each refusal, not after minutes of hidden
+/// retries; once the WAL sender is free, the changes stream.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_replication_connection_is_reported_at_each_refusal() {
+    const FAILED: &str = "PostgreSQL change stream failed; starting it again with backoff.";
+    const REFUSED: &str = "number of requested standby connections exceeds max_wal_senders";
+    let cluster = common::postgres::PrivateCluster::start(&["wal_level=logical", "max_wal_senders=1"]);
+    cluster.connect().await.batch_execute("CREATE TABLE orders (id int PRIMARY KEY, note text)").await.unwrap();
+    let mut holder = cluster.take_the_wal_sender().await;
+    let nats = NatsServer::start();
+    let js = async_nats::jetstream::new(nats.client().await);
+    let project = Project::new();
+    project.function("rows", "flaky", "env = { FLAKY_ECHO = \"1\" }\n");
+    std::fs::create_dir_all(project.path().join("triggers")).unwrap();
+    std::fs::write(
+        project.path().join("triggers/rows-in.toml"),
+        format!("kind = \"postgres\"\ndsn = \"{}\"\ntables = [\"orders\"]\nfunction = \"rows\"\n", cluster.dsn()),
+    )
+    .unwrap();
+    let up = project.up_with_env(Some(&nats.url()), &[("SLUICE_LOG_FORMAT", "json")]);
+
+    up.wait_line("two failed tries", Duration::from_secs(60), |_| up_failures(&up, FAILED) >= 2);
+    // Sluice's log first, then the server's: a try may start between the two reads.
+    let reported = up_failures(&up, FAILED);
+    let refused = cluster.log().matches(REFUSED).count();
+    assert!(
+        (reported..=reported + 1).contains(&refused),
+        "{reported} failures reported for {refused} refused replication connections\n{}\n{}",
+        up.log(),
+        cluster.log()
+    );
+    let listed = wait_for_trigger_status(&project, &nats.url(), "unhealthy").await;
+    let message = listed["message"].as_str().unwrap();
+    assert!(message.contains("opening a replication connection") && message.contains(REFUSED), "{listed}");
+
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    wait_for_trigger_status(&project, &nats.url(), "healthy").await;
+    cluster.connect().await.batch_execute("INSERT INTO orders VALUES (1, 'after the refusals')").await.unwrap();
+    wait_stream_count(&js, "SLUICE_EVENTS", 1, Duration::from_secs(30)).await;
+}
+
+/// How many times `sluice up` logged `message` for the trigger `rows-in`.
+fn up_failures(up: &Up, message: &str) -> usize {
+    up.log_lines(message).iter().filter(|fields| fields["trigger"] == "rows-in").count()
+}

@@ -52,16 +52,33 @@ pub fn key(trigger: &str) -> String {
 }
 
 /// Writes one trigger's health; a no-op when the status and message did not change.
+///
+/// Several writers report for one trigger (the restart loop its failures, each try of the
+/// source its progress), so what was last written is kept per trigger for the whole
+/// process: a failure repeated after a try reported `starting` is written again.
 pub struct Health {
     trigger: String,
     store: Option<async_nats::jetstream::kv::Store>,
-    last: Option<(Status, String)>,
 }
+
+/// What this process last wrote for each trigger.
+static LAST: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, (Status, String)>>> =
+    std::sync::LazyLock::new(Default::default);
 
 impl Health {
     pub async fn new(trigger: &str, bus: &crate::bus::Bus) -> Self {
         let store = bus.state().await.ok();
-        Self { trigger: trigger.to_owned(), store, last: None }
+        Self { trigger: trigger.to_owned(), store }
+    }
+
+    fn last(&self) -> Option<(Status, String)> {
+        LAST.lock().ok()?.get(&self.trigger).cloned()
+    }
+
+    fn remember(&self, current: (Status, String)) {
+        if let Ok(mut last) = LAST.lock() {
+            last.insert(self.trigger.clone(), current);
+        }
     }
 
     pub async fn set(&mut self, status: Status, message: impl Into<String>) {
@@ -71,7 +88,7 @@ impl Health {
     pub async fn set_with(&mut self, status: Status, message: impl Into<String>, details: serde_json::Map<String, serde_json::Value>) {
         let message = message.into();
         let current = (status, message.clone());
-        if self.last.as_ref() == Some(&current) && details.is_empty() {
+        if self.last().as_ref() == Some(&current) && details.is_empty() {
             return;
         }
         let Some(store) = &self.store else { return };
@@ -84,7 +101,7 @@ impl Health {
         };
         let Ok(value) = serde_json::to_vec(&report) else { return };
         match store.put(key(&self.trigger), Bytes::from(value)).await {
-            Ok(_) => self.last = Some(current),
+            Ok(_) => self.remember(current),
             Err(error) => debug!(trigger = %self.trigger, %error, "Cannot record the trigger's health."),
         }
     }

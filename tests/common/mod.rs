@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod dispatch;
 pub mod netns;
 pub mod postgres;
+pub mod pty;
 pub mod s3;
 
 use std::io::{BufRead, BufReader};

@@ -117,6 +117,42 @@ impl PrivateCluster {
     pub fn dsn(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
+
+    /// A client of its database `postgres`.
+    pub async fn connect(&self) -> Client {
+        let (client, connection) = tokio_postgres::connect(&self.dsn(), NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
+    }
+
+    /// Takes the server's only WAL sender (start it with `max_wal_senders=1`) with an idle
+    /// replication connection of psql, until the returned process is killed: every other
+    /// replication connection is refused (`number of requested standby connections exceeds
+    /// max_wal_senders`, a line of [`Self::log`] each), ordinary connections are not.
+    pub async fn take_the_wal_sender(&self) -> std::process::Child {
+        let holder = Command::new("psql")
+            .arg(format!("{}?replication=database", self.dsn()))
+            .args(["-X", "-q"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let client = self.connect().await;
+        let started = std::time::Instant::now();
+        loop {
+            let row = client.query_one("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'", &[]).await.unwrap();
+            if row.get::<_, i64>(0) >= 1 {
+                return holder;
+            }
+            assert!(started.elapsed() < std::time::Duration::from_secs(10), "psql never took the WAL sender:\n{}", self.log());
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The server's log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
 }
 
 /// A PostgreSQL server program; as the `postgres` user when run as root, which the server
