@@ -65,4 +65,10 @@ async fn a_nats_outage_loses_no_event_and_is_logged() {
     );
     assert!(log.contains("Lost the connection to NATS"), "the outage is logged:\n{}", log_excerpt(&log, 60));
     assert!(log.contains("Reconnected to NATS."), "the reconnect is logged:\n{}", log_excerpt(&log, 60));
+    // Timed from the first disconnect, not from one of the failed tries.
+    let after_ms: u64 = log_field(&log, "Reconnected to NATS.", "after_ms").unwrap().parse().unwrap();
+    assert!(after_ms >= OUTAGE.as_millis() as u64 - 500, "reconnected after_ms={after_ms}, the server was down 10 s");
+    // Each failed try is a client error: logged at debug level during an outage, not
+    // a warning each.
+    assert_eq!(log.matches("NATS client error.").count(), 0, "{}", log_excerpt(&log, 60));
 }

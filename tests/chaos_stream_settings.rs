@@ -1,7 +1,8 @@
 //! Only `sluice up` changes a stream: `publish`, `dlq list|stats|show|replay|purge` and
 //! `triggers list` run from a folder without a sluice.toml (default settings) leave
 //! SLUICE_EVENTS and SLUICE_DLQ at the replicas, max ages and duplicate window `up` set, on
-//! a 3-node cluster (R3) and on one server.
+//! a 3-node cluster (R3) and on one server. `up` also creates the payload store and KV
+//! `sluice_state` with the same replicas; tools never create them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
@@ -49,10 +50,21 @@ async fn assert_settings(js: &jetstream::Context, expected: &Expected, after: &s
     }
 }
 
+/// The streams behind the payload store and KV `sluice_state`, as `up` created them.
+async fn assert_stores(js: &jetstream::Context, expected: &Expected) {
+    for name in ["OBJ_sluice_payloads", "KV_sluice_state"] {
+        let mut stream = js.get_stream(name).await.unwrap_or_else(|e| panic!("{name} not created by `sluice up`: {e}"));
+        let config = stream.info().await.unwrap().config.clone();
+        assert_eq!(config.num_replicas, expected.replicas, "{name}: replicas");
+        assert_eq!(config.storage, jetstream::stream::StorageType::File, "{name}: storage");
+    }
+}
+
 /// Runs every tool that talks to the bus from a folder with no sluice.toml, checking the
 /// streams after each.
 async fn tools_leave_the_streams(url: &str, js: &jetstream::Context, expected: &Expected) {
     assert_settings(js, expected, "`sluice up`").await;
+    assert_stores(js, expected).await;
     // No sluice.toml here: a tool that wrongly applied its settings would set the defaults
     // (replicas 1, max age 7 days, duplicate window 2 minutes).
     let elsewhere = Project { dir: tempfile::tempdir().unwrap() };
@@ -111,4 +123,49 @@ async fn tools_leave_the_streams_on_one_server() {
     let js = jetstream::new(nats.client().await);
     tools_leave_the_streams(&nats.url(), &js, &Expected { replicas: 1 }).await;
     println!("single-server variant took {:.1} s", started.elapsed().as_secs_f64());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_up_creates_the_payload_store_and_trigger_state() {
+    let nats = NatsServer::start();
+    let js = jetstream::new(nats.client().await);
+    let url = nats.url();
+    let project = project(1);
+    let tool = |args: &[&str]| {
+        let mut full = vec!["--nats", url.as_str()];
+        full.extend_from_slice(args);
+        let out = project.sluice(&full);
+        assert!(out.status.success(), "sluice {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    };
+    tool(&["publish", "jobs", "--data", "{}"]);
+    tool(&["dlq", "list"]);
+    let mut names = Vec::new();
+    let mut listed = js.stream_names();
+    while let Some(name) = futures::StreamExt::next(&mut listed).await {
+        names.push(name.unwrap());
+    }
+    names.sort();
+    assert_eq!(names, ["SLUICE_DLQ", "SLUICE_EVENTS"], "what the tools created");
+
+    let _up = project.up(Some(&nats.url()));
+    assert_stores(&js, &Expected { replicas: 1 }).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_that_takes_sluice_subjects_is_named() {
+    let nats = NatsServer::start();
+    let js = jetstream::new(nats.client().await);
+    js.create_stream(jetstream::stream::Config { name: "MINE".into(), subjects: vec!["sluice.events.>".into(), "sluice.direct.>".into()], ..Default::default() })
+        .await
+        .unwrap();
+    let out = Project::new().sluice(&["--nats", &nats.url(), "publish", "jobs", "--data", "{}"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("stream MINE already takes subjects of SLUICE_EVENTS (sluice.events.>, sluice.direct.>)")
+            && stderr.contains("remove that stream or narrow its subjects"),
+        "{stderr}"
+    );
+    let mut mine = js.get_stream("MINE").await.unwrap();
+    assert_eq!(mine.info().await.unwrap().state.messages, 0, "the event went to the other stream");
 }

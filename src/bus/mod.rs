@@ -158,11 +158,32 @@ impl Bus {
 
     async fn create_stream(&self, config: stream::Config) -> anyhow::Result<()> {
         let name = config.name.clone();
+        let subjects = config.subjects.clone();
         match self.js.create_stream(config).await {
             Ok(_) => Ok(()),
             // Another process created it meanwhile: what it created stands.
             Err(error) if matches!(error.kind(), CreateStreamErrorKind::JetStream(_)) && self.js.get_stream(&name).await.is_ok() => Ok(()),
-            Err(error) => Err(anyhow::Error::new(error)).with_context(|| format!("creating stream {name}")),
+            Err(error) => {
+                let overlap = matches!(error.kind(), CreateStreamErrorKind::JetStream(e) if e.error_code() == ErrorCode::STREAM_SUBJECT_OVERLAP);
+                let error = anyhow::Error::new(error).context(format!("creating stream {name}"));
+                if !overlap {
+                    return Err(error);
+                }
+                // Name the stream in the way: a user's own stream over `sluice.events.>`.
+                let mut holders = Vec::new();
+                for subject in &subjects {
+                    if let Ok(holder) = self.js.stream_by_subject(subject.as_str()).await {
+                        holders.push(holder);
+                    }
+                }
+                holders.dedup();
+                let holders = if holders.is_empty() { "another stream".to_owned() } else { format!("stream {}", holders.join(", ")) };
+                Err(error.context(format!(
+                    "{holders} already takes subjects of {name} ({}): Sluice needs them for its own stream; \
+                     remove that stream or narrow its subjects",
+                    subjects.join(", ")
+                )))
+            }
         }
     }
 
@@ -205,7 +226,7 @@ impl Bus {
         if let Ok(store) = self.js.get_key_value(STATE_BUCKET).await {
             return Ok(store);
         }
-        let created = self.js.create_key_value(state_config()).await;
+        let created = self.js.create_key_value(state_config(self.replicas)).await;
         match created {
             Ok(store) => Ok(store),
             // Another process created it meanwhile.
@@ -224,13 +245,15 @@ impl Bus {
     }
 }
 
-/// The KV bucket `sluice_state`: only the last value of each key, on disk.
-fn state_config() -> jetstream::kv::Config {
+/// The KV bucket `sluice_state`: only the last value of each key, on disk, with the
+/// replicas of the streams (a cron cursor or a slot lease must outlive a node).
+fn state_config(replicas: usize) -> jetstream::kv::Config {
     jetstream::kv::Config {
         bucket: STATE_BUCKET.into(),
         description: "Sluice trigger state".into(),
         history: 1,
         storage: stream::StorageType::File,
+        num_replicas: replicas,
         ..Default::default()
     }
 }
@@ -541,8 +564,9 @@ mod tests {
 
     #[test]
     fn trigger_state_keeps_the_last_value_on_disk() {
-        let config = state_config();
+        let config = state_config(3);
         assert_eq!(config.bucket, STATE_BUCKET);
+        assert_eq!(config.num_replicas, 3);
         assert_eq!(config.history, 1);
         assert_eq!(config.storage, stream::StorageType::File);
         assert!(config.description.starts_with("Sluice"));
