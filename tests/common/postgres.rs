@@ -130,23 +130,33 @@ impl PrivateCluster {
     /// replication connection is refused (`number of requested standby connections exceeds
     /// max_wal_senders`, a line of [`Self::log`] each), ordinary connections are not.
     pub async fn take_the_wal_sender(&self) -> std::process::Child {
-        let holder = Command::new("psql")
+        let mut holder = Command::new("psql")
             .arg(format!("{}?replication=database", self.dsn()))
             .args(["-X", "-q"])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
+        if !self.wal_sender_taken().await {
+            let _ = holder.kill();
+            let _ = holder.wait();
+            panic!("psql never took the WAL sender:\n{}", self.log());
+        }
+        holder
+    }
+
+    /// Whether a WAL sender runs, within 10 s.
+    async fn wal_sender_taken(&self) -> bool {
         let client = self.connect().await;
         let started = std::time::Instant::now();
-        loop {
+        while started.elapsed() < std::time::Duration::from_secs(10) {
             let row = client.query_one("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'", &[]).await.unwrap();
             if row.get::<_, i64>(0) >= 1 {
-                return holder;
+                return true;
             }
-            assert!(started.elapsed() < std::time::Duration::from_secs(10), "psql never took the WAL sender:\n{}", self.log());
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+        false
     }
 
     /// The server's log.
