@@ -169,3 +169,53 @@ async fn a_stream_that_takes_sluice_subjects_is_named() {
     let mut mine = js.get_stream("MINE").await.unwrap();
     assert_eq!(mine.info().await.unwrap().state.messages, 0, "the event went to the other stream");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_account_without_jetstream_is_named() {
+    // The server has JetStream; the account a connection without credentials lands in
+    // does not.
+    let nats = NatsServer::start_with_config(Some(
+        "accounts {\n  WITH: { jetstream: enabled, users: [{ user: with, password: with }] }\n  \
+         WITHOUT: { users: [{ user: without, password: without }] }\n}\nno_auth_user: without\n",
+    ));
+    let out = Project::new().sluice(&["--nats", &nats.url(), "dlq", "list"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("JetStream is not enabled for the NATS account of this connection")
+            && stderr.contains("enable `jetstream` for that account"),
+        "{stderr}"
+    );
+}
+
+/// Processes that start together on a fresh server race to create the streams; the losers
+/// take the winner's streams, whatever settings they would have created them with. Ten
+/// rounds of sixteen processes, half with other stream settings, each on a fresh server
+/// (a round does not always have a loser).
+#[tokio::test(flavor = "multi_thread")]
+async fn processes_that_race_to_create_the_streams_all_go_on() {
+    let plain = Project::new();
+    let other = project(1);
+    for round in 0..10 {
+        let nats = NatsServer::start();
+        let url = nats.url();
+        let children: Vec<_> = (0..16)
+            .map(|i| {
+                std::process::Command::new(SLUICE)
+                    .arg("--dir")
+                    .arg(if i % 2 == 0 { plain.path() } else { other.path() })
+                    .args(["--nats", &url, "publish", "jobs", "--data", "{}"])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "round {round}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let js = jetstream::new(nats.client().await);
+        wait_stream_count(&js, "SLUICE_EVENTS", 16, Duration::from_secs(10)).await;
+    }
+}

@@ -11,7 +11,7 @@ use common::*;
 fn the_report_is_complete_and_every_event_ran_once() {
     let project = Project::new();
     let dsn = common::postgres::dsn();
-    let out = project.sluice(&["--json", "bench", "--events", "1500", "--size", "256", "--concurrency", "32", "--postgres", &dsn]);
+    let out = project.sluice_within(&["--json", "bench", "--events", "1500", "--size", "256", "--concurrency", "32", "--postgres", &dsn], std::time::Duration::from_secs(600));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 

@@ -138,6 +138,13 @@ impl Bus {
                 GetStreamErrorKind::JetStream(e) if e.error_code() == ErrorCode::STREAM_NOT_FOUND => {
                     return self.create_stream(config).await;
                 }
+                // The server has JetStream, the account this connection logs into does not.
+                GetStreamErrorKind::JetStream(e) if e.error_code() == ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT => {
+                    anyhow::bail!(
+                        "JetStream is not enabled for the NATS account of this connection: enable `jetstream` for that \
+                         account in the server's configuration, or connect as a user of an account that has it"
+                    );
+                }
                 _ => return Err(anyhow::Error::new(error)).with_context(|| format!("looking up stream {name}")),
             },
         };

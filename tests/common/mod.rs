@@ -36,12 +36,25 @@ pub struct NatsServer {
     child: Option<Child>,
     pub port: u16,
     store: tempfile::TempDir,
+    /// A configuration file (`-c`), for accounts and users.
+    config: Option<PathBuf>,
 }
 
 impl NatsServer {
     pub fn start() -> Self {
+        Self::start_with_config(None)
+    }
+
+    /// Like [`NatsServer::start`], with `config` (nats-server's configuration format) in a
+    /// file passed with `-c`; the port, store and JetStream flags still apply.
+    pub fn start_with_config(config: Option<&str>) -> Self {
         let store = tempfile::tempdir().unwrap();
-        let mut server = Self { child: None, port: free_port(), store };
+        let config = config.map(|text| {
+            let path = store.path().join("nats.conf");
+            std::fs::write(&path, text).unwrap();
+            path
+        });
+        let mut server = Self { child: None, port: free_port(), store, config };
         // A free port can be taken again before the server binds it (by another test's
         // outgoing connection): then the server exits, and a new port is tried.
         for _ in 0..5 {
@@ -60,7 +73,11 @@ impl NatsServer {
 
     /// Starts the server and waits until it greets on its port; `false` if it exited.
     fn try_spawn(&mut self) -> bool {
-        let mut child = Command::new(nats_server_binary())
+        let mut command = Command::new(nats_server_binary());
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let mut child = command
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
             .arg(self.store.path())
             .stdout(Stdio::null())
@@ -169,9 +186,51 @@ impl Project {
         path
     }
 
-    /// Runs a one-shot `sluice` command in the project.
+    /// Runs a one-shot `sluice` command in the project; one that runs for more than 60 s
+    /// (every one-shot command of the tests takes seconds) is killed and fails the test.
     pub fn sluice(&self, args: &[&str]) -> Output {
-        Command::new(SLUICE).arg("--dir").arg(self.path()).args(args).stdin(Stdio::null()).output().unwrap()
+        self.sluice_within(args, Duration::from_secs(60))
+    }
+
+    /// [`Project::sluice`] with another limit.
+    pub fn sluice_within(&self, args: &[&str], limit: Duration) -> Output {
+        let mut child = Command::new(SLUICE)
+            .arg("--dir")
+            .arg(self.path())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Read both pipes while waiting, so a command that prints much never blocks.
+        let read = |mut pipe: Box<dyn std::io::Read + Send>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                bytes
+            })
+        };
+        let stdout = read(Box::new(child.stdout.take().unwrap()));
+        let stderr = read(Box::new(child.stderr.take().unwrap()));
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "`sluice {}` did not finish within {limit:?}; it printed:\n{}{}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&stdout.join().unwrap()),
+                    String::from_utf8_lossy(&stderr.join().unwrap())
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
     }
 
     /// Runs `sluice` with the given stdin.
