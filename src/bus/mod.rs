@@ -138,14 +138,17 @@ impl Bus {
                 GetStreamErrorKind::JetStream(e) if e.error_code() == ErrorCode::STREAM_NOT_FOUND => {
                     return self.create_stream(config).await;
                 }
-                // The server has JetStream, the account this connection logs into does not.
-                GetStreamErrorKind::JetStream(e) if e.error_code() == ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT => {
-                    anyhow::bail!(
-                        "JetStream is not enabled for the NATS account of this connection: enable `jetstream` for that \
-                         account in the server's configuration, or connect as a user of an account that has it"
-                    );
+                _ => {
+                    let hint = match error.kind() {
+                        GetStreamErrorKind::JetStream(e) => jetstream_hint(e.error_code()),
+                        _ => None,
+                    };
+                    let error = anyhow::Error::new(error).context(format!("looking up stream {name}"));
+                    return Err(match hint {
+                        Some(hint) => error.context(hint),
+                        None => error,
+                    });
                 }
-                _ => return Err(anyhow::Error::new(error)).with_context(|| format!("looking up stream {name}")),
             },
         };
         if setup == StreamSetup::CreateMissing {
@@ -450,6 +453,15 @@ fn settings_changes(current: &stream::Config, wanted: &stream::Config) -> Vec<St
     changes
 }
 
+/// What to do about a JetStream error, where the server's own words do not say it.
+fn jetstream_hint(code: ErrorCode) -> Option<&'static str> {
+    // The server has JetStream; the account this connection logs into does not.
+    (code == ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT).then_some(
+        "JetStream is not enabled for the NATS account of this connection: enable `jetstream` for that account in \
+         the server's configuration, or connect as a user of an account that has it",
+    )
+}
+
 /// Refuses servers older than [`MIN_SERVER_VERSION`].
 pub fn check_version(version: &str) -> anyhow::Result<()> {
     let mut parts = version.trim_start_matches('v').split(['.', '-']).map(|p| p.parse::<u64>().ok());
@@ -497,6 +509,15 @@ mod tests {
         // What `up` does not manage is not a difference.
         let described = stream::Config { description: Some("other".into()), ..events.clone() };
         assert!(settings_changes(&described, &events).is_empty());
+    }
+
+    #[test]
+    fn an_account_without_jetstream_gets_a_hint() {
+        let hint = jetstream_hint(ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT).unwrap();
+        assert!(hint.starts_with("JetStream is not enabled for the NATS account") && hint.contains("enable `jetstream`"), "{hint}");
+        for code in [ErrorCode::STREAM_NOT_FOUND, ErrorCode::JETSTREAM_NOT_ENABLED, ErrorCode(10008)] {
+            assert_eq!(jetstream_hint(code), None, "{code:?}");
+        }
     }
 
     #[test]
