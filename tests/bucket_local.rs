@@ -28,8 +28,7 @@ fn wordcount_project() -> Project {
 }
 
 fn write_trigger(project: &Project, name: &str, text: &str) {
-    std::fs::create_dir_all(project.path().join("triggers")).unwrap();
-    std::fs::write(project.path().join("triggers").join(format!("{name}.toml")), text).unwrap();
+    project.trigger(name, text);
 }
 
 fn bucket(project: &Project, name: &str) -> PathBuf {

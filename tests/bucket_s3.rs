@@ -67,17 +67,15 @@ async fn s3_puts_and_deletes_fire_s3_records() {
     // Credentials come from the environment variables the trigger names.
     let env = [("PHOTOS_KEY_ID", S3Server::ACCESS_KEY), ("PHOTOS_SECRET", S3Server::SECRET_KEY)];
     let project = Project::new();
-    std::fs::create_dir_all(project.path().join("triggers")).unwrap();
-    std::fs::write(
-        project.path().join("triggers/photos.toml"),
+    project.trigger(
+        "photos",
         format!(
             "kind = \"bucket\"\nbucket = \"photos\"\nendpoint = \"{}\"\nevents = [\"created\", \"deleted\"]\n\
              suffix = \".jpg\"\npoll_interval = \"200ms\"\ntopic = \"store.changes\"\n\
              [credentials]\naccess_key_id_env = \"PHOTOS_KEY_ID\"\nsecret_access_key_env = \"PHOTOS_SECRET\"\n",
             s3.endpoint()
         ),
-    )
-    .unwrap();
+    );
 
     // Already there at the first start: the baseline, not news.
     put(&store, "old.jpg", "from before").await;
@@ -137,16 +135,14 @@ async fn wrong_credentials_are_reported_with_the_trigger_name() {
     s3.create_bucket("locked").await;
     let nats = NatsServer::start();
     let project = Project::new();
-    std::fs::create_dir_all(project.path().join("triggers")).unwrap();
-    std::fs::write(
-        project.path().join("triggers/locked.toml"),
+    project.trigger(
+        "locked",
         format!(
             "kind = \"bucket\"\nbucket = \"locked\"\nendpoint = \"{}\"\npoll_interval = \"200ms\"\ntopic = \"t\"\n\
              [credentials]\naccess_key_id_env = \"LOCKED_KEY_ID\"\nsecret_access_key_env = \"LOCKED_SECRET\"\n",
             s3.endpoint()
         ),
-    )
-    .unwrap();
+    );
     let up = project.up_with_env(Some(&nats.url()), &[("LOCKED_KEY_ID", S3Server::ACCESS_KEY), ("LOCKED_SECRET", "not-the-secret")]);
     let mut log = String::new();
     for _ in 0..100 {

@@ -201,10 +201,8 @@ async fn processes_that_race_to_create_the_streams_all_go_on() {
         let url = nats.url();
         let children: Vec<_> = (0..16)
             .map(|i| {
-                std::process::Command::new(SLUICE)
-                    .arg("--dir")
-                    .arg(if i % 2 == 0 { plain.path() } else { other.path() })
-                    .args(["--nats", &url, "publish", "jobs", "--data", "{}"])
+                (if i % 2 == 0 { &plain } else { &other })
+                    .command(&["--nats", &url, "publish", "jobs", "--data", "{}"])
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::piped())
                     .spawn()

@@ -12,9 +12,7 @@ use common::*;
 
 fn project_with_a_schedule() -> Project {
     let project = Project::new();
-    let dir = project.path().join("triggers");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("nightly.toml"), "kind = \"cron\"\nschedule = \"0 0 2 * * *\"\ntopic = \"reports.nightly\"\n").unwrap();
+    project.trigger("nightly", "kind = \"cron\"\nschedule = \"0 0 2 * * *\"\ntopic = \"reports.nightly\"\n");
     project
 }
 

@@ -161,13 +161,6 @@ fn a_valid_project_lists_its_functions() {
     assert!(text.contains("hello") && text.contains("1s 500ms") && text.contains("greetings"), "{text}");
 }
 
-fn write_trigger(project: &Project, name: &str, text: &str) -> std::path::PathBuf {
-    let dir = project.path().join("triggers");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 #[test]
 fn bad_cron_triggers() {
@@ -181,7 +174,7 @@ fn bad_cron_triggers() {
         ("kind = \"sundial\"\nschedule = \"@hourly\"\n", "kind"),
     ] {
         let project = Project::new();
-        let path = write_trigger(&project, "t", text);
+        let path = project.trigger("t", text);
         assert_config_error(&project, &path, field);
     }
 }
@@ -204,7 +197,7 @@ fn bad_source_triggers() {
         ("kind = \"postgres\"\ntables = [\"orders\"]\noperations = [\"upsert\"]\ntopic = \"t\"\n", "operations"),
     ] {
         let project = Project::new();
-        let path = write_trigger(&project, "t", text);
+        let path = project.trigger("t", text);
         assert_config_error(&project, &path, field);
     }
 }

@@ -19,8 +19,7 @@ const KEY: &str = "cron.every";
 /// logs JSON.
 fn start(nats: &NatsServer) -> (Project, Up) {
     let project = Project::new();
-    std::fs::create_dir_all(project.path().join("triggers")).unwrap();
-    std::fs::write(project.path().join("triggers/every.toml"), "kind = \"cron\"\nschedule = \"@every 1s\"\ntopic = \"ticks\"\n").unwrap();
+    project.trigger("every", "kind = \"cron\"\nschedule = \"@every 1s\"\ntopic = \"ticks\"\n");
     let up = project.up_with_env(Some(&nats.url()), &[("SLUICE_LOG_FORMAT", "json")]);
     (project, up)
 }

@@ -69,13 +69,11 @@ fn check_log(up: &Up, restarted: DateTime<Utc>, checked: DateTime<Utc>) {
 async fn missed_ticks_follow_the_policy() {
     let nats = NatsServer::start();
     let project = Project::new();
-    std::fs::create_dir_all(project.path().join("triggers")).unwrap();
     for policy in ["skip", "fire_once", "fire_all"] {
-        std::fs::write(
-            project.path().join(format!("triggers/{}.toml", policy.replace('_', "-"))),
+        project.trigger(
+            &policy.replace('_', "-"),
             format!("kind = \"cron\"\nschedule = \"@every 1s\"\ntopic = \"ticks.{policy}\"\nmissed = \"{policy}\"\n"),
-        )
-        .unwrap();
+        );
     }
     let js = async_nats::jetstream::new(nats.client().await);
     let mut up = project.up(Some(&nats.url()));

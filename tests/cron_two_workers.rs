@@ -32,12 +32,10 @@ async fn each_tick_fires_once_across_workers() {
     let nats = NatsServer::start();
     let project = Project::new();
     project.function("echo", "flaky", "subscribe = [\"ticks\"]\nenv = { FLAKY_ECHO = \"1\" }");
-    std::fs::create_dir_all(project.path().join("triggers")).unwrap();
-    std::fs::write(
-        project.path().join("triggers/second.toml"),
+    project.trigger(
+        "second",
         "kind = \"cron\"\nschedule = \"* * * * * *\"\ntimezone = \"Europe/Berlin\"\ntopic = \"ticks\"\npayload = { job = \"tick\" }\n",
-    )
-    .unwrap();
+    );
     let client = nats.client().await;
     let js = async_nats::jetstream::new(client.clone());
     let mut results = Results::subscribe(&client, "echo").await;

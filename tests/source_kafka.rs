@@ -60,15 +60,13 @@ async fn five_thousand_records_survive_a_crash_mid_stream() {
     let js = async_nats::jetstream::new(nats.client().await);
     let project = Project::new();
     project.function("orders", "flaky", "concurrency = 64\n");
-    std::fs::create_dir_all(project.path().join("triggers")).unwrap();
-    std::fs::write(
-        project.path().join("triggers/orders-in.toml"),
+    project.trigger(
+        "orders-in",
         format!(
             "kind = \"kafka\"\nbrokers = \"{}\"\ntopics = [\"orders\"]\ngroup = \"sluice-test\"\nstart = \"earliest\"\nfunction = \"orders\"\n",
             kafka.brokers()
         ),
-    )
-    .unwrap();
+    );
 
     produce(&kafka, "orders", 0..2500).await;
     let mut up = project.up(Some(&nats.url()));
@@ -132,12 +130,10 @@ async fn an_unreachable_broker_shows_as_unhealthy() {
     let nats = NatsServer::start();
     let port = free_port();
     let project = Project::new();
-    std::fs::create_dir_all(project.path().join("triggers")).unwrap();
-    std::fs::write(
-        project.path().join("triggers/orders-in.toml"),
+    project.trigger(
+        "orders-in",
         format!("kind = \"kafka\"\nbrokers = \"127.0.0.1:{port}\"\ntopics = [\"orders\"]\ntopic = \"orders\"\n"),
-    )
-    .unwrap();
+    );
     let up = project.up(Some(&nats.url()));
     let listed = wait_for_trigger_status(&project, &nats.url(), "unhealthy").await;
     assert!(listed["message"].as_str().unwrap().contains(&format!("127.0.0.1:{port}")), "{listed}");

@@ -43,12 +43,10 @@ async fn publish(port: u16, messages: Vec<(String, Vec<u8>)>) {
 /// A project whose trigger `telemetry` bridges QoS 1 `devices/+/telemetry` to topic `iot`.
 fn telemetry_project(broker: &Mqtt) -> Project {
     let project = Project::new();
-    std::fs::create_dir_all(project.path().join("triggers")).unwrap();
-    std::fs::write(
-        project.path().join("triggers/telemetry.toml"),
+    project.trigger(
+        "telemetry",
         format!("kind = \"mqtt\"\nbroker = \"{}\"\nfilter = \"devices/+/telemetry\"\nqos = 1\ntopic = \"iot\"\n", broker.url()),
-    )
-    .unwrap();
+    );
     project
 }
 
@@ -139,13 +137,11 @@ async fn messages_sent_while_disconnected_arrive_after_reconnect() {
 async fn an_unreachable_broker_is_reported_with_the_trigger_name() {
     let nats = NatsServer::start();
     let project = Project::new();
-    std::fs::create_dir_all(project.path().join("triggers")).unwrap();
     let port = free_port();
-    std::fs::write(
-        project.path().join("triggers/sensors.toml"),
+    project.trigger(
+        "sensors",
         format!("kind = \"mqtt\"\nbroker = \"mqtt://127.0.0.1:{port}\"\nfilter = \"s/#\"\ntopic = \"s\"\n"),
-    )
-    .unwrap();
+    );
     let up = project.up(Some(&nats.url()));
     let listed = wait_for_trigger_status(&project, &nats.url(), "unhealthy").await;
     assert!(listed["message"].as_str().unwrap().contains(&format!("127.0.0.1:{port}")), "{listed}");

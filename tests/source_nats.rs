@@ -12,8 +12,7 @@ use async_nats::jetstream;
 use common::*;
 
 fn trigger(project: &Project, name: &str, text: &str) {
-    std::fs::create_dir_all(project.path().join("triggers")).unwrap();
-    std::fs::write(project.path().join("triggers").join(format!("{name}.toml")), text).unwrap();
+    project.trigger(name, text);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -72,8 +72,7 @@ fn updated(row: &Value) -> Value {
 fn project_for(pg: &PgFixture, extra: &str) -> Project {
     let project = Project::new();
     project.function("rows", "flaky", "concurrency = 32\nenv = { FLAKY_ECHO = \"1\" }\n");
-    std::fs::create_dir_all(project.path().join("triggers")).unwrap();
-    std::fs::write(project.path().join("triggers/rows-in.toml"), pg.trigger("rows", extra)).unwrap();
+    project.trigger("rows-in", pg.trigger("rows", extra));
     project
 }
 
@@ -475,11 +474,10 @@ async fn set_up_mistakes_name_the_fix_and_the_slot_lag_shows() {
     let role = pg.role_without_replication().await;
     create_table(&pg).await;
     let dsn = common::postgres::dsn().replace("postgres@", &format!("{role}@"));
-    std::fs::write(
-        project.path().join("triggers/rows-in.toml"),
+    project.trigger(
+        "rows-in",
         pg.trigger("rows", "").replace(&common::postgres::dsn(), &dsn),
-    )
-    .unwrap();
+    );
     let up = project.up(Some(&nats.url()));
     let listed = wait_for_trigger(&project, &nats.url(), "named REPLICATION", |t| {
         t["message"].as_str().is_some_and(|m| m.contains("REPLICATION"))
@@ -491,7 +489,7 @@ async fn set_up_mistakes_name_the_fix_and_the_slot_lag_shows() {
     drop(up);
 
     // Streaming, then stopped: the slot holds the WAL written since, and the listing says so.
-    std::fs::write(project.path().join("triggers/rows-in.toml"), pg.trigger("rows", "")).unwrap();
+    project.trigger("rows-in", pg.trigger("rows", ""));
     let mut up = project.up(Some(&nats.url()));
     wait_streaming(&project, &nats).await;
     up.terminate();
@@ -516,12 +514,7 @@ async fn a_server_without_logical_decoding_names_the_setting() {
     let nats = NatsServer::start();
     let project = Project::new();
     project.function("rows", "flaky", "");
-    std::fs::create_dir_all(project.path().join("triggers")).unwrap();
-    std::fs::write(
-        project.path().join("triggers/rows-in.toml"),
-        format!("kind = \"postgres\"\ndsn = \"{}\"\ntables = [\"orders\"]\nfunction = \"rows\"\n", cluster.dsn()),
-    )
-    .unwrap();
+    project.trigger("rows-in", cluster.trigger("rows"));
     let _up = project.up(Some(&nats.url()));
     let listed = wait_for_trigger_status(&project, &nats.url(), "unhealthy").await;
     let message = listed["message"].as_str().unwrap();
@@ -550,12 +543,7 @@ async fn a_refused_replication_connection_is_reported_at_each_refusal() {
     let js = async_nats::jetstream::new(nats.client().await);
     let project = Project::new();
     project.function("rows", "flaky", "env = { FLAKY_ECHO = \"1\" }\n");
-    std::fs::create_dir_all(project.path().join("triggers")).unwrap();
-    std::fs::write(
-        project.path().join("triggers/rows-in.toml"),
-        format!("kind = \"postgres\"\ndsn = \"{}\"\ntables = [\"orders\"]\nfunction = \"rows\"\n", cluster.dsn()),
-    )
-    .unwrap();
+    project.trigger("rows-in", cluster.trigger("rows"));
     let up = project.up_with_env(Some(&nats.url()), &[("SLUICE_LOG_FORMAT", "json")]);
 
     up.wait_line("two failed tries", Duration::from_secs(60), |_| up_failures(&up, FAILED) >= 2);

@@ -177,6 +177,15 @@ impl Project {
         self
     }
 
+    /// Writes `triggers/<name>.toml`; returns its path.
+    pub fn trigger(&self, name: &str, text: impl AsRef<[u8]>) -> PathBuf {
+        let dir = self.path().join("triggers");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
     /// Writes a raw function.toml (for configuration errors).
     pub fn raw_function(&self, folder: &str, text: &str) -> PathBuf {
         let dir = self.path().join("functions").join(folder);
@@ -186,23 +195,40 @@ impl Project {
         path
     }
 
+    /// `sluice --dir PROJECT ARGS...`, not started.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(SLUICE);
+        command.arg("--dir").arg(self.path()).args(args);
+        command
+    }
+
     /// Runs a one-shot `sluice` command in the project; one that runs for more than 60 s
     /// (every one-shot command of the tests takes seconds) is killed and fails the test.
     pub fn sluice(&self, args: &[&str]) -> Output {
-        self.sluice_within(args, Duration::from_secs(60))
+        self.run(args, None, Duration::from_secs(60))
     }
 
     /// [`Project::sluice`] with another limit.
     pub fn sluice_within(&self, args: &[&str], limit: Duration) -> Output {
-        let mut child = Command::new(SLUICE)
-            .arg("--dir")
-            .arg(self.path())
-            .args(args)
-            .stdin(Stdio::null())
+        self.run(args, None, limit)
+    }
+
+    /// [`Project::sluice`] with the given stdin.
+    pub fn sluice_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
+        self.run(args, Some(stdin), Duration::from_secs(60))
+    }
+
+    fn run(&self, args: &[&str], stdin: Option<&[u8]>, limit: Duration) -> Output {
+        let mut child = self
+            .command(args)
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            std::io::Write::write_all(&mut pipe, bytes).unwrap();
+        }
         // Read both pipes while waiting, so a command that prints much never blocks.
         let read = |mut pipe: Box<dyn std::io::Read + Send>| {
             std::thread::spawn(move || {
@@ -231,22 +257,6 @@ impl Project {
             std::thread::sleep(Duration::from_millis(10));
         };
         Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
-    }
-
-    /// Runs `sluice` with the given stdin.
-    pub fn sluice_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
-        use std::io::Write;
-        let mut child = Command::new(SLUICE)
-            .arg("--dir")
-            .arg(self.path())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        child.wait_with_output().unwrap()
     }
 
     /// Starts `sluice up` against `nats_url` (None: embedded) and waits until it is up.

@@ -118,6 +118,11 @@ impl PrivateCluster {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
+    /// `triggers/<trigger>.toml` text for its table `orders`, delivering to `function`.
+    pub fn trigger(&self, function: &str) -> String {
+        format!("kind = \"postgres\"\ndsn = \"{}\"\ntables = [\"orders\"]\nfunction = \"{function}\"\n", self.dsn())
+    }
+
     /// A client of its database `postgres`.
     pub async fn connect(&self) -> Client {
         let (client, connection) = tokio_postgres::connect(&self.dsn(), NoTls).await.unwrap();

@@ -4,10 +4,10 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{Project, SLUICE};
+use super::Project;
 
 /// What a run on a terminal printed (stdout and stderr interleaved, as the terminal got
 /// them, escape sequences included) and how it ended.
@@ -21,10 +21,8 @@ pub struct TerminalRun {
 /// the screen. Waits up to 60 s for it to exit.
 pub fn sluice_on_terminal(project: &Project, args: &[&str], answer: Option<(&str, &str)>) -> TerminalRun {
     let (master, slave) = open_pty();
-    let mut child = Command::new(SLUICE)
-        .arg("--dir")
-        .arg(project.path())
-        .args(args)
+    let mut child = project
+        .command(args)
         .env("TERM", "xterm")
         .env_remove("SLUICE_NATS_URL")
         .stdin(Stdio::from(slave.try_clone().unwrap()))
