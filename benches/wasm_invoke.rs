@@ -1,7 +1,7 @@
 //! The wasm runtime's hot path: a fresh instance per event (instantiate + `_start` + drop),
 //! against bare wasmtime doing the same with the same engine, in one run.
 //!
-//! Needs the example modules: `scripts/build-functions.sh`.
+//! Needs the example modules: ``sluice build``.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // benchmarks fail loudly
 
@@ -22,7 +22,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 fn module_bytes() -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("functions/hello/hello.wasm");
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run scripts/build-functions.sh", path.display()))
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run `sluice build`", path.display()))
 }
 
 fn invoke(c: &mut Criterion) {

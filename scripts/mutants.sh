@@ -72,7 +72,8 @@ fi
 # The servers and example functions the tests need, as scripts/test.sh sets them up.
 . scripts/setup.sh
 . scripts/setup-test.sh
-scripts/build-functions.sh
+cargo build --bin sluice
+"${CARGO_TARGET_DIR:-$root/target}/debug/sluice" build
 
 out="$root/.sluice/mutants/$out_group"
 # cargo-mutants builds in a copy of the tree: a fixed target folder keeps the dependencies

@@ -6,11 +6,14 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 . scripts/setup.sh
-scripts/build-functions.sh
 # Cargo shows its progress on stderr; a fresh machine compiles every dependency once
 # (wasmtime, librdkafka, ...), later builds take seconds.
 echo "run: building sluice (first build on a fresh machine: ~20 min on 2 cores; later builds seconds)" >&2
 cargo build --bin sluice
 bin="${CARGO_TARGET_DIR:-$root/target}/debug/sluice"
+# The example functions: wasm crates with cargo, the Lambda runtime clients with pip and npm
+# (the first time a few minutes; later it skips what is up to date).
+echo "run: building the example functions (sluice build)" >&2
+"$bin" build
 echo "sluice is at $bin; in another terminal: $bin publish greetings --data '{\"name\":\"Alice\"}'" >&2
 exec "$bin" up "$@"

@@ -62,8 +62,13 @@ fi
 
 # Building Sluice's Kafka client (librdkafka, built from source by rdkafka's cmake-build)
 # needs cmake and libcurl's headers; Debian's librdkafka is too old to link against.
+# The example Lambda functions: Node.js's runtime interface client (aws-lambda-ric, installed
+# by `sluice build`) compiles a native module with autotools, cmake, make and g++.
 sluice_missing_packages=
 command -v cmake >/dev/null 2>&1 || sluice_missing_packages="$sluice_missing_packages cmake"
+for sluice_tool in autoconf:autoconf automake:automake libtoolize:libtool make:make g++:g++ node:nodejs npm:npm; do
+  command -v "${sluice_tool%%:*}" >/dev/null 2>&1 || sluice_missing_packages="$sluice_missing_packages ${sluice_tool#*:}"
+done
 [ -e /usr/include/x86_64-linux-gnu/curl/curl.h ] || [ -e /usr/include/curl/curl.h ] \
   || sluice_missing_packages="$sluice_missing_packages libcurl4-openssl-dev"
 if [ -n "$sluice_missing_packages" ]; then

@@ -77,6 +77,43 @@ fn unknown_runtime() {
 }
 
 #[test]
+fn bad_lambda_functions() {
+    // (function.toml after `name`, files in the folder, the field to blame, words the message must hold)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: &[Case] = &[
+        ("runtime = \"python2.7\"\nhandler = \"app.h\"", &[("app.py", "")], "runtime", "python3.N"),
+        ("runtime = \"nodejs20\"\nhandler = \"index.handler\"", &[("index.js", "")], "runtime", "nodejsN.x"),
+        ("runtime = \"python3.11\"", &[("app.py", "")], "handler", "app.lambda_handler"),
+        ("runtime = \"python3.11\"\nhandler = \"app\"", &[("app.py", "")], "handler", "file.function"),
+        ("runtime = \"python3.11\"\nhandler = \"main.handler\"", &[("app.py", "")], "handler", "no main.py"),
+        ("runtime = \"nodejs20.x\"\nhandler = \"index.handler\"", &[("app.js", "")], "handler", "index.js or index.mjs or index.cjs"),
+        ("runtime = \"python3.11\"\nhandler = \"app.h\"\nmodule = \"a.wasm\"", &[("app.py", "")], "module", "wasm functions"),
+        ("runtime = \"python3.11\"\nhandler = \"app.h\"\nenv = { AWS_LAMBDA_FUNCTION_NAME = \"x\" }", &[("app.py", "")], "env", "reserved"),
+        ("runtime = \"python3.11\"\nhandler = \"app.h\"\nconcurrency = 2\nmin_warm = 3", &[("app.py", "")], "min_warm", "concurrency"),
+        ("runtime = \"python3.11\"\nhandler = \"app.h\"\nidle_timeout = \"0s\"", &[("app.py", "")], "idle_timeout", "more than 0"),
+        ("runtime = \"provided\"", &[], "runtime", "bootstrap"),
+        ("runtime = \"wasm\"\nhandler = \"app.h\"\nmodule = \"a.wasm\"", &[], "handler", "Lambda runtimes"),
+    ];
+    for (toml, files, field, words) in cases {
+        let project = Project::new();
+        let dir = project.path().join("functions/a");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, content) in *files {
+            std::fs::write(dir.join(file), content).unwrap();
+        }
+        let path = project.raw_function("a", &format!("name = \"a\"\n{toml}\n"));
+        let stderr = assert_config_error(&project, &path, field);
+        assert!(stderr.contains(words), "{toml}: {stderr}");
+    }
+    // A bootstrap that cannot be executed.
+    let project = Project::new();
+    let path = project.raw_function("a", "name = \"a\"\nruntime = \"provided.al2023\"\n");
+    std::fs::write(project.path().join("functions/a/bootstrap"), "#!/bin/sh\n").unwrap();
+    let stderr = assert_config_error(&project, &path, "runtime");
+    assert!(stderr.contains("chmod +x"), "{stderr}");
+}
+
+#[test]
 fn overlapping_subscriptions() {
     // JetStream refuses a consumer whose filter subjects overlap; the function's own file says so.
     for (subscribe, says) in [
@@ -208,10 +245,12 @@ fn the_example_project_loads() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let project = sluice::config::Project::load(root).unwrap();
     let names: Vec<&str> = project.functions.iter().map(|f| f.config.name.as_str()).collect();
-    assert_eq!(names, ["flaky", "hello", "wordcount"]);
+    assert_eq!(names, ["flaky", "hello", "hello-node", "hello-python", "inbox-python", "wordcount"]);
+    assert_eq!(project.function("hello-python").unwrap().config.handler.as_deref(), Some("app.lambda_handler"));
+    assert_eq!(project.function("hello-node").unwrap().config.runtime.to_string(), "nodejs20.x");
     assert!(project.function("hello").unwrap().config.subscribe.contains(&"greetings".to_owned()));
     // Every example trigger parses too.
     let triggers: Vec<&str> = project.triggers.iter().map(|t| t.name.as_str()).collect();
-    assert_eq!(triggers, ["every-minute", "uploads"]);
+    assert_eq!(triggers, ["every-minute", "inbox", "uploads"]);
     assert_eq!(project.function("wordcount").unwrap().config.buckets, ["uploads:ro", "reports:rw"]);
 }

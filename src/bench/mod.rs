@@ -3,6 +3,7 @@
 //! and cold starts. Ratios between phases of the same run hold on a noisy shared box where
 //! absolute numbers do not.
 
+pub mod lambda;
 pub mod noop;
 pub mod postgres;
 
@@ -46,6 +47,8 @@ pub struct Options {
     pub progress: bool,
     /// A PostgreSQL server for the `postgres` trigger's phase (none: no such phase).
     pub postgres: Option<String>,
+    /// The project's tools folder, with the Lambda runtime clients `sluice build` installs.
+    pub tools_dir: std::path::PathBuf,
 }
 
 /// The report; field names are documented in docs/performance.md.
@@ -59,6 +62,8 @@ pub struct Report {
     pub sluice: EndToEnd,
     pub latency: Latency,
     pub cold_start: ColdStart,
+    /// The Lambda runtimes (Python, Node.js) whose clients are installed.
+    pub lambda: lambda::LambdaReport,
     pub ratios: Ratios,
     pub noop: &'static str,
     /// The `postgres` trigger against reading its slot alone (with `--postgres`).
@@ -169,6 +174,7 @@ pub async fn run(load: &Bus, platform: &Bus, options: &Options, work_dir: &std::
     let (bare_wasmtime, sluice_runtime) = invoke_phases(&host, &noop, &data, options).await?;
     let (sluice, latency) = end_to_end(load, platform, &host, &noop, &data, options, &run_id).await?;
     let cold_start = cold_start(options, work_dir).await?;
+    let lambda = lambda::run(options, &options.tools_dir, work_dir).await.context("lambda phase")?;
     let postgres = match &options.postgres {
         Some(dsn) => Some(postgres::run(dsn, platform, options.events, &run_id).await.context("postgres phase")?),
         None => None,
@@ -193,6 +199,7 @@ pub async fn run(load: &Bus, platform: &Bus, options: &Options, work_dir: &std::
         sluice,
         latency,
         cold_start,
+        lambda,
         ratios,
         noop: NOOP_DESCRIPTION,
         postgres,
@@ -418,7 +425,8 @@ fn noop_config(name: &str, concurrency: u32, subscribe: Vec<String>) -> Function
     FunctionConfig {
         name: name.to_owned(),
         runtime: RuntimeKind::Wasm,
-        module: PathBuf::from("noop.wasm"),
+        module: Some(PathBuf::from("noop.wasm")),
+        handler: None,
         memory_mb: 16,
         timeout: Duration::from_secs(10),
         concurrency,
@@ -427,6 +435,8 @@ fn noop_config(name: &str, concurrency: u32, subscribe: Vec<String>) -> Function
         on_success: None,
         buckets: Vec::new(),
         retry: RetryConfig::default(),
+        min_warm: 0,
+        idle_timeout: Duration::from_secs(300),
     }
 }
 

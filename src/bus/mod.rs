@@ -569,7 +569,8 @@ mod tests {
         let function = FunctionConfig {
             name: "orders".into(),
             runtime: crate::config::RuntimeKind::Wasm,
-            module: "orders.wasm".into(),
+            module: Some("orders.wasm".into()),
+            handler: None,
             memory_mb: 64,
             timeout: Duration::from_secs(7),
             concurrency: 12,
@@ -578,6 +579,8 @@ mod tests {
             on_success: None,
             buckets: Vec::new(),
             retry: Default::default(),
+            min_warm: 0,
+            idle_timeout: Duration::from_secs(300),
         };
         let config = consumer_config(&function);
         assert_eq!(config.durable_name.as_deref(), Some("orders"));

@@ -74,6 +74,7 @@ async fn measure(ctx: &Context, args: &Args, work_dir: &std::path::Path) -> anyh
         concurrency: args.concurrency,
         progress: std::io::stderr().is_terminal(),
         postgres: args.postgres.clone(),
+        tools_dir: bench::lambda::tools_dir(&ctx.dir),
     };
     let report = bench::run(&load, &platform, &options, work_dir).await;
     drop((load, platform));
@@ -112,6 +113,15 @@ fn render(r: &Report) -> String {
     let c = &r.cold_start;
     row("cold start", "precompiled", format!("p50 {:.3} / p99 {:.3} ms", c.precompiled.p50_ms, c.precompiled.p99_ms));
     row("cold start", "from source", format!("p50 {:.3} / p99 {:.3} ms", c.from_source.p50_ms, c.from_source.p99_ms));
+    for l in &r.lambda.runtimes {
+        let phase = format!("lambda {}", l.runtime);
+        row(&phase, "cold start (start → first response)", format!("p50 {:.1} / p99 {:.1} ms", l.cold_start.p50_ms, l.cold_start.p99_ms));
+        row(&phase, "Init Duration", format!("p50 {:.1} / p99 {:.1} ms", l.init.p50_ms, l.init.p99_ms));
+        row(&phase, "warm invoke p50 / p99", format!("{:.3} / {:.3} ms", l.warm_p50_ms, l.warm_p99_ms));
+    }
+    for skipped in &r.lambda.skipped {
+        row("lambda", "skipped", skipped.clone());
+    }
     row("ratios", "end to end ÷ raw overlapped", format!("{:.3}", r.ratios.end_to_end_vs_raw_jetstream));
     row("ratios", "invoke CPU ÷ bare wasmtime", format!("{:.3}", r.ratios.invoke_cpu_vs_bare_wasmtime));
     if let Some(p) = &r.postgres {

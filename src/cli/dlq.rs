@@ -155,6 +155,9 @@ struct Row<'a> {
     attempts: u32,
     replays: u32,
     error_kind: &'a str,
+    /// Lambda runtimes: the handler's `errorType`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_type: Option<&'a str>,
     error: &'a str,
     failed_at: DateTime<Utc>,
     age_secs: i64,
@@ -181,6 +184,7 @@ async fn list(ctx: &Context, dlq: &Dlq, filter: &Filter, limit: usize, now: Date
             attempts: e.attempts,
             replays: e.replays,
             error_kind: &e.error_kind,
+            error_type: e.error_type.as_deref(),
             error: e.error_line(),
             failed_at: e.failed_at,
             age_secs: (now - e.failed_at).num_seconds().max(0),

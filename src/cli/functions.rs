@@ -42,7 +42,7 @@ fn list(ctx: &Context) -> anyhow::Result<ExitCode> {
         .map(|f| Row {
             name: f.config.name.clone(),
             runtime: f.config.runtime.to_string(),
-            module: f.module_path.display().to_string(),
+            module: f.artifact().display().to_string(),
             memory_mb: f.config.memory_mb,
             timeout_ms: f.config.timeout.as_millis(),
             concurrency: f.config.concurrency,

@@ -14,7 +14,7 @@ use super::Context;
 use crate::error::UsageError;
 use crate::event::Event;
 use crate::runtime::wasm::{HostConfig, WasmHost};
-use crate::runtime::{Invocation, Runtime};
+use crate::runtime::{lambda, Hosts, Invocation};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -54,15 +54,15 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         .into());
     };
     let data = read_event(&args)?;
-    let host = WasmHost::new(HostConfig {
+    let wasm = WasmHost::new(HostConfig {
         max_concurrent: 1,
         max_memory_mb: def.config.memory_mb,
         cache_dir: project.cache_dir(),
         buckets_dir: Some(project.buckets_dir()),
     })?;
-    let function = host
-        .load(&def.config, &def.module_path)
-        .map_err(|e| crate::config::ConfigError::new(&def.path, Some("module"), format!("{e:#}")))?;
+    // A Lambda function runs in one cold execution environment, stopped on exit.
+    let hosts = Hosts { wasm, lambda: lambda::LambdaHost::new(project.lambda_host_config()) };
+    let function = hosts.load(def)?;
     let mut event = Event::new("sluice.invoke", "sluice.invoke", data);
     if args.raw {
         event.content_type = None;
@@ -108,12 +108,15 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         for line in logs {
             eprintln!("{line}");
         }
-        let memory = result.as_ref().map_or(String::new(), |r| format!("  Memory: {} KB", r.memory_bytes / 1024));
-        eprintln!(
-            "REPORT RequestId: {request_id}  Duration: {:.2} ms{memory}  Outcome: {}",
-            duration.as_secs_f64() * 1000.0,
-            result.as_ref().map_or_else(|e| e.kind.label(), |_| "success")
-        );
+        // Lambda runtimes print Lambda's own REPORT line among their logs.
+        if !def.config.runtime.is_lambda() {
+            let memory = result.as_ref().map_or(String::new(), |r| format!("  Memory: {} KB", r.memory_bytes / 1024));
+            eprintln!(
+                "REPORT RequestId: {request_id}  Duration: {:.2} ms{memory}  Outcome: {}",
+                duration.as_secs_f64() * 1000.0,
+                result.as_ref().map_or_else(|e| e.kind.label(), |_| "success")
+            );
+        }
         match &result {
             Ok(r) => println!("{}", String::from_utf8_lossy(&r.body)),
             Err(e) => eprintln!("error: function {name} failed: {e}"),

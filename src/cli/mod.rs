@@ -2,6 +2,7 @@
 //! rendered once, as a table (or plain lines) for people or as JSON with `--json`.
 
 mod bench;
+mod build;
 mod dlq;
 mod functions;
 mod invoke;
@@ -42,6 +43,9 @@ pub enum Command {
     Up(up::Args),
     /// Publish an event to a topic.
     Publish(publish::Args),
+    /// Build functions by their runtime (cargo for wasm and Rust `bootstrap`s, the Lambda
+    /// runtime clients and pip/npm dependencies for Python and Node.js), like `sam build`.
+    Build(build::Args),
     /// Run one function locally on one event and print its response (no NATS needed).
     Invoke(invoke::Args),
     /// Inspect the project's functions.
@@ -74,6 +78,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up(args) => up::run(&ctx, args).await,
         Command::Publish(args) => publish::run(&ctx, args).await,
         Command::Invoke(args) => invoke::run(&ctx, args).await,
+        Command::Build(args) => build::run(&ctx, args).await,
         Command::Functions(command) => functions::run(&ctx, command),
         Command::Bench(args) => bench::run(&ctx, args).await,
         Command::Dlq(command) => dlq::run(&ctx, command).await,

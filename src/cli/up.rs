@@ -24,7 +24,8 @@ use crate::bus::{Bus, StreamSetup};
 use crate::config::{ConfigError, FunctionConfig, Project};
 use crate::error::UsageError;
 use crate::dispatch::Dispatcher;
-use crate::runtime::wasm::{HostConfig, WasmFunction, WasmHost};
+use crate::runtime::wasm::{HostConfig, WasmHost};
+use crate::runtime::{lambda, Hosts, Runtime};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {}
@@ -48,7 +49,7 @@ pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     let mut dispatchers = JoinSet::new();
     for (config, consumer, function) in functions {
-        let dispatcher = Dispatcher::new(bus.clone(), Arc::new(config), Arc::new(function));
+        let dispatcher = Dispatcher::new(bus.clone(), Arc::new(config), function);
         dispatchers.spawn(dispatcher.run(consumer, shutdown.clone()));
     }
     let mut triggers = JoinSet::new();
@@ -122,7 +123,7 @@ pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<ExitCode> {
 struct Started {
     url: String,
     bus: Bus,
-    functions: Vec<(FunctionConfig, PullConsumer, WasmFunction)>,
+    functions: Vec<(FunctionConfig, PullConsumer, Arc<dyn Runtime>)>,
 }
 
 /// Connects to NATS (starting the embedded server when none is configured), sets up the
@@ -153,18 +154,17 @@ async fn start(ctx: &Context, project: &Project, server: &mut Option<EmbeddedNat
     let bus = Bus::connect(&url, &project.settings.bus, StreamSetup::CreateOrUpdate).await?;
 
     let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-    let host = WasmHost::new(HostConfig {
+    let wasm = WasmHost::new(HostConfig {
         max_concurrent: project.settings.runtime.max_concurrent.unwrap_or(2 * cpus),
-        max_memory_mb: project.functions.iter().map(|f| f.config.memory_mb).max().unwrap_or(128),
+        max_memory_mb: project.functions.iter().filter(|f| !f.config.runtime.is_lambda()).map(|f| f.config.memory_mb).max().unwrap_or(128),
         cache_dir: project.cache_dir(),
         buckets_dir: Some(project.buckets_dir()),
     })?;
+    let hosts = Hosts { wasm, lambda: lambda::LambdaHost::new(project.lambda_host_config()) };
 
     let mut functions = Vec::new();
     for def in &project.functions {
-        let function = host
-            .load(&def.config, &def.module_path)
-            .map_err(|e| ConfigError::new(&def.path, Some("module"), format!("{e:#}")))?;
+        let function = hosts.load(def)?;
         let consumer = bus.function_consumer(&def.config).await?;
         functions.push((def.config.clone(), consumer, function));
     }

@@ -13,11 +13,22 @@ pub struct FunctionConfig {
     /// Unique name; becomes the consumer name and the `sluice.direct.<name>` subject.
     /// 1 to 64 ASCII letters, digits, `-` or `_`.
     pub name: String,
-    /// How the function runs. `wasm`: a WASI preview-1 command module.
+    /// How the function runs: `wasm` (a WASI preview-1 command module), or one of Lambda's
+    /// runtimes: `python3.N`, `nodejsN.x`, `provided` / `provided.al2023` / `provided.al2`
+    /// (an executable `bootstrap` in the folder).
     pub runtime: RuntimeKind,
-    /// The artifact, relative to the function's folder (an absolute path also works).
-    pub module: PathBuf,
-    /// Linear-memory limit in MiB; growing past it fails the invocation. Default 128.
+    /// The wasm artifact, relative to the function's folder (an absolute path also works).
+    /// Required for `wasm`; not used by Lambda runtimes.
+    #[serde(default)]
+    pub module: Option<PathBuf>,
+    /// Lambda runtimes: the handler as Lambda reads it, `file.function` (`app.lambda_handler`
+    /// is `lambda_handler` in `app.py`; `index.handler` is `handler` exported by `index.js`,
+    /// `.mjs` or `.cjs`). Required for `python3.N` and `nodejsN.x`; passed to a `provided`
+    /// runtime's `bootstrap` as `_HANDLER`.
+    #[serde(default)]
+    pub handler: Option<String>,
+    /// Memory limit in MiB. wasm: linear memory cannot grow past it. Lambda runtimes: a hard
+    /// limit on the execution environment's processes. Default 128.
     #[serde(default = "default_memory_mb")]
     pub memory_mb: u32,
     /// Wall-clock limit of one invocation ("500ms", "3s", "2m"). Default 3s.
@@ -45,6 +56,14 @@ pub struct FunctionConfig {
     /// What happens when an invocation fails.
     #[serde(default)]
     pub retry: RetryConfig,
+    /// Lambda runtimes: execution environments kept started even when idle (Lambda's
+    /// provisioned concurrency), at most `concurrency`. Default 0: scale to zero.
+    #[serde(default)]
+    pub min_warm: u32,
+    /// Lambda runtimes: an execution environment idle this long is stopped ("10m", "30s").
+    /// Default 5m.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 /// A bucket a function may use, parsed from `buckets`.
@@ -73,19 +92,84 @@ impl BucketGrant {
     }
 }
 
-/// The runtimes this build can run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
+/// The runtimes this build can run, by the names Lambda and SAM use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuntimeKind {
     /// WASI preview-1 command module: event on stdin, response on stdout.
     Wasm,
+    /// `python3.N`: a Python handler run through `awslambdaric`.
+    Python { minor: u32 },
+    /// `nodejsN.x`: a Node.js handler run through `aws-lambda-ric`.
+    Node { major: u32 },
+    /// `provided`, `provided.al2`, `provided.al2023`: an executable `bootstrap` that speaks
+    /// the Runtime API itself (Lambda's custom runtime).
+    Provided { variant: ProvidedVariant },
+}
+
+/// Which `provided` name was written (they run the same way here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProvidedVariant {
+    Plain,
+    Al2,
+    Al2023,
+}
+
+impl RuntimeKind {
+    /// Whether the function runs as a process speaking the Lambda Runtime API.
+    pub fn is_lambda(self) -> bool {
+        !matches!(self, RuntimeKind::Wasm)
+    }
+}
+
+impl std::str::FromStr for RuntimeKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let number = |digits: &str| (!digits.is_empty() && digits.len() <= 3 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse::<u32>().ok()).flatten();
+        let kind = match text {
+            "wasm" => Some(RuntimeKind::Wasm),
+            "provided" => Some(RuntimeKind::Provided { variant: ProvidedVariant::Plain }),
+            "provided.al2" => Some(RuntimeKind::Provided { variant: ProvidedVariant::Al2 }),
+            "provided.al2023" => Some(RuntimeKind::Provided { variant: ProvidedVariant::Al2023 }),
+            _ => {
+                if let Some(minor) = text.strip_prefix("python3.").and_then(number) {
+                    Some(RuntimeKind::Python { minor })
+                } else {
+                    text.strip_prefix("nodejs").and_then(|rest| rest.strip_suffix(".x")).and_then(number).map(|major| RuntimeKind::Node { major })
+                }
+            }
+        };
+        kind.ok_or_else(|| {
+            format!(
+                "unknown runtime {text:?}: use \"wasm\", \"python3.N\" (e.g. \"python3.11\"), \"nodejsN.x\" (e.g. \"nodejs20.x\"), \"provided\" or \"provided.al2023\""
+            )
+        })
+    }
 }
 
 impl std::fmt::Display for RuntimeKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RuntimeKind::Wasm => f.write_str("wasm"),
+            RuntimeKind::Python { minor } => write!(f, "python3.{minor}"),
+            RuntimeKind::Node { major } => write!(f, "nodejs{major}.x"),
+            RuntimeKind::Provided { variant: ProvidedVariant::Plain } => f.write_str("provided"),
+            RuntimeKind::Provided { variant: ProvidedVariant::Al2 } => f.write_str("provided.al2"),
+            RuntimeKind::Provided { variant: ProvidedVariant::Al2023 } => f.write_str("provided.al2023"),
         }
+    }
+}
+
+impl Serialize for RuntimeKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RuntimeKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -147,6 +231,9 @@ const fn default_timeout() -> Duration {
 const fn default_concurrency() -> u32 {
     16
 }
+const fn default_idle_timeout() -> Duration {
+    Duration::from_secs(5 * 60)
+}
 const fn default_max_attempts() -> u32 {
     3
 }
@@ -175,12 +262,61 @@ impl FunctionConfig {
         self.buckets.iter().filter_map(|g| BucketGrant::parse(g).ok()).collect()
     }
 
+    /// The fields that depend on the runtime: `module` for wasm, `handler` for Lambda's.
+    fn check_runtime(&self) -> Result<(), (&'static str, String)> {
+        match self.runtime {
+            RuntimeKind::Wasm => {
+                if self.module.is_none() {
+                    return Err(("module", "missing: a wasm function names its compiled module, e.g. module = \"hello.wasm\"".into()));
+                }
+                if self.handler.is_some() {
+                    return Err(("handler", "is for Lambda runtimes (python3.N, nodejsN.x, provided); a wasm function runs its module's main".into()));
+                }
+                if self.min_warm > 0 {
+                    return Err(("min_warm", "is for Lambda runtimes; a wasm function starts a fresh sandbox per event in microseconds".into()));
+                }
+            }
+            RuntimeKind::Python { .. } | RuntimeKind::Node { .. } | RuntimeKind::Provided { .. } => {
+                if self.module.is_some() {
+                    return Err(("module", format!("is for wasm functions; runtime {} runs the handler's source file (see `handler`)", self.runtime)));
+                }
+                if !self.buckets.is_empty() {
+                    return Err(("buckets", format!("is for wasm sandboxes; a {} handler is a process that can open files itself (pass it a path through `env`)", self.runtime)));
+                }
+                let provided = matches!(self.runtime, RuntimeKind::Provided { .. });
+                match &self.handler {
+                    None if provided => {}
+                    None => {
+                        let example = if matches!(self.runtime, RuntimeKind::Python { .. }) { "app.lambda_handler" } else { "index.handler" };
+                        return Err(("handler", format!("missing: runtime {} needs the handler as Lambda reads it, file.function, e.g. handler = {example:?}", self.runtime)));
+                    }
+                    Some(handler) if !provided => {
+                        crate::runtime::lambda::HandlerName::parse(self.runtime, handler).map_err(|m| ("handler", m))?;
+                    }
+                    Some(handler) => {
+                        if handler.is_empty() || handler.contains('\0') {
+                            return Err(("handler", format!("{handler:?} is not a valid handler name")));
+                        }
+                    }
+                }
+                if self.min_warm > self.concurrency {
+                    return Err(("min_warm", format!("{} is more than concurrency ({}): at most `concurrency` environments run", self.min_warm, self.concurrency)));
+                }
+                if self.idle_timeout.is_zero() {
+                    return Err(("idle_timeout", "must be more than 0 (an environment is stopped after this long without an event)".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Semantic checks serde cannot express. Returns the offending field and what is wrong.
     pub(crate) fn check(&self) -> Result<(), (String, String)> {
         let field = |f: &str, m: String| Err((f.to_owned(), m));
         if let Err(m) = super::validate_name(&self.name) {
             return field("name", m);
         }
+        self.check_runtime().map_err(|(f, m)| (f.to_owned(), m))?;
         if self.memory_mb == 0 || self.memory_mb > MAX_MEMORY_MB {
             return field("memory_mb", format!("{} is out of range: use 1 to {MAX_MEMORY_MB}", self.memory_mb));
         }
@@ -212,6 +348,9 @@ impl FunctionConfig {
             }
             if key.starts_with("SLUICE_") {
                 return field("env", format!("{key:?}: the SLUICE_ prefix is reserved for the invocation context"));
+            }
+            if self.runtime.is_lambda() && crate::runtime::lambda::is_reserved_variable(key) {
+                return field("env", format!("{key:?} is set by the Lambda runtime itself (as on AWS Lambda, it is reserved); choose another name"));
             }
         }
         let mut granted = std::collections::BTreeSet::new();

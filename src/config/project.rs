@@ -84,6 +84,9 @@ pub struct RuntimeSettings {
     pub max_concurrent: Option<usize>,
     /// Where precompiled modules are cached. Default `.sluice/cache`.
     pub cache_dir: Option<PathBuf>,
+    /// The region Lambda handlers see as `AWS_REGION` (a function's `env` may override it).
+    /// Default "us-east-1".
+    pub region: Option<String>,
 }
 
 const fn default_events_max_age() -> Duration {
@@ -102,8 +105,17 @@ pub struct FunctionDef {
     pub config: FunctionConfig,
     /// The `function.toml` it was read from.
     pub path: PathBuf,
-    /// `module` resolved against the function's folder.
-    pub module_path: PathBuf,
+    /// The function's folder (Lambda's task root for Lambda runtimes).
+    pub dir: PathBuf,
+    /// `module` resolved against the function's folder (wasm functions).
+    pub module_path: Option<PathBuf>,
+}
+
+impl FunctionDef {
+    /// What `functions list` shows as the function's code: the module, or the folder.
+    pub fn artifact(&self) -> &Path {
+        self.module_path.as_deref().unwrap_or(&self.dir)
+    }
 }
 
 /// Everything `sluice up` runs, loaded from one directory.
@@ -155,10 +167,21 @@ impl Settings {
 }
 
 impl Project {
-    /// Loads `dir/sluice.toml` (optional) and `dir/functions/*/function.toml`.
+    /// Loads `dir/sluice.toml` (optional) and `dir/functions/*/function.toml`, every
+    /// function built (its module or handler file present).
     pub fn load(dir: &Path) -> Result<Self, ConfigError> {
+        Self::load_with(dir, true)
+    }
+
+    /// Like [`Project::load`] without requiring the functions' build outputs (modules,
+    /// `bootstrap`), for `sluice build`.
+    pub fn load_sources(dir: &Path) -> Result<Self, ConfigError> {
+        Self::load_with(dir, false)
+    }
+
+    fn load_with(dir: &Path, built: bool) -> Result<Self, ConfigError> {
         let settings = Settings::load(dir)?;
-        let functions = load_functions(&dir.join("functions"))?;
+        let functions = load_functions(&dir.join("functions"), built)?;
         let triggers = load_triggers(&dir.join("triggers"), &functions)?;
         Ok(Self { dir: dir.to_path_buf(), settings, functions, triggers })
     }
@@ -172,6 +195,16 @@ impl Project {
         self.dir.join("buckets")
     }
 
+    /// `.sluice/tools`: nats-server and the Lambda runtime interface clients.
+    pub fn tools_dir(&self) -> PathBuf {
+        self.dir.join(".sluice").join("tools")
+    }
+
+    /// Settings of the Lambda runtimes on this node.
+    pub fn lambda_host_config(&self) -> crate::runtime::lambda::HostConfig {
+        crate::runtime::lambda::HostConfig { tools_dir: self.tools_dir(), region: self.settings.runtime.region.clone().unwrap_or_else(|| "us-east-1".to_owned()) }
+    }
+
     /// The cache directory for precompiled modules.
     pub fn cache_dir(&self) -> PathBuf {
         match &self.settings.runtime.cache_dir {
@@ -183,7 +216,7 @@ impl Project {
 
 /// Reads every `function.toml` one level below `dir`. A missing `functions/` folder is an
 /// empty project, not an error.
-fn load_functions(dir: &Path) -> Result<Vec<FunctionDef>, ConfigError> {
+fn load_functions(dir: &Path, built: bool) -> Result<Vec<FunctionDef>, ConfigError> {
     let paths = list_dir(dir, |path| {
         let file = path.join("function.toml");
         file.is_file().then_some(file)
@@ -203,23 +236,28 @@ fn load_functions(dir: &Path) -> Result<Vec<FunctionDef>, ConfigError> {
                 format!("{:?} is already the name of the function in {}; names must be unique", config.name, first.display()),
             ));
         }
-        let folder = path.parent().unwrap_or(dir);
-        let module_path = folder.join(&config.module);
-        if !module_path.is_file() {
-            return Err(ConfigError::new(
-                &path,
-                Some("module"),
-                format!(
-                    "{} does not exist; build the function first (scripts/build-functions.sh builds the examples)",
-                    module_path.display()
-                ),
-            ));
+        let folder = path.parent().unwrap_or(dir).to_path_buf();
+        let module_path = config.module.as_ref().map(|module| folder.join(module));
+        if let Some(module_path) = &module_path {
+            if !module_path.is_file() {
+                if built {
+                    return Err(ConfigError::new(
+                        &path,
+                        Some("module"),
+                        format!("{} does not exist; build the function first (`sluice build {}`)", module_path.display(), config.name),
+                    ));
+                }
+            } else if let Err((field, message)) = check_module(&config, module_path) {
+                return Err(ConfigError::new(&path, Some(field), message));
+            }
         }
-        if let Err((field, message)) = check_module(&config, &module_path) {
-            return Err(ConfigError::new(&path, Some(field), message));
+        if config.runtime.is_lambda() {
+            if let Err((field, message)) = crate::runtime::lambda::check_folder(&config, &folder, built) {
+                return Err(ConfigError::new(&path, Some(field), message));
+            }
         }
         seen.insert(config.name.clone(), path.clone());
-        functions.push(FunctionDef { config, path, module_path });
+        functions.push(FunctionDef { config, path, dir: folder, module_path });
     }
     functions.sort_by(|a, b| a.config.name.cmp(&b.config.name));
     Ok(functions)

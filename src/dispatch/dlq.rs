@@ -8,6 +8,8 @@ use crate::event::{Event, NATS_MSG_ID};
 pub const FUNCTION: &str = "sluice-function";
 pub const ERROR: &str = "sluice-error";
 pub const ERROR_KIND: &str = "sluice-error-kind";
+/// Lambda runtimes: the handler's `errorType` (`ValueError`, `Runtime.ImportModuleError`...).
+pub const ERROR_TYPE: &str = "sluice-error-type";
 pub const ATTEMPTS: &str = "sluice-attempts";
 pub const ORIGINAL_SUBJECT: &str = "sluice-original-subject";
 pub const ORIGINAL_SEQ: &str = "sluice-original-seq";
@@ -17,7 +19,7 @@ pub const REQUEST_ID: &str = "sluice-request-id";
 
 /// Headers this module owns; stale copies from an earlier failure are replaced.
 const FAILURE_HEADERS: &[&str] =
-    &[FUNCTION, ERROR, ERROR_KIND, ATTEMPTS, ORIGINAL_SUBJECT, ORIGINAL_SEQ, FIRST_ATTEMPT, FAILED_AT, REQUEST_ID];
+    &[FUNCTION, ERROR, ERROR_KIND, ERROR_TYPE, ATTEMPTS, ORIGINAL_SUBJECT, ORIGINAL_SEQ, FIRST_ATTEMPT, FAILED_AT, REQUEST_ID];
 
 /// Whether a header is one of the failure headers a dead letter carries.
 pub fn is_failure_header(name: &str) -> bool {
@@ -31,6 +33,8 @@ pub struct DeadLetter<'a> {
     pub error: &'a str,
     /// `error`, `trap`, `timeout`, `memory_limit`, `invalid_response`, `platform_error`, `lost`.
     pub error_kind: &'a str,
+    /// Lambda's `errorType`, when a Lambda runtime reported one.
+    pub error_type: Option<&'a str>,
     pub attempts: u32,
     pub original_subject: &'a str,
     pub original_stream: &'a str,
@@ -50,6 +54,9 @@ pub async fn write(bus: &Bus, event: &Event, record: &DeadLetter<'_>) -> anyhow:
     event.set_extension(FUNCTION, record.function);
     event.set_extension(ERROR, one_line(record.error));
     event.set_extension(ERROR_KIND, record.error_kind);
+    if let Some(error_type) = record.error_type {
+        event.set_extension(ERROR_TYPE, one_line(error_type));
+    }
     event.set_extension(ATTEMPTS, record.attempts.to_string());
     event.set_extension(ORIGINAL_SUBJECT, record.original_subject);
     event.set_extension(ORIGINAL_SEQ, record.original_seq.to_string());

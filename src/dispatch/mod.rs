@@ -77,7 +77,7 @@ pub struct Dispatcher {
     first_attempts: Mutex<HashMap<u64, DateTime<Utc>>>,
     /// Why the last attempt of an event failed, by stream sequence, while its dead letter
     /// could not be written: the redelivery that writes it then carries the real cause.
-    unwritten: Mutex<HashMap<u64, (String, String)>>,
+    unwritten: Mutex<HashMap<u64, Unwritten>>,
     /// Invocations running now (slots reserved by pull requests that wait for events are
     /// not counted).
     running: AtomicUsize,
@@ -204,10 +204,10 @@ impl Dispatcher {
                     nak(&message, retry::backoff_cap(&self.function.retry, attempt), name).await;
                 }
                 PayloadError::Store(_) => {
-                    self.dead_letter(&delivery, attempt.min(max_attempts), "platform_error", &format!("cannot read the event's body: {error}"), None).await;
+                    self.dead_letter(&delivery, attempt.min(max_attempts), Failure { kind: "platform_error", message: &format!("cannot read the event's body: {error}"), error_type: None }, None).await;
                 }
                 PayloadError::Missing { .. } | PayloadError::TooLarge { .. } => {
-                    self.dead_letter(&delivery, attempt.saturating_sub(1), "payload_missing", &error.to_string(), None).await;
+                    self.dead_letter(&delivery, attempt.saturating_sub(1), Failure { kind: "payload_missing", message: &error.to_string(), error_type: None }, None).await;
                 }
             }
             return;
@@ -215,9 +215,9 @@ impl Dispatcher {
 
         if attempt > max_attempts {
             let known = self.unwritten.lock().ok().and_then(|mut map| map.remove(&sequence));
-            if let Some((kind, error)) = known {
+            if let Some(Unwritten { kind, error, error_type }) = known {
                 // This process ran the last attempt; only storing its outcome failed.
-                self.dead_letter(&delivery, max_attempts, &kind, &error, None).await;
+                self.dead_letter(&delivery, max_attempts, Failure { kind: &kind, message: &error, error_type: error_type.as_deref() }, None).await;
                 return;
             }
             let error = format!(
@@ -225,7 +225,7 @@ impl Dispatcher {
                  or could not store the outcome; no attempts are left",
                 attempt - 1
             );
-            self.dead_letter(&delivery, attempt - 1, "lost", &error, None).await;
+            self.dead_letter(&delivery, attempt - 1, Failure { kind: "lost", message: &error, error_type: None }, None).await;
             return;
         }
 
@@ -294,7 +294,7 @@ impl Dispatcher {
                 if attempt >= self.function.retry.max_attempts {
                     // No attempt is left to retry the publish: the dead letter says what
                     // really happened rather than being found later as `lost`.
-                    self.dead_letter(delivery, attempt, "platform_error", &cause, Some((request_id, Utc::now()))).await;
+                    self.dead_letter(delivery, attempt, Failure { kind: "platform_error", message: &cause, error_type: None }, Some((request_id, Utc::now()))).await;
                     return;
                 }
                 warn!(function = %name, request_id = %request_id, topic = %topic, error = %format!("{error:#}"), "Cannot publish the on_success event; the invocation will be retried.");
@@ -335,7 +335,8 @@ impl Dispatcher {
                 nak(delivery.message, delay, name).await;
             }
             retry::Decision::DeadLetter => {
-                self.dead_letter(delivery, attempt, error.kind.label(), &error.message, Some((request_id, started))).await;
+                let failure = Failure { kind: error.kind.label(), message: &error.message, error_type: error.error_type.as_deref() };
+                self.dead_letter(delivery, attempt, failure, Some((request_id, started))).await;
             }
         }
     }
@@ -347,10 +348,10 @@ impl Dispatcher {
         &self,
         delivery: &Delivery<'_>,
         attempts: u32,
-        kind: &str,
-        error: &str,
+        failure: Failure<'_>,
         last: Option<(&str, DateTime<Utc>)>,
     ) {
+        let Failure { kind, message: error, error_type } = failure;
         let name = &self.function.name;
         let first_attempt = self
             .first_attempts
@@ -363,6 +364,7 @@ impl Dispatcher {
             function: name,
             error,
             error_kind: kind,
+            error_type,
             attempts,
             original_subject: &delivery.message.subject,
             original_stream: delivery.stream,
@@ -387,7 +389,7 @@ impl Dispatcher {
             }
             Err(write_error) => {
                 warn!(function = %name, event_id = %delivery.event.id, error = %format!("{write_error:#}"), "Cannot write the dead letter; the event stays pending and is retried.");
-                remember(&self.unwritten, delivery.sequence, (kind.to_owned(), error.to_owned()));
+                remember(&self.unwritten, delivery.sequence, Unwritten { kind: kind.to_owned(), error: error.to_owned(), error_type: error_type.map(str::to_owned) });
             }
         }
     }
@@ -420,6 +422,21 @@ impl Dispatcher {
             map.remove(&sequence);
         }
     }
+}
+
+/// The outcome of a last attempt whose dead letter could not be written yet.
+struct Unwritten {
+    kind: String,
+    error: String,
+    error_type: Option<String>,
+}
+
+/// Why an event is dead: the kind label, the message and, from Lambda runtimes, the
+/// handler's `errorType`.
+struct Failure<'a> {
+    kind: &'a str,
+    message: &'a str,
+    error_type: Option<&'a str>,
 }
 
 /// One delivered message and what was read from it.

@@ -48,6 +48,8 @@ pub struct Entry {
     pub content_type: Option<String>,
     pub error: String,
     pub error_kind: String,
+    /// Lambda runtimes: the handler's `errorType`; `error` is then `errorType: errorMessage`.
+    pub error_type: Option<String>,
     pub attempts: u32,
     pub first_attempt: Option<DateTime<Utc>>,
     pub failed_at: DateTime<Utc>,
@@ -93,6 +95,7 @@ impl Entry {
             content_type: event.content_type.clone(),
             error: ext(record::ERROR).unwrap_or_default(),
             error_kind: ext(record::ERROR_KIND).unwrap_or_default(),
+            error_type: ext(record::ERROR_TYPE),
             attempts: ext(record::ATTEMPTS).and_then(|a| a.parse().ok()).unwrap_or(0),
             first_attempt: time(record::FIRST_ATTEMPT),
             failed_at: time(record::FAILED_AT).unwrap_or(stored),

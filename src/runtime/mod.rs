@@ -4,6 +4,7 @@
 //! A runtime never retries and never talks to NATS; the dispatcher decides what a failure
 //! means for the event.
 
+pub mod lambda;
 pub mod wasm;
 
 use std::sync::Arc;
@@ -40,13 +41,13 @@ pub struct Response {
 /// metrics (`outcome`) and the dead-letter record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
-    /// The function reported failure (non-zero exit status).
+    /// The function reported failure (non-zero exit status; a Lambda handler's error).
     Handler,
     /// The sandbox trapped (unreachable, out-of-bounds access, stack overflow...).
     Trap,
     /// The function ran past its timeout and was stopped.
     Timeout,
-    /// The function tried to grow its memory past `memory_mb`.
+    /// The function tried to use more memory than `memory_mb`.
     MemoryLimit,
     /// The function finished but its output is not a valid response.
     InvalidResponse,
@@ -77,6 +78,9 @@ impl FailureKind {
 pub struct InvokeError {
     pub kind: FailureKind,
     pub message: String,
+    /// Lambda runtimes: the `errorType` the runtime reported (`ValueError`,
+    /// `Runtime.ImportModuleError`, `Sandbox.Timedout`...).
+    pub error_type: Option<String>,
     /// Log lines written before the failure.
     pub logs: Vec<String>,
     pub duration: Duration,
@@ -85,4 +89,26 @@ pub struct InvokeError {
 /// A loaded function, ready to be invoked any number of times, concurrently.
 pub trait Runtime: Send + Sync {
     fn invoke(&self, invocation: Invocation) -> BoxFuture<'_, Result<Response, InvokeError>>;
+}
+
+/// The runtimes of one node, shared by all functions.
+pub struct Hosts {
+    pub wasm: wasm::WasmHost,
+    pub lambda: lambda::LambdaHost,
+}
+
+impl Hosts {
+    /// Loads a function into the runtime its `function.toml` names; an error names the
+    /// file and the field to fix.
+    pub fn load(&self, def: &crate::config::FunctionDef) -> Result<Arc<dyn Runtime>, crate::config::ConfigError> {
+        if def.config.runtime.is_lambda() {
+            let function = self.lambda.load(def).map_err(|e| crate::config::ConfigError::new(&def.path, Some(e.field), e.message))?;
+            return Ok(Arc::new(function));
+        }
+        let Some(module_path) = &def.module_path else {
+            return Err(crate::config::ConfigError::new(&def.path, Some("module"), "missing: a wasm function names its compiled module"));
+        };
+        let function = self.wasm.load(&def.config, module_path).map_err(|e| crate::config::ConfigError::new(&def.path, Some("module"), format!("{e:#}")))?;
+        Ok(Arc::new(function))
+    }
 }

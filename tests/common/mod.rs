@@ -4,6 +4,7 @@
 pub mod brokers;
 pub mod cli;
 pub mod fuzz;
+pub mod lambda;
 pub mod cluster;
 pub mod dispatch;
 pub mod netns;
@@ -138,7 +139,7 @@ impl Drop for NatsServer {
 /// The built example module `functions/<name>/<name>.wasm`.
 pub fn example_module(name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("functions").join(name).join(format!("{name}.wasm"));
-    assert!(path.is_file(), "{} is missing: run scripts/build-functions.sh (scripts/test.sh does)", path.display());
+    assert!(path.is_file(), "{} is missing: run `sluice build` (scripts/test.sh does)", path.display());
     path
 }
 

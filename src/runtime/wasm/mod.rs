@@ -215,6 +215,7 @@ impl Runtime for WasmFunction {
             let platform = |message: String| InvokeError {
                 kind: FailureKind::Platform,
                 message,
+                error_type: None,
                 logs: Vec::new(),
                 duration: std::time::Duration::ZERO,
             };
@@ -261,7 +262,7 @@ impl Inner {
         for mount in &self.mounts {
             if let Err(error) = wasi.preopened_dir(&mount.host, &mount.guest, mount.perms) {
                 let message = format!("cannot mount {} at {}: {error}", mount.host.display(), mount.guest);
-                return Err(InvokeError { kind: FailureKind::Platform, message, logs: Vec::new(), duration: started.elapsed() });
+                return Err(InvokeError { kind: FailureKind::Platform, message, error_type: None, logs: Vec::new(), duration: started.elapsed() });
             }
         }
         let state = State {
@@ -297,7 +298,7 @@ impl Inner {
         if stderr.overflowed() {
             logs.push(format!("[sluice] log output past {MAX_LOG_BYTES} bytes was dropped"));
         }
-        let fail = |kind: FailureKind, message: String, logs: Vec<String>| InvokeError { kind, message, logs, duration };
+        let fail = |kind: FailureKind, message: String, logs: Vec<String>| InvokeError { kind, message, error_type: None, logs, duration };
 
         if let Err((error, instantiating)) = outcome {
             let exit = error.downcast_ref::<I32Exit>().map(|e| e.0);
@@ -376,7 +377,7 @@ impl Inner {
         } else {
             (FailureKind::Trap, with_log(format!("the function trapped: {}", error.root_cause())))
         };
-        InvokeError { kind, message, logs, duration }
+        InvokeError { kind, message, error_type: None, logs, duration }
     }
 }
 
