@@ -46,7 +46,7 @@ async fn kill_9_of_up_loses_no_lambda_event_and_leaves_no_handler() {
     let mut up = project.up(Some(&nats.url()));
     let ids: BTreeSet<String> = (0..12).map(|i| format!("job-{i}")).collect();
     for id in &ids {
-        publish_event(&js, "sluice.events.jobs", id, r#"{"sleep":3}"#).await.await.unwrap();
+        publish_event(&js, "sluice.events.jobs", id, r#"{"sleep":6}"#).await.await.unwrap();
     }
     // Four environments busy with the first events.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -57,7 +57,9 @@ async fn kill_9_of_up_loses_no_lambda_event_and_leaves_no_handler() {
     let handlers = recorded_pids(&project);
     assert!(handlers.iter().all(|pid| process_alive(*pid)));
     up.kill();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // They die with the worker, not when their sleep ends and they find the Runtime API
+    // gone (the clients exit then too): the deadline is well inside the 6 s sleep.
+    let deadline = Instant::now() + Duration::from_secs(3);
     while handlers.iter().any(|pid| process_alive(*pid)) {
         let alive: Vec<&u32> = handlers.iter().filter(|pid| process_alive(**pid)).collect();
         assert!(Instant::now() < deadline, "handler processes outlived the killed worker: {alive:?}");
