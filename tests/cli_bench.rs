@@ -10,6 +10,8 @@ use common::*;
 #[test]
 fn the_report_is_complete_and_every_event_ran_once() {
     let project = Project::new();
+    // The Lambda phase uses the project's runtime clients (the repository's, here).
+    project.lambda_function("unused", "runtime = \"python3.11\"\nhandler = \"app.handler\"", &[("app.py", "def handler(e, c):\n    return e\n")]);
     let dsn = common::postgres::dsn();
     let out = project.sluice_within(&["--json", "bench", "--events", "1500", "--size", "256", "--concurrency", "32", "--postgres", &dsn], std::time::Duration::from_secs(600));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -78,6 +80,20 @@ fn the_report_is_complete_and_every_event_ran_once() {
     assert_eq!(report["sluice"]["exactly_once"], true);
     assert_eq!(report["sluice"]["results_published"], true);
     assert!(report["noop"].as_str().unwrap().contains("stdin"));
+
+    // The Lambda runtimes, beside the wasm figures: both clients are installed here.
+    let lambda = report["lambda"]["runtimes"].as_array().unwrap();
+    let runtimes: Vec<&str> = lambda.iter().map(|r| r["runtime"].as_str().unwrap()).collect();
+    assert!(runtimes.iter().any(|r| r.starts_with("python3.")) && runtimes.iter().any(|r| r.starts_with("nodejs")), "{report:#}");
+    assert_eq!(report["lambda"]["skipped"], serde_json::json!([]));
+    for runtime in lambda {
+        for key in ["cold_start", "init"] {
+            let (p50, p99) = (runtime[key]["p50_ms"].as_f64().unwrap(), runtime[key]["p99_ms"].as_f64().unwrap());
+            assert!(p50 > 0.0 && p99 >= p50, "{key}: {runtime}");
+        }
+        assert!(runtime["warm_p50_ms"].as_f64().unwrap() > 0.0 && runtime["warm_p99_ms"].as_f64().unwrap() >= runtime["warm_p50_ms"].as_f64().unwrap());
+        assert_eq!(runtime["warm_invocations"], 1000);
+    }
 }
 
 #[test]
