@@ -254,3 +254,18 @@ fn the_example_project_loads() {
     assert_eq!(triggers, ["every-minute", "inbox", "uploads"]);
     assert_eq!(project.function("wordcount").unwrap().config.buckets, ["uploads:ro", "reports:rw"]);
 }
+
+#[test]
+fn a_lambda_function_without_its_runtime_client_says_to_build() {
+    // No `.sluice/tools` in this project: the runtime interface client is missing.
+    let project = Project::new();
+    let path = project.raw_function("a", "name = \"a\"\nruntime = \"python3.11\"\nhandler = \"app.handler\"\n");
+    std::fs::write(project.path().join("functions/a/app.py"), "def handler(e, c):\n    return e\n").unwrap();
+    for args in [&["invoke", "a"][..], &["up"][..]] {
+        let out = project.sluice(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(&format!("{}: field `runtime`: ", path.display())), "{stderr}");
+        assert!(stderr.contains("awslambdaric") && stderr.contains("sluice build a"), "{stderr}");
+    }
+}

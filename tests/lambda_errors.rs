@@ -90,7 +90,7 @@ async fn handler_errors_retry_into_the_dead_letter_stream_and_replay() {
     up.wait_log("Runtime.ImportModuleError", Duration::from_secs(30));
     let log = up.log();
     assert!(log.contains("No module named 'not_installed_anywhere'"), "{log}");
-    assert!(log.contains("app.lambda_handler"), "the handler is named:\n{log}");
+    assert!(log.contains("\"app.lambda_handler\": ") && log.contains("functions/importer/app.py"), "the handler and its file are named:\n{log}");
     let failures = |log: &str| log.lines().filter(|l| l.contains("Execution environment failed to initialise.") && l.contains("function=importer")).count();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while failures(&up.log()) < 2 {

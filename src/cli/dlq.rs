@@ -155,8 +155,7 @@ struct Row<'a> {
     attempts: u32,
     replays: u32,
     error_kind: &'a str,
-    /// Lambda runtimes: the handler's `errorType`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Lambda runtimes: the handler's `errorType` (null for others).
     error_type: Option<&'a str>,
     error: &'a str,
     failed_at: DateTime<Utc>,

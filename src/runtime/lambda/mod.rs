@@ -135,6 +135,20 @@ pub fn check_folder(config: &FunctionConfig, folder: &Path, built: bool) -> Resu
     }
 }
 
+/// The file that holds a function's code: the handler's module, or `bootstrap`.
+fn code_file(config: &FunctionConfig, task_root: &Path) -> PathBuf {
+    let name = config.handler.as_deref().and_then(|h| HandlerName::parse(config.runtime, h).ok());
+    let Some(name) = name.filter(|_| !matches!(config.runtime, RuntimeKind::Provided { .. })) else {
+        return task_root.join("bootstrap");
+    };
+    let candidates: Vec<PathBuf> = name
+        .candidates(config.runtime)
+        .iter()
+        .flat_map(|c| [task_root.join(c), task_root.join(PYTHON_PACKAGE_DIR).join(c)])
+        .collect();
+    candidates.iter().find(|c| c.is_file()).or(candidates.first()).cloned().unwrap_or_else(|| task_root.to_path_buf())
+}
+
 /// Host-wide settings of the Lambda runtimes.
 #[derive(Debug, Clone)]
 pub struct HostConfig {
@@ -177,7 +191,9 @@ impl LambdaHost {
     pub fn load(&self, def: &FunctionDef) -> Result<LambdaFunction, LoadError> {
         let config = &def.config;
         let spec = self.spec(def)?;
+        let code = code_file(&def.config, &spec.task_root);
         let pool = Arc::new(Pool {
+            code,
             config: config.clone(),
             spec,
             idle: Mutex::new(Vec::new()),
@@ -286,6 +302,8 @@ struct Pool {
     next_id: AtomicU64,
     /// An environment became idle or stopped.
     changed: Notify,
+    /// The handler's file (or `bootstrap`), for error messages.
+    code: PathBuf,
 }
 
 /// An environment handed to one invocation.
@@ -346,7 +364,7 @@ impl Pool {
                 for line in &lines {
                     info!(target: "sluice::function", function = %self.config.name, "{line}");
                 }
-                failure.message = format!("{} (handler {:?} in {})", failure.message, self.config.handler.as_deref().unwrap_or("bootstrap"), self.spec.task_root.display());
+                failure.message = format!("{} (handler {:?}: {})", failure.message, self.config.handler.as_deref().unwrap_or("bootstrap"), self.code.display());
                 warn!(function = %self.config.name, error_type = %failure.error_type, error = %failure.message, "Execution environment failed to initialise.");
                 Err(failure)
             }
