@@ -4,7 +4,7 @@
 # ordinary suite only; run this by hand (results in .sluice/mutants/<group>/mutants.out/).
 #
 # Usage: scripts/mutants.sh GROUP [-- EXTRA cargo-mutants ARGS]
-#   GROUP: dispatch | bus | dlq | event | triggers | FILE.rs (a file of the table below
+#   GROUP: dispatch | bus | dlq | event | triggers | lambda | FILE.rs (a file of the table below
 #   runs with its own tests; any other file with every test)
 # Each group mutates a few files, each with only the tests that exercise it (a mutant costs
 # an incremental build of those test binaries plus their run: 20 s to 2 min on 2 cores).
@@ -51,6 +51,9 @@ all=(
   "triggers;src/triggers/postgres/mod.rs;source_postgres;[ :](stream|record|read)( ->|$);--timeout 240"
   "triggers;src/triggers/bucket/state.rs;bucket_local bucket_s3;;--timeout 180"
   "triggers;src/triggers/cron/mod.rs;cron_missed cron_two_workers cron_cursor;[ :](run_loop|fire|read_last|record_last)( ->|$)"
+  "lambda;src/runtime/lambda/api.rs;lambda_handlers lambda_errors lambda_limits;"
+  "lambda;src/runtime/lambda/env.rs;lambda_handlers lambda_limits lambda_kill lambda_errors;;--timeout 180"
+  "lambda;src/runtime/lambda/mod.rs;lambda_handlers lambda_concurrency lambda_limits lambda_errors lambda_scaling lambda_kill;;--timeout 180"
 )
 entries=()
 out_group=$(basename "$group" .rs)
