@@ -144,8 +144,8 @@ fn build(project: &Project, def: &FunctionDef, force: bool, steps: &mut Vec<Step
             if requirements.is_file() {
                 let target = def.dir.join(PYTHON_PACKAGE_DIR);
                 let python = tools::interpreter(config.runtime).map_err(anyhow::Error::msg)?;
-                let stamp = stamp_of(&[&requirements], &python.version)?;
-                steps.push(install_if_changed(&target, &stamp, force, "requirements.txt", || {
+                let stamp = || stamp_of(&[&requirements], &python.version);
+                steps.push(install_if_changed(&target, stamp, force, "requirements.txt", || {
                     let mut command = Command::new(&python.path);
                     command.args(["-m", "pip", "install", "--disable-pip-version-check", "--upgrade", "--target"]).arg(&target).arg("-r").arg(&requirements);
                     command
@@ -157,10 +157,13 @@ fn build(project: &Project, def: &FunctionDef, force: bool, steps: &mut Vec<Step
             let manifest = def.dir.join("package.json");
             if manifest.is_file() {
                 let lock = def.dir.join("package-lock.json");
-                let inputs: Vec<&Path> = if lock.is_file() { vec![&manifest, &lock] } else { vec![&manifest] };
-                let stamp = stamp_of(&inputs, &major.to_string())?;
+                // npm writes package-lock.json on the first install: read it each time.
+                let stamp = || {
+                    let inputs: Vec<&Path> = if lock.is_file() { vec![&manifest, &lock] } else { vec![&manifest] };
+                    stamp_of(&inputs, &major.to_string())
+                };
                 let target = def.dir.join("node_modules");
-                steps.push(install_if_changed(&target, &stamp, force, "package.json", || {
+                steps.push(install_if_changed(&target, stamp, force, "package.json", || {
                     let mut command = Command::new("npm");
                     command.args(["install", "--omit=dev", "--no-audit", "--no-fund"]).current_dir(&def.dir);
                     command
@@ -255,16 +258,24 @@ fn stamp_of(inputs: &[&Path], version: &str) -> anyhow::Result<String> {
     Ok(hex::encode(hash.finalize()))
 }
 
-/// Installs dependencies into `target` unless its stamp says they match the manifest.
-fn install_if_changed(target: &Path, stamp: &str, force: bool, manifest: &str, command: impl FnOnce() -> Command) -> anyhow::Result<Step> {
+/// Installs dependencies into `target` unless its stamp says they match the manifest (the
+/// stamp is taken again after the install, which may write a lock file).
+fn install_if_changed(
+    target: &Path,
+    stamp: impl Fn() -> anyhow::Result<String>,
+    force: bool,
+    manifest: &str,
+    command: impl FnOnce() -> Command,
+) -> anyhow::Result<Step> {
     let stamp_file = target.join(STAMP);
-    if !force && std::fs::read_to_string(&stamp_file).is_ok_and(|s| s.trim() == stamp) {
+    let before = stamp()?;
+    if !force && std::fs::read_to_string(&stamp_file).is_ok_and(|s| s.trim() == before) {
         return Ok(Step::UpToDate(format!("{manifest} installed in {}", target.display())));
     }
     eprintln!("  installing {manifest} into {}", target.display());
     run_tool(command(), &format!("installing {manifest}"))?;
     std::fs::create_dir_all(target).with_context(|| format!("creating {}", target.display()))?;
-    std::fs::write(&stamp_file, stamp).with_context(|| format!("writing {}", stamp_file.display()))?;
+    std::fs::write(&stamp_file, stamp()?).with_context(|| format!("writing {}", stamp_file.display()))?;
     Ok(Step::Built(format!("installed {manifest} into {}", target.display())))
 }
 
