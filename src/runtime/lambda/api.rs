@@ -281,6 +281,120 @@ pub fn xray_trace_id(traceparent: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// One HTTP/1.1 exchange on a new connection: (status, lowercase headers, body).
+    async fn exchange(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!("{method} {path} HTTP/1.1\r\nhost: test\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(body).await.unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.unwrap();
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+        let mut lines = head.lines();
+        let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+        let headers = lines.filter_map(|l| l.split_once(": ")).map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned())).collect();
+        (status, headers, raw[split + 4..].to_vec())
+    }
+
+    fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    fn pending(id: &str) -> (Pending, oneshot::Receiver<Outcome>) {
+        let (reply, outcome) = oneshot::channel();
+        let pending = Pending {
+            request_id: id.into(),
+            body: Bytes::from_static(br#"{"name":"Ann"}"#),
+            deadline_ms: 1_700_000_000_000,
+            function_arn: "arn:aws:lambda:us-east-1:000000000000:function:f".into(),
+            trace_id: "Root=1-4bf92f35-77b34da6a3ce929d0e0e4736;Parent=00f067aa0ba902b7;Sampled=1".into(),
+            reply,
+        };
+        (pending, outcome)
+    }
+
+    #[tokio::test]
+    async fn the_runtime_api_hands_out_invocations_and_takes_their_outcomes() {
+        let api = Api::start().await.unwrap();
+        let addr = api.addr();
+        let mut readiness = api.readiness();
+        assert_eq!(*readiness.borrow(), Readiness::Starting);
+
+        // next: the event with all four headers; the first call ends initialisation.
+        let (first, outcome) = pending("req-1");
+        api.submit(first).await.unwrap();
+        let (status, headers, body) = exchange(addr, "GET", "/2018-06-01/runtime/invocation/next", b"").await;
+        assert_eq!(status, 200);
+        assert_eq!(body, br#"{"name":"Ann"}"#);
+        assert_eq!(header(&headers, REQUEST_ID), Some("req-1"));
+        assert_eq!(header(&headers, DEADLINE_MS), Some("1700000000000"));
+        assert_eq!(header(&headers, FUNCTION_ARN), Some("arn:aws:lambda:us-east-1:000000000000:function:f"));
+        assert!(header(&headers, TRACE_ID).unwrap().starts_with("Root=1-4bf92f35-"));
+        readiness.changed().await.unwrap();
+        assert_eq!(*readiness.borrow(), Readiness::Ready);
+
+        // Only the invocation in progress can be answered.
+        let (status, _, body) = exchange(addr, "POST", "/2018-06-01/runtime/invocation/req-0/response", b"{}").await;
+        assert_eq!(status, 400);
+        assert!(String::from_utf8_lossy(&body).contains("InvalidRequestID"));
+        let (status, _, body) = exchange(addr, "POST", "/2018-06-01/runtime/invocation/req-1/response", br#"{"ok":1}"#).await;
+        assert_eq!((status, body.as_slice()), (202, br#"{"status":"OK"}"#.as_slice()));
+        assert!(matches!(outcome.await.unwrap(), Outcome::Response(b) if b.as_ref() == br#"{"ok":1}"#));
+        // Answered once: a second answer is refused.
+        let (status, _, _) = exchange(addr, "POST", "/2018-06-01/runtime/invocation/req-1/error", b"{}").await;
+        assert_eq!(status, 400);
+
+        // An error document.
+        let (second, outcome) = pending("req-2");
+        api.submit(second).await.unwrap();
+        exchange(addr, "GET", "/2018-06-01/runtime/invocation/next", b"").await;
+        let error = br#"{"errorType":"ValueError","errorMessage":"bad","stackTrace":["x"]}"#;
+        let (status, _, _) = exchange(addr, "POST", "/2018-06-01/runtime/invocation/req-2/error", error).await;
+        assert_eq!(status, 202);
+        match outcome.await.unwrap() {
+            Outcome::Error(e) => assert_eq!((e.error_type.as_str(), e.error_message.as_str()), ("ValueError", "bad")),
+            other => panic!("{other:?}"),
+        }
+
+        // A response of exactly the limit is taken (a JSON string of that size) ...
+        let (limit, outcome) = pending("req-limit");
+        api.submit(limit).await.unwrap();
+        exchange(addr, "GET", "/2018-06-01/runtime/invocation/next", b"").await;
+        let mut exact = vec![b'x'; MAX_RESPONSE_BYTES];
+        (exact[0], exact[MAX_RESPONSE_BYTES - 1]) = (b'"', b'"');
+        let (status, _, _) = exchange(addr, "POST", "/2018-06-01/runtime/invocation/req-limit/response", &exact).await;
+        assert_eq!(status, 202);
+        assert!(matches!(outcome.await.unwrap(), Outcome::Response(b) if b.len() == MAX_RESPONSE_BYTES));
+        // ... one byte more is refused and reported as such.
+        let (third, outcome) = pending("req-3");
+        api.submit(third).await.unwrap();
+        exchange(addr, "GET", "/2018-06-01/runtime/invocation/next", b"").await;
+        let big = vec![b' '; MAX_RESPONSE_BYTES + 1];
+        let (status, _, body) = exchange(addr, "POST", "/2018-06-01/runtime/invocation/req-3/response", &big).await;
+        assert_eq!(status, 413);
+        assert!(String::from_utf8_lossy(&body).contains("RequestEntityTooLarge"));
+        assert!(matches!(outcome.await.unwrap(), Outcome::TooLarge(MAX_RESPONSE_BYTES)));
+
+        // An init error.
+        let init = br#"{"errorType":"Runtime.ImportModuleError","errorMessage":"Unable to import module 'app'"}"#;
+        let (status, _, _) = exchange(addr, "POST", "/2018-06-01/runtime/init/error", init).await;
+        assert_eq!(status, 202);
+        match &*readiness.borrow() {
+            Readiness::InitFailed(e) => assert_eq!(e.error_type, "Runtime.ImportModuleError"),
+            other => panic!("{other:?}"),
+        }
+
+        // The server stops with its environment.
+        drop(api);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+            assert!(tokio::time::Instant::now() < deadline, "the Runtime API still listens after its environment was dropped");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
 
     #[test]
     fn trace_ids_follow_the_xray_mapping() {
@@ -289,7 +403,11 @@ mod tests {
             "Root=1-4bf92f35-77b34da6a3ce929d0e0e4736;Parent=00f067aa0ba902b7;Sampled=1"
         );
         assert!(xray_trace_id("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").ends_with("Sampled=0"));
-        assert!(xray_trace_id("garbage").starts_with("Root=1-"));
+        let fallback = "Root=1-00000000-000000000000000000000000;Sampled=0";
+        assert_eq!(xray_trace_id("garbage"), fallback);
+        // Four parts are not enough: the trace id must have 32 digits and the span 16.
+        assert_eq!(xray_trace_id("00-short-00f067aa0ba902b7-01"), fallback);
+        assert_eq!(xray_trace_id("00-4bf92f3577b34da6a3ce929d0e0e4736-span-01"), fallback);
     }
 
     #[test]
@@ -308,6 +426,10 @@ mod tests {
         let error = RuntimeError::parse(&headers, br#"{"errorMessage":"x"}"#);
         assert_eq!(error.error_type, "Unhandled");
         let node = br#"{"errorType":"Error","errorMessage":"boom","trace":["Error: boom","    at index.js:2"]}"#;
-        assert_eq!(RuntimeError::parse(&HeaderMap::new(), node).stack_trace.len(), 2);
+        assert_eq!(RuntimeError::parse(&HeaderMap::new(), node).stack_trace, ["Error: boom", "    at index.js:2"]);
+        let text = br#"{"errorType":"E","errorMessage":{"code":7},"stackTrace":"line 1\nline 2"}"#;
+        let error = RuntimeError::parse(&HeaderMap::new(), text);
+        assert_eq!(error.stack_trace, ["line 1", "line 2"]);
+        assert_eq!(error.error_message, r#"{"code":7}"#);
     }
 }
