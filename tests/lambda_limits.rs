@@ -1,6 +1,7 @@
 //! Limits of Lambda execution environments: a handler that sleeps past `timeout` is killed
 //! (its whole process group) and the next event runs in a fresh environment; a handler that
-//! allocates past `memory_mb` fails with kind `memory_limit` and the node keeps serving.
+//! allocates past `memory_mb` fails with kind `memory_limit` and the node keeps serving; a
+//! runtime that exits mid-invocation fails as `error` (`Runtime.ExitError`).
 //! Guards against a timed-out process lingering or being reused, and against a memory
 //! bomb taking the worker or its neighbours down.
 
@@ -26,6 +27,19 @@ def lambda_handler(event, context):
         child = subprocess.Popen(["sleep", "300"])
         print(f"sleeping with child {child.pid}")
         time.sleep(event["sleep"])
+    return {"pid": os.getpid(), "count": count}
+"#;
+
+const CRASHER: &str = r#"import os
+
+count = 0
+
+
+def lambda_handler(event, context):
+    global count
+    count += 1
+    if event.get("crash"):
+        os._exit(3)
     return {"pid": os.getpid(), "count": count}
 "#;
 
@@ -72,10 +86,41 @@ async fn timeouts_and_memory_limits_end_the_environment_not_the_node() {
         &format!("runtime = \"nodejs20.x\"\nhandler = \"index.handler\"\nmemory_mb = 128\nconcurrency = 1\nsubscribe = [\"nodehog\"]{once}"),
         &[("index.js", NODE_HOG)],
     );
+    project.lambda_function(
+        "crasher",
+        &format!("runtime = \"python3.11\"\nhandler = \"app.lambda_handler\"\nconcurrency = 1\nsubscribe = [\"crash\"]{once}"),
+        &[("app.py", CRASHER)],
+    );
     let up = project.up(Some(&nats.url()));
     let client = nats.client().await;
     let js = async_nats::jetstream::new(client.clone());
+    let mut crasher = Results::subscribe(&client, "crasher").await;
     let mut sleeper = Results::subscribe(&client, "sleeper").await;
+
+    // A runtime that exits during an invocation: a failed attempt of kind `error`, not a
+    // memory or timeout failure, and the next event gets a fresh environment.
+    publish_event(&js, "sluice.events.crash", "c-1", r#"{"crash":true}"#).await.await.unwrap();
+    wait_stream_count(&js, "SLUICE_DLQ", 1, Duration::from_secs(30)).await;
+    let crashed = &stream_messages(&js, "SLUICE_DLQ").await[0];
+    assert_eq!(header(crashed, "sluice-error-kind"), Some("error"));
+    assert_eq!(header(crashed, "sluice-error-type"), Some("Runtime.ExitError"));
+    assert_eq!(header(crashed, "sluice-error"), Some("Runtime.ExitError: Runtime exited with error: exit status 3"));
+    publish_event(&js, "sluice.events.crash", "c-2", "{}").await.await.unwrap();
+    crasher.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(crasher.received[0].1["count"], 1, "a fresh environment after the crash");
+    // An idle environment whose process died is not handed an event.
+    let idle_pid = crasher.received[0].1["pid"].as_u64().unwrap() as u32;
+    // SAFETY: plain syscall on a process of this test's own `sluice up`.
+    unsafe { libc::kill(idle_pid as i32, libc::SIGKILL) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while process_alive(idle_pid) {
+        assert!(std::time::Instant::now() < deadline, "the killed environment was reaped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    publish_event(&js, "sluice.events.crash", "c-3", "{}").await.await.unwrap();
+    crasher.wait_for(2, Duration::from_secs(30)).await;
+    assert_ne!(crasher.received[1].1["pid"].as_u64().unwrap() as u32, idle_pid);
+    assert_eq!(stream_count(&js, "SLUICE_DLQ").await, 1, "the dead idle environment cost no attempt");
     let mut hog = Results::subscribe(&client, "hog").await;
     let mut nodehog = Results::subscribe(&client, "nodehog").await;
 
@@ -84,7 +129,7 @@ async fn timeouts_and_memory_limits_end_the_environment_not_the_node() {
     sleeper.wait_for(1, Duration::from_secs(30)).await;
     let warm_pid = sleeper.received[0].1["pid"].as_u64().unwrap() as u32;
     publish_event(&js, "sluice.events.sleep", "s-2", r#"{"sleep":30}"#).await.await.unwrap();
-    wait_stream_count(&js, "SLUICE_DLQ", 1, Duration::from_secs(30)).await;
+    wait_stream_count(&js, "SLUICE_DLQ", 2, Duration::from_secs(30)).await;
     let child: u32 = up
         .log()
         .lines()
@@ -101,7 +146,7 @@ async fn timeouts_and_memory_limits_end_the_environment_not_the_node() {
     // Past memory_mb (Python and Node.js), then within it: the node keeps serving.
     publish_event(&js, "sluice.events.hog", "h-1", r#"{"mb":200}"#).await.await.unwrap();
     publish_event(&js, "sluice.events.nodehog", "n-1", r#"{"mb":400}"#).await.await.unwrap();
-    wait_stream_count(&js, "SLUICE_DLQ", 3, Duration::from_secs(60)).await;
+    wait_stream_count(&js, "SLUICE_DLQ", 4, Duration::from_secs(60)).await;
     publish_event(&js, "sluice.events.hog", "h-2", r#"{"mb":8}"#).await.await.unwrap();
     publish_event(&js, "sluice.events.nodehog", "n-2", r#"{"mb":8}"#).await.await.unwrap();
     hog.wait_for(1, Duration::from_secs(30)).await;

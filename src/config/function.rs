@@ -485,6 +485,27 @@ mod tests {
     }
 
     #[test]
+    fn runtimes_use_lambdas_names() {
+        for (text, kind) in [
+            ("wasm", RuntimeKind::Wasm),
+            ("python3.11", RuntimeKind::Python { minor: 11 }),
+            ("python3.9", RuntimeKind::Python { minor: 9 }),
+            ("nodejs20.x", RuntimeKind::Node { major: 20 }),
+            ("provided", RuntimeKind::Provided { variant: ProvidedVariant::Plain }),
+            ("provided.al2", RuntimeKind::Provided { variant: ProvidedVariant::Al2 }),
+            ("provided.al2023", RuntimeKind::Provided { variant: ProvidedVariant::Al2023 }),
+        ] {
+            assert_eq!(text.parse::<RuntimeKind>(), Ok(kind), "{text}");
+            assert_eq!(kind.to_string(), text);
+            assert_eq!(kind.is_lambda(), text != "wasm");
+        }
+        for bad in ["python2.7", "python3", "python3.x", "nodejs20", "nodejs.x", "nodejsx.x", "java21", "provided.al2024", "WASM", "python3.1234"] {
+            let error = bad.parse::<RuntimeKind>().unwrap_err();
+            assert!(error.contains(&format!("{bad:?}")) && error.contains("nodejsN.x"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
     fn unknown_fields_are_rejected() {
         let err = parse("name = \"a\"\nruntime = \"wasm\"\nmodule = \"a.wasm\"\nmemroy_mb = 3\n").unwrap_err();
         assert!(err.to_string().contains("memroy_mb"), "{err}");

@@ -478,7 +478,14 @@ impl Pool {
 
     /// What an invocation's end means for the attempt.
     fn classify(&self, ended: Ended, logs: &[String], duration: Duration) -> Result<Bytes, InvokeError> {
-        let fail = |kind: FailureKind, error_type: &str, message: String| InvokeError { kind, message, error_type: Some(error_type.to_owned()), logs: Vec::new(), duration };
+        // As in the dead letter: `errorType: errorMessage`.
+        let fail = |kind: FailureKind, error_type: &str, message: String| InvokeError {
+            kind,
+            message: if message.is_empty() { error_type.to_owned() } else { format!("{error_type}: {message}") },
+            error_type: Some(error_type.to_owned()),
+            logs: Vec::new(),
+            duration,
+        };
         let heap_exhausted = || logs.iter().any(|l| l.contains("JavaScript heap out of memory") || l.contains("Reached heap limit"));
         match ended {
             Ended::Outcome(Outcome::Response(body)) => {
@@ -495,8 +502,7 @@ impl Pool {
             Ended::Outcome(Outcome::Error(error)) => {
                 let memory = error.error_type == "MemoryError" || (error.error_type == "RangeError" && error.error_message.contains("allocation failed"));
                 let kind = if memory { FailureKind::MemoryLimit } else { FailureKind::Handler };
-                let message = if error.error_message.is_empty() { error.error_type.clone() } else { format!("{}: {}", error.error_type, error.error_message) };
-                let mut failure = fail(kind, &error.error_type, message);
+                let mut failure = fail(kind, &error.error_type, error.error_message.clone());
                 if memory {
                     // An environment whose allocations failed is not trusted again.
                     failure.error_type = Some(format!("Runtime.{}", error.error_type));
