@@ -2,7 +2,7 @@
 //! response) and warm invocations, for Python (awslambdaric) and Node.js (aws-lambda-ric),
 //! each through the same pool `sluice up` uses, beside the wasm figures of the same run.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -149,11 +149,6 @@ fn node_major() -> u32 {
 fn version_of(program: &str, args: &[&str]) -> Option<u32> {
     let output = std::process::Command::new(program).args(args).output().ok()?;
     String::from_utf8_lossy(&output.stdout).trim().parse().ok()
-}
-
-/// The tools folder of the project `sluice bench` runs in.
-pub fn tools_dir(project_dir: &Path) -> PathBuf {
-    project_dir.join(".sluice").join("tools")
 }
 
 #[cfg(test)]

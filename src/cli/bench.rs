@@ -74,7 +74,7 @@ async fn measure(ctx: &Context, args: &Args, work_dir: &std::path::Path) -> anyh
         concurrency: args.concurrency,
         progress: std::io::stderr().is_terminal(),
         postgres: args.postgres.clone(),
-        tools_dir: bench::lambda::tools_dir(&ctx.dir),
+        tools_dir: crate::config::Project::tools_dir_of(&ctx.dir),
     };
     let report = bench::run(&load, &platform, &options, work_dir).await;
     drop((load, platform));

@@ -56,10 +56,7 @@ enum Step {
 }
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
-    if !ctx.dir.is_dir() {
-        return Err(crate::config::ConfigError::new(&ctx.dir, None, "the project directory does not exist (check --dir)").into());
-    }
-    let project = Project::load_sources(&ctx.dir)?;
+    let project = ctx.project_sources()?;
     let mut selected: Vec<&FunctionDef> = Vec::new();
     for name in &args.names {
         match project.function(name) {

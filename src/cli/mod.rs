@@ -99,6 +99,12 @@ impl Context {
         Project::load(&self.dir)
     }
 
+    /// The project without its functions' build outputs, for `sluice build`.
+    pub fn project_sources(&self) -> Result<Project, ConfigError> {
+        self.check_dir()?;
+        Project::load_sources(&self.dir)
+    }
+
     /// Only `sluice.toml`: for commands that talk to the bus but run no function.
     pub fn settings(&self) -> Result<Settings, ConfigError> {
         self.check_dir()?;

@@ -197,7 +197,12 @@ impl Project {
 
     /// `.sluice/tools`: nats-server and the Lambda runtime interface clients.
     pub fn tools_dir(&self) -> PathBuf {
-        self.dir.join(".sluice").join("tools")
+        Self::tools_dir_of(&self.dir)
+    }
+
+    /// The tools folder of the project in `dir`, for commands that load no project.
+    pub fn tools_dir_of(dir: &Path) -> PathBuf {
+        dir.join(".sluice").join("tools")
     }
 
     /// Settings of the Lambda runtimes on this node.

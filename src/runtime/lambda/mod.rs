@@ -97,6 +97,12 @@ impl HandlerName {
             _ => ["js", "mjs", "cjs"].iter().map(|ext| PathBuf::from(format!("{}.{ext}", self.module))).collect(),
         }
     }
+
+    /// The module's file in `folder` (or, for Python, its `package/`), if there is one.
+    fn find(&self, runtime: RuntimeKind, folder: &Path) -> Option<PathBuf> {
+        let roots = [folder.to_path_buf(), folder.join(PYTHON_PACKAGE_DIR)];
+        self.candidates(runtime).iter().flat_map(|c| roots.iter().map(move |root| root.join(c))).find(|path| path.is_file())
+    }
 }
 
 /// Checks a Lambda function's folder at load: the handler's file, or the custom runtime's
@@ -122,9 +128,7 @@ pub fn check_folder(config: &FunctionConfig, folder: &Path, built: bool) -> Resu
         }
         (runtime, Some(handler)) => {
             let name = HandlerName::parse(runtime, handler).map_err(|m| ("handler", m))?;
-            let roots = [folder.to_path_buf(), folder.join(PYTHON_PACKAGE_DIR)];
-            let found = name.candidates(runtime).iter().any(|c| roots.iter().any(|root| root.join(c).is_file()));
-            if found {
+            if name.find(runtime, folder).is_some() {
                 Ok(())
             } else {
                 let files: Vec<String> = name.candidates(runtime).iter().map(|c| c.display().to_string()).collect();
@@ -141,12 +145,7 @@ fn code_file(config: &FunctionConfig, task_root: &Path) -> PathBuf {
     let Some(name) = name.filter(|_| !matches!(config.runtime, RuntimeKind::Provided { .. })) else {
         return task_root.join("bootstrap");
     };
-    let candidates: Vec<PathBuf> = name
-        .candidates(config.runtime)
-        .iter()
-        .flat_map(|c| [task_root.join(c), task_root.join(PYTHON_PACKAGE_DIR).join(c)])
-        .collect();
-    candidates.iter().find(|c| c.is_file()).or(candidates.first()).cloned().unwrap_or_else(|| task_root.to_path_buf())
+    name.find(config.runtime, task_root).unwrap_or_else(|| task_root.to_path_buf())
 }
 
 /// Host-wide settings of the Lambda runtimes.
@@ -192,8 +191,11 @@ impl LambdaHost {
         let config = &def.config;
         let spec = self.spec(def)?;
         let code = code_file(&def.config, &spec.task_root);
+        let region = spec.env.iter().find(|(k, _)| k == "AWS_REGION").map_or("us-east-1", |(_, v)| v.as_str());
+        let function_arn = format!("arn:aws:lambda:{region}:000000000000:function:{}", config.name);
         let pool = Arc::new(Pool {
             code,
+            function_arn,
             config: config.clone(),
             spec,
             idle: Mutex::new(Vec::new()),
@@ -304,6 +306,8 @@ struct Pool {
     changed: Notify,
     /// The handler's file (or `bootstrap`), for error messages.
     code: PathBuf,
+    /// `Lambda-Runtime-Invoked-Function-Arn`.
+    function_arn: String,
 }
 
 /// An environment handed to one invocation.
@@ -411,7 +415,7 @@ impl Pool {
             request_id: request_id.clone(),
             body: if invocation.event.data.is_empty() { Bytes::from_static(b"{}") } else { invocation.event.data.clone() },
             deadline_ms: now_ms + self.config.timeout.as_millis() as u64,
-            function_arn: format!("arn:aws:lambda:{}:000000000000:function:{}", self.region(), self.config.name),
+            function_arn: self.function_arn.clone(),
             trace_id: xray_trace_id(&invocation.event.traceparent),
             reply: reply_tx,
         };
@@ -470,10 +474,6 @@ impl Pool {
                 Err(error)
             }
         }
-    }
-
-    fn region(&self) -> &str {
-        self.spec.env.iter().find(|(k, _)| k == "AWS_REGION").map_or("us-east-1", |(_, v)| v.as_str())
     }
 
     /// What an invocation's end means for the attempt.
