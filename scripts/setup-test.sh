@@ -112,3 +112,17 @@ fi
 sluice_iptables=$(command -v iptables || true)
 [ -n "$sluice_iptables" ] || [ ! -x /usr/sbin/iptables ] || sluice_iptables=/usr/sbin/iptables
 echo "setup: iptables: ${sluice_iptables:-none}" >&2
+
+# boto3, for the Lambda Invoke API test (tests/http_invoke_api.rs calls Sluice the way an
+# AWS SDK user does). Kept per machine beside the other tools when Python lacks it.
+if ! python3 -c 'import boto3' 2>/dev/null; then
+  if [ ! -d "$SLUICE_TOOLS_CACHE/python/boto3" ]; then
+    echo "setup: installing boto3 from PyPI into $SLUICE_TOOLS_CACHE/python" >&2
+    python3 -m pip install --quiet --disable-pip-version-check --target "$SLUICE_TOOLS_CACHE/python" boto3 >&2
+  fi
+  export PYTHONPATH="$SLUICE_TOOLS_CACHE/python${PYTHONPATH:+:$PYTHONPATH}"
+fi
+echo "setup: boto3: $(python3 -c 'import boto3; print(boto3.__version__)')" >&2
+
+# Every `sluice up` of the tests listens for HTTP on a free port of its own.
+export SLUICE_HTTP_LISTEN=127.0.0.1:0

@@ -12,8 +12,13 @@ fn the_report_is_complete_and_every_event_ran_once() {
     let project = Project::new();
     // The Lambda phase uses the project's runtime clients (the repository's, here).
     project.lambda_function("unused", "runtime = \"python3.11\"\nhandler = \"app.handler\"", &[("app.py", "def handler(e, c):\n    return e\n")]);
+    // The HTTP phase calls the `hello` example through the gateway.
+    project.function("hello", "hello", "");
     let dsn = common::postgres::dsn();
-    let out = project.sluice_within(&["--json", "bench", "--events", "1500", "--size", "256", "--concurrency", "32", "--postgres", &dsn], std::time::Duration::from_secs(600));
+    let out = project.sluice_within(
+        &["--json", "bench", "--events", "1500", "--size", "256", "--concurrency", "32", "--postgres", &dsn, "--http"],
+        std::time::Duration::from_secs(600),
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 
@@ -49,6 +54,16 @@ fn the_report_is_complete_and_every_event_ran_once() {
         "postgres.latency_slot_only.p99_ms",
         "postgres.latency_sluice.p50_ms",
         "postgres.latency_sluice.p99_ms",
+        "http.plain_axum.requests_per_sec",
+        "http.plain_axum.p50_ms",
+        "http.plain_axum.p99_ms",
+        "http.gateway.requests_per_sec",
+        "http.gateway.p50_ms",
+        "http.gateway.p99_ms",
+        "http.half_load.rate_per_sec",
+        "http.half_load.plain_axum.p99_ms",
+        "http.half_load.gateway.p99_ms",
+        "http.gateway_vs_plain_axum",
     ] {
         assert!(number(path) > 0.0, "{path} should be positive: {report:#}");
     }
@@ -58,6 +73,10 @@ fn the_report_is_complete_and_every_event_ran_once() {
     assert_eq!(number("machine.cores") as usize, std::thread::available_parallelism().unwrap().get());
     assert!(report["machine"]["nats_server_version"].as_str().unwrap().starts_with('2'));
     assert_eq!(number("options.events"), 1500.0);
+    for path in ["http.plain_axum.errors", "http.gateway.errors", "http.half_load.plain_axum.errors", "http.half_load.gateway.errors"] {
+        assert_eq!(number(path), 0.0, "{path}: every request is answered 200: {report:#}");
+    }
+    assert!(number("http.p99_overhead_ms_at_half_load").is_finite());
     assert_eq!(number("options.size"), 256.0);
     // The postgres phase read as many rows as events, and left no slot behind.
     assert_eq!(number("postgres.rows"), 1500.0);

@@ -245,13 +245,22 @@ fn the_example_project_loads() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let project = sluice::config::Project::load(root).unwrap();
     let names: Vec<&str> = project.functions.iter().map(|f| f.config.name.as_str()).collect();
-    assert_eq!(names, ["flaky", "hello", "hello-node", "hello-python", "inbox-python", "wordcount"]);
+    assert_eq!(names, ["flaky", "hello", "hello-node", "hello-python", "http-echo", "inbox-python", "wordcount"]);
     assert_eq!(project.function("hello-python").unwrap().config.handler.as_deref(), Some("app.lambda_handler"));
     assert_eq!(project.function("hello-node").unwrap().config.runtime.to_string(), "nodejs20.x");
     assert!(project.function("hello").unwrap().config.subscribe.contains(&"greetings".to_owned()));
     // Every example trigger parses too.
     let triggers: Vec<&str> = project.triggers.iter().map(|t| t.name.as_str()).collect();
-    assert_eq!(triggers, ["every-minute", "inbox", "uploads"]);
+    assert_eq!(triggers, ["api", "every-minute", "inbox", "uploads"]);
+    let api = project.triggers[0].config.get::<sluice::triggers::http::HttpConfig>().unwrap();
+    for (key, route) in &api.routes {
+        if let Some(function) = &route.function {
+            assert!(project.function(function).is_some(), "route {key} names {function}, not an example");
+        }
+        if let Some(schema) = &route.schema {
+            assert!(root.join(schema).is_file(), "route {key}: {} is missing", schema.display());
+        }
+    }
     assert_eq!(project.function("wordcount").unwrap().config.buckets, ["uploads:ro", "reports:rw"]);
 }
 

@@ -3,6 +3,7 @@
 //! and cold starts. Ratios between phases of the same run hold on a noisy shared box where
 //! absolute numbers do not.
 
+pub mod http;
 pub mod lambda;
 pub mod noop;
 pub mod postgres;
@@ -49,6 +50,8 @@ pub struct Options {
     pub postgres: Option<String>,
     /// The project's tools folder, with the Lambda runtime clients `sluice build` installs.
     pub tools_dir: std::path::PathBuf,
+    /// The `hello` example's module, for the HTTP gateway's phase (none: no such phase).
+    pub http: Option<PathBuf>,
 }
 
 /// The report; field names are documented in docs/performance.md.
@@ -69,6 +72,9 @@ pub struct Report {
     /// The `postgres` trigger against reading its slot alone (with `--postgres`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub postgres: Option<postgres::PostgresReport>,
+    /// The HTTP gateway against a plain axum handler (with `--http`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<http::HttpReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -179,6 +185,10 @@ pub async fn run(load: &Bus, platform: &Bus, options: &Options, work_dir: &std::
         Some(dsn) => Some(postgres::run(dsn, platform, options.events, &run_id).await.context("postgres phase")?),
         None => None,
     };
+    let http = match &options.http {
+        Some(module) => Some(http::run(platform, &host, module, work_dir).await.context("http phase")?),
+        None => None,
+    };
 
     let ratios = Ratios {
         end_to_end_vs_raw_jetstream: ratio(sluice.events_per_sec, raw_jetstream.overlapped_msgs_per_sec),
@@ -203,6 +213,7 @@ pub async fn run(load: &Bus, platform: &Bus, options: &Options, work_dir: &std::
         ratios,
         noop: NOOP_DESCRIPTION,
         postgres,
+        http,
     })
 }
 

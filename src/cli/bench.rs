@@ -28,6 +28,10 @@ pub struct Args {
     /// drops a table, a publication and two slots named `sluice_bench_*`.
     #[arg(long, value_name = "DSN")]
     pub postgres: Option<String>,
+    /// Also measure the HTTP gateway: `GET /hello` to the wasm `hello` example (built by
+    /// `sluice build hello`) against a plain axum handler answering the same body.
+    #[arg(long)]
+    pub http: bool,
 }
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
@@ -75,11 +79,26 @@ async fn measure(ctx: &Context, args: &Args, work_dir: &std::path::Path) -> anyh
         progress: std::io::stderr().is_terminal(),
         postgres: args.postgres.clone(),
         tools_dir: crate::config::Project::tools_dir_of(&ctx.dir),
+        http: if args.http { Some(hello_module(ctx)?) } else { None },
     };
     let report = bench::run(&load, &platform, &options, work_dir).await;
     drop((load, platform));
     drop(server);
     report
+}
+
+/// The `hello` example's compiled module, for `--http`.
+fn hello_module(ctx: &Context) -> anyhow::Result<std::path::PathBuf> {
+    let project = ctx.project()?;
+    let module = project.function("hello").and_then(|f| f.module_path.clone());
+    match module {
+        Some(module) if module.is_file() => Ok(module),
+        _ => Err(UsageError::new(format!(
+            "--http measures the `hello` example: run it in the example project after `sluice build hello` (no built functions/hello in {})",
+            ctx.dir.display()
+        ))
+        .into()),
+    }
 }
 
 fn render(r: &Report) -> String {
@@ -133,6 +152,17 @@ fn render(r: &Report) -> String {
         row(&phase, "INSERT → slot only decoded", format!("p50 {:.3} / p99 {:.3} ms", f.p50_ms, f.p99_ms));
         row(&phase, "INSERT → event on the bus", format!("p50 {:.3} / p99 {:.3} ms", l.p50_ms, l.p99_ms));
         row("ratios", "postgres trigger ÷ slot only", format!("{:.3}", p.sluice_vs_slot_only));
+    }
+    if let Some(h) = &r.http {
+        let phase = format!("http ({} connections)", h.concurrency);
+        let load = |l: &bench::http::Load| format!("{:.0} req/s, p50 {:.3} / p99 {:.3} ms ({} errors)", l.requests_per_sec, l.p50_ms, l.p99_ms, l.errors);
+        row(&phase, "plain axum", load(&h.plain_axum));
+        row(&phase, "gateway → wasm hello", load(&h.gateway));
+        let phase = format!("http at half load ({:.0} req/s)", h.half_load.rate_per_sec);
+        row(&phase, "plain axum", load(&h.half_load.plain_axum));
+        row(&phase, "gateway → wasm hello", load(&h.half_load.gateway));
+        row("ratios", "gateway ÷ plain axum req/s", format!("{:.3}", h.gateway_vs_plain_axum));
+        row("ratios", "gateway p99 overhead at half load", format!("{:.3} ms", h.p99_overhead_ms_at_half_load));
     }
     format!(
         "{}\n\n{} cores, nats-server {}, {} events of {} B, concurrency {}",

@@ -9,7 +9,8 @@ use serde::Serialize;
 use super::output::{print_json, Table};
 use super::Context;
 use crate::error::UsageError;
-use crate::triggers::{Target, TriggerConfig, TriggerDef};
+use crate::triggers::cron::CronConfig;
+use crate::triggers::{Target, TriggerDef};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -27,7 +28,10 @@ pub enum Command {
 struct Row {
     name: String,
     kind: &'static str,
-    target: Target,
+    /// Where its events go; the first route's target for an `http` trigger.
+    target: Option<Target>,
+    /// Every target (one per route for an `http` trigger).
+    targets: Vec<Target>,
     /// What it watches: the schedule, the bucket.
     source: String,
     schedule: Option<String>,
@@ -48,7 +52,7 @@ struct Row {
 }
 
 fn next_fires(def: &TriggerDef, count: usize) -> anyhow::Result<Vec<String>> {
-    let TriggerConfig::Cron(cron) = &def.config else { return Ok(Vec::new()) };
+    let Some(cron) = def.config.get::<CronConfig>() else { return Ok(Vec::new()) };
     let schedule = cron.check().map_err(|(f, m)| anyhow::anyhow!("{f}: {m}"))?;
     let tz = schedule.timezone();
     let mut out = Vec::with_capacity(count);
@@ -62,14 +66,12 @@ fn next_fires(def: &TriggerDef, count: usize) -> anyhow::Result<Vec<String>> {
 }
 
 fn row(def: &TriggerDef, count: usize) -> anyhow::Result<Row> {
-    let cron = match &def.config {
-        TriggerConfig::Cron(cron) => Some(cron),
-        _ => None,
-    };
+    let cron = def.config.get::<CronConfig>();
     Ok(Row {
         name: def.name.clone(),
         kind: def.config.kind(),
-        target: def.config.target(),
+        target: def.config.targets().into_iter().next(),
+        targets: def.config.targets(),
         source: def.config.source(),
         schedule: cron.map(|c| c.schedule.clone()),
         timezone: cron.map(|c| c.timezone.clone()),
@@ -138,7 +140,7 @@ async fn read_health(ctx: &Context, project: &crate::config::Project, rows: &mut
 fn add_slots(triggers: &[TriggerDef], rows: &mut [Row]) {
     use crate::triggers::postgres::{catalog, config};
     for (def, row) in triggers.iter().zip(rows.iter_mut()) {
-        let TriggerConfig::Postgres(postgres) = &def.config else { continue };
+        let Some(postgres) = def.config.get::<crate::triggers::postgres::PostgresConfig>() else { continue };
         let slot = postgres.slot_name(&def.name);
         let state = postgres.resolve_dsn(&def.name).and_then(|dsn| {
             let server = config::describe_dsn(&dsn).map_err(anyhow::Error::msg)?;
@@ -208,7 +210,7 @@ pub async fn run(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
                 let names: Vec<&str> = project.triggers.iter().map(|t| t.name.as_str()).collect();
                 UsageError::new(format!("no trigger named {name:?}; triggers: {}", if names.is_empty() { "none".into() } else { names.join(", ") }))
             })?;
-            if !matches!(def.config, TriggerConfig::Cron(_)) {
+            if def.config.get::<CronConfig>().is_none() {
                 return Err(UsageError::new(format!("trigger {name:?} is a {} trigger; only schedules have fire times", def.config.kind())).into());
             }
             vec![row(def, *count)?]
@@ -242,7 +244,7 @@ pub async fn run(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
             (Some(slot), None) => slot.clone(),
             (None, message) => message.unwrap_or_default().to_owned(),
         };
-        table.row(vec![r.name.clone(), r.kind.to_owned(), r.target.to_string(), r.source.clone(), status, detail]);
+        table.row(vec![r.name.clone(), r.kind.to_owned(), r.targets.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "), r.source.clone(), status, detail]);
     }
     println!("{}", table.render());
     Ok(ExitCode::SUCCESS)

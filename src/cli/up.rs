@@ -26,11 +26,17 @@ use crate::error::UsageError;
 use crate::dispatch::Dispatcher;
 use crate::runtime::wasm::{HostConfig, WasmHost};
 use crate::runtime::{lambda, Hosts, Runtime};
+use crate::triggers::http::Gateway;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Where to listen for HTTP (`http` triggers, the Lambda Invoke API): IP:PORT, or "off".
+    /// Default: [http] listen in sluice.toml, else 127.0.0.1:8080.
+    #[arg(long = "http", value_name = "ADDR", env = "SLUICE_HTTP_LISTEN")]
+    pub http: Option<String>,
+}
 
-pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let project = ctx.project()?;
     // Listening from the start: a signal that arrives while starting stops the start (before
     // any event is fetched) or, once dispatchers run, is the ordinary graceful shutdown;
@@ -46,15 +52,31 @@ pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<ExitCode> {
     };
     let Started { url, bus, functions } = started;
 
+    // Bound before anything runs: a bad route or a busy port stops the start.
+    let listen = args.http.unwrap_or_else(|| project.settings.http.listen.clone());
+    let gateway = if listen == "off" { None } else { Some(Gateway::bind(&listen, &project, bus.clone()).await?) };
+
     let shutdown = CancellationToken::new();
     let mut dispatchers = JoinSet::new();
     for (config, consumer, function) in functions {
-        let dispatcher = Dispatcher::new(bus.clone(), Arc::new(config), function);
+        let config = Arc::new(config);
+        dispatchers.spawn(crate::dispatch::sync::serve(bus.clone(), config.clone(), function.clone(), shutdown.clone()));
+        let dispatcher = Dispatcher::new(bus.clone(), config, function);
         dispatchers.spawn(dispatcher.run(consumer, shutdown.clone()));
+    }
+    // The gateway stops first, so the requests it is answering still find their workers.
+    let gateway_shutdown = CancellationToken::new();
+    let mut gateway_task = None;
+    let mut http_line = String::new();
+    if let Some(gateway) = gateway {
+        info!(addr = %gateway.addr, routes = gateway.routes, "HTTP listener started.");
+        http_line = format!(" HTTP on http://{}.", gateway.addr);
+        gateway_task = Some(tokio::spawn(gateway.serve(gateway_shutdown.clone())));
     }
     let mut triggers = JoinSet::new();
     for def in &project.triggers {
         let trigger = crate::triggers::build(def, &project).map_err(|e| ConfigError::new(&def.path, None, format!("{e:#}")))?;
+        let Some(trigger) = trigger else { continue };
         let ctx = crate::triggers::TriggerContext { name: def.name.clone(), bus: bus.clone(), shutdown: shutdown.clone() };
         let name = def.name.clone();
         triggers.spawn(async move {
@@ -70,7 +92,7 @@ pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<ExitCode> {
     let names: Vec<&str> = project.functions.iter().map(|f| f.config.name.as_str()).collect();
     let trigger_names: Vec<&str> = project.triggers.iter().map(|t| t.name.as_str()).collect();
     println!(
-        "Sluice is up: {} function(s) [{}], {} trigger(s) [{}] on {url}. Press Ctrl-C to stop.",
+        "Sluice is up: {} function(s) [{}], {} trigger(s) [{}] on {url}.{http_line} Press Ctrl-C to stop.",
         names.len(),
         names.join(", "),
         trigger_names.len(),
@@ -94,6 +116,12 @@ pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<ExitCode> {
     });
     let bound = drain_bound(project.functions.iter().map(|f| f.config.timeout));
     info!(bound_s = bound.as_secs(), "Shutting down: no new events are fetched; in-flight invocations finish (Ctrl-C again to exit at once).");
+    gateway_shutdown.cancel();
+    if let Some(task) = gateway_task {
+        if tokio::time::timeout(bound, task).await.is_err() {
+            warn!("HTTP requests did not finish in time; stopping anyway.");
+        }
+    }
     shutdown.cancel();
     let drain = async {
         while triggers.join_next().await.is_some() {}

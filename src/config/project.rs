@@ -21,6 +21,9 @@ pub struct Settings {
     /// Host-wide runtime limits.
     #[serde(default)]
     pub runtime: RuntimeSettings,
+    /// The HTTP listener: `http` triggers, the Lambda Invoke API.
+    #[serde(default)]
+    pub http: HttpSettings,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -87,6 +90,57 @@ pub struct RuntimeSettings {
     /// The region Lambda handlers see as `AWS_REGION` (a function's `env` may override it).
     /// Default "us-east-1".
     pub region: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Where `sluice up` listens for HTTP: "127.0.0.1:8080" by default (loopback: put a
+    /// proxy in front to serve others), "off" for no listener. Overridden by
+    /// `SLUICE_HTTP_LISTEN` and `sluice up --http`.
+    #[serde(default = "default_http_listen")]
+    pub listen: String,
+    /// A file of API keys, one `name:key` per line (relative to the project folder). Keys
+    /// are also read from `SLUICE_API_KEYS` (`name:key,name:key`).
+    #[serde(default)]
+    pub api_keys_file: Option<PathBuf>,
+    /// The largest request body accepted (413 above). Default 6 MiB, Lambda's limit.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// How long a request waits for a function this node does not know (one served by
+    /// other nodes only); a known function's wait is its own timeout. Default 30s, API
+    /// Gateway's integration timeout.
+    #[serde(default = "default_http_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Serve the Lambda Invoke API (`POST /2015-03-31/functions/{name}/invocations`).
+    /// Default true.
+    #[serde(default = "default_true")]
+    pub invoke_api: bool,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            listen: default_http_listen(),
+            api_keys_file: None,
+            max_body_bytes: default_max_body_bytes(),
+            timeout: default_http_timeout(),
+            invoke_api: true,
+        }
+    }
+}
+
+fn default_http_listen() -> String {
+    "127.0.0.1:8080".to_owned()
+}
+const fn default_max_body_bytes() -> usize {
+    crate::bus::payload::MAX_PAYLOAD_BYTES
+}
+const fn default_http_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+const fn default_true() -> bool {
+    true
 }
 
 const fn default_events_max_age() -> Duration {
@@ -383,7 +437,7 @@ fn initial_memories(binary: &[u8]) -> wasmparser::Result<Vec<wasmparser::MemoryT
 
 /// Reads every `triggers/*.toml`; the file name (without `.toml`) is the trigger's name.
 fn load_triggers(dir: &Path, functions: &[FunctionDef]) -> Result<Vec<crate::triggers::TriggerDef>, ConfigError> {
-    use crate::triggers::{Target, TriggerConfig, TriggerDef};
+    use crate::triggers::{TriggerConfig, TriggerDef};
     let paths = list_dir(dir, |path| {
         (path.is_file() && path.extension().is_some_and(|e| e == "toml")).then_some(path)
     })?;
@@ -399,7 +453,7 @@ fn load_triggers(dir: &Path, functions: &[FunctionDef]) -> Result<Vec<crate::tri
         if let Err((field, message)) = config.check() {
             return Err(ConfigError::new(&path, Some(&field), message));
         }
-        if let Target::Function(function) = config.target() {
+        for function in config.required_functions() {
             if !functions.iter().any(|f| f.config.name == function) {
                 return Err(ConfigError::new(
                     &path,

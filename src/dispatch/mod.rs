@@ -17,6 +17,7 @@
 
 pub mod dlq;
 pub mod retry;
+pub mod sync;
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;

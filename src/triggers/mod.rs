@@ -1,6 +1,6 @@
 //! Triggers turn something that happened outside into events on the bus. Each kind lives in
-//! its own folder and implements [`Trigger`]; adding a kind touches its folder and one line
-//! in [`TriggerConfig`] and [`build`].
+//! its own folder: its config implements [`TriggerSpec`], its adapter [`Trigger`]; adding a
+//! kind touches its folder and one line in [`REGISTRY`].
 //!
 //! A trigger publishes through [`TriggerContext::bus`] and advances its own cursor (last
 //! fired tick, offset, LSN) only after JetStream acknowledged the publish.
@@ -8,12 +8,14 @@
 pub mod bucket;
 pub mod cron;
 pub mod health;
+pub mod http;
 pub mod kafka;
 pub mod mqtt;
 pub mod nats;
 pub mod postgres;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -21,101 +23,109 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::Bus;
 
+/// A trigger file's settings, whatever its kind: each kind's config struct implements it.
+pub trait TriggerSpec: std::fmt::Debug + Send + Sync + 'static {
+    /// Semantic checks of the adapter's settings: the offending field and what is wrong.
+    fn check(&self) -> Result<(), (String, String)>;
+    /// What it watches, in a word or two: a schedule, a bucket.
+    fn source(&self) -> String;
+    /// Where its events go (one target for most kinds; an `http` trigger has one per route).
+    fn targets(&self) -> Vec<Target>;
+    /// Functions that must be in the project: by default every function target. An `http`
+    /// route may name a function another node serves.
+    fn required_functions(&self) -> Vec<String> {
+        self.targets()
+            .into_iter()
+            .filter_map(|t| match t {
+                Target::Function(f) => Some(f),
+                Target::Topic(_) => None,
+            })
+            .collect()
+    }
+    /// The running adapter, or `None` for a kind served by a shared listener (`http`: the
+    /// gateway that `sluice up` runs for every http trigger at once).
+    fn build(&self, name: &str, project: &crate::config::Project) -> anyhow::Result<Option<Box<dyn Trigger>>>;
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+/// One entry of the registry: a kind's name and how its file is parsed.
+struct Kind {
+    name: &'static str,
+    parse: fn(&str) -> Result<Arc<dyn TriggerSpec>, toml::de::Error>,
+}
+
+const fn kind<T: TriggerSpec + serde::de::DeserializeOwned>(name: &'static str) -> Kind {
+    fn parse<T: TriggerSpec + serde::de::DeserializeOwned>(text: &str) -> Result<Arc<dyn TriggerSpec>, toml::de::Error> {
+        toml::from_str::<T>(text).map(|config| Arc::new(config) as Arc<dyn TriggerSpec>)
+    }
+    Kind { name, parse: parse::<T> }
+}
+
+/// The registry: every kind this build has. Adding a kind is its folder and one line here.
+const REGISTRY: &[Kind] = &[
+    kind::<cron::CronConfig>("cron"),
+    kind::<bucket::BucketConfig>("bucket"),
+    kind::<kafka::KafkaConfig>("kafka"),
+    kind::<nats::NatsConfig>("nats"),
+    kind::<mqtt::MqttConfig>("mqtt"),
+    kind::<postgres::PostgresConfig>("postgres"),
+    kind::<http::HttpConfig>("http"),
+];
+
+/// The kinds this build has.
+pub fn kinds() -> Vec<&'static str> {
+    REGISTRY.iter().map(|k| k.name).collect()
+}
+
 /// `triggers/<name>.toml`; `kind` selects the adapter.
 ///
 /// Parsed in two steps (read `kind`, then the adapter's own struct from the same text)
 /// rather than as a serde-tagged enum: a tagged enum buffers the document and loses the
 /// line and key of an error, which users need to fix their file.
-#[derive(Debug, Clone, Serialize)]
-#[serde(untagged)]
-pub enum TriggerConfig {
-    /// A schedule: fires Scheduled Events.
-    Cron(cron::CronConfig),
-    /// A watched bucket: fires S3 event notifications.
-    Bucket(bucket::BucketConfig),
-    /// Kafka topics through a consumer group.
-    Kafka(kafka::KafkaConfig),
-    /// A NATS subject (core) or stream (JetStream) not Sluice's own.
-    Nats(nats::NatsConfig),
-    /// An MQTT topic filter.
-    Mqtt(mqtt::MqttConfig),
-    /// Row changes of PostgreSQL tables, through a logical replication slot.
-    Postgres(postgres::PostgresConfig),
+#[derive(Debug, Clone)]
+pub struct TriggerConfig {
+    kind: &'static str,
+    spec: Arc<dyn TriggerSpec>,
 }
-
-/// The kinds this build has.
-pub const KINDS: &[&str] = &["cron", "bucket", "kafka", "nats", "mqtt", "postgres"];
 
 impl TriggerConfig {
     /// Parses one trigger file.
     pub fn parse(path: &std::path::Path, text: &str) -> Result<Self, crate::config::ConfigError> {
         use crate::config::ConfigError;
         #[derive(Deserialize)]
-        struct Kind {
+        struct KindField {
             kind: Option<String>,
         }
-        let kind: Kind = toml::from_str(text).map_err(|e| ConfigError::from_toml(path, text, &e))?;
-        match kind.kind.as_deref() {
-            Some("cron") => toml::from_str(text).map(TriggerConfig::Cron).map_err(|e| ConfigError::from_toml(path, text, &e)),
-            Some("bucket") => toml::from_str(text).map(TriggerConfig::Bucket).map_err(|e| ConfigError::from_toml(path, text, &e)),
-            Some("kafka") => toml::from_str(text).map(TriggerConfig::Kafka).map_err(|e| ConfigError::from_toml(path, text, &e)),
-            Some("nats") => toml::from_str(text).map(TriggerConfig::Nats).map_err(|e| ConfigError::from_toml(path, text, &e)),
-            Some("mqtt") => toml::from_str(text).map(TriggerConfig::Mqtt).map_err(|e| ConfigError::from_toml(path, text, &e)),
-            Some("postgres") => toml::from_str(text).map(TriggerConfig::Postgres).map_err(|e| ConfigError::from_toml(path, text, &e)),
-            Some(other) => Err(ConfigError::new(
+        let field: KindField = toml::from_str(text).map_err(|e| ConfigError::from_toml(path, text, &e))?;
+        let Some(kind) = field.kind else {
+            return Err(ConfigError::new(path, Some("kind"), format!("missing; set one of: {}", kinds().join(", "))));
+        };
+        let Some(entry) = REGISTRY.iter().find(|k| k.name == kind) else {
+            return Err(ConfigError::new(
                 path,
                 Some("kind"),
-                format!("unknown trigger kind {other:?}; this build has: {}", KINDS.join(", ")),
-            )),
-            None => Err(ConfigError::new(path, Some("kind"), format!("missing; set one of: {}", KINDS.join(", ")))),
-        }
+                format!("unknown trigger kind {kind:?}; this build has: {}", kinds().join(", ")),
+            ));
+        };
+        let spec = (entry.parse)(text).map_err(|e| ConfigError::from_toml(path, text, &e))?;
+        Ok(Self { kind: entry.name, spec })
     }
 
     pub fn kind(&self) -> &'static str {
-        match self {
-            TriggerConfig::Cron(_) => "cron",
-            TriggerConfig::Bucket(_) => "bucket",
-            TriggerConfig::Kafka(_) => "kafka",
-            TriggerConfig::Nats(_) => "nats",
-            TriggerConfig::Mqtt(_) => "mqtt",
-            TriggerConfig::Postgres(_) => "postgres",
-        }
+        self.kind
     }
 
-    /// Semantic checks of the adapter's settings: the offending field and what is wrong.
-    pub fn check(&self) -> Result<(), (String, String)> {
-        match self {
-            TriggerConfig::Cron(c) => c.check().map(drop),
-            TriggerConfig::Bucket(c) => c.check(),
-            TriggerConfig::Kafka(c) => c.check(),
-            TriggerConfig::Nats(c) => c.check(),
-            TriggerConfig::Mqtt(c) => c.check(),
-            TriggerConfig::Postgres(c) => c.check(),
-        }
+    /// The kind's own settings, when they are of type `T`.
+    pub fn get<T: TriggerSpec>(&self) -> Option<&T> {
+        self.spec.as_any().downcast_ref::<T>()
     }
+}
 
-    /// What it watches, in a word or two: a schedule, a bucket.
-    pub fn source(&self) -> String {
-        match self {
-            TriggerConfig::Cron(c) => format!("{} ({})", c.schedule, c.timezone),
-            TriggerConfig::Bucket(c) => c.source(),
-            TriggerConfig::Kafka(c) => c.source(),
-            TriggerConfig::Nats(c) => c.source(),
-            TriggerConfig::Mqtt(c) => c.source(),
-            TriggerConfig::Postgres(c) => c.source(),
-        }
-    }
+impl std::ops::Deref for TriggerConfig {
+    type Target = dyn TriggerSpec;
 
-    /// Where its events go: `topic <t>` or `function <f>`.
-    pub fn target(&self) -> Target {
-        match self {
-            TriggerConfig::Cron(c) => c.target(),
-            TriggerConfig::Bucket(c) => c.target(),
-            TriggerConfig::Kafka(c) => c.target(),
-            TriggerConfig::Nats(c) => c.target(),
-            TriggerConfig::Mqtt(c) => c.target(),
-            TriggerConfig::Postgres(c) => c.target(),
-        }
+    fn deref(&self) -> &Self::Target {
+        &*self.spec
     }
 }
 
@@ -218,14 +228,7 @@ pub trait Trigger: Send {
     fn run(self: Box<Self>, ctx: TriggerContext) -> BoxFuture<'static, anyhow::Result<()>>;
 }
 
-/// The registry: the adapter for a definition of `project`.
-pub fn build(def: &TriggerDef, project: &crate::config::Project) -> anyhow::Result<Box<dyn Trigger>> {
-    match &def.config {
-        TriggerConfig::Cron(config) => Ok(Box::new(cron::CronTrigger::new(&def.name, config)?)),
-        TriggerConfig::Bucket(config) => Ok(Box::new(bucket::BucketTrigger::new(&def.name, config, &project.buckets_dir())?)),
-        TriggerConfig::Kafka(config) => Ok(Box::new(kafka::KafkaTrigger::new(&def.name, config)?)),
-        TriggerConfig::Nats(config) => Ok(Box::new(nats::NatsTrigger::new(&def.name, config)?)),
-        TriggerConfig::Mqtt(config) => Ok(Box::new(mqtt::MqttTrigger::new(&def.name, config)?)),
-        TriggerConfig::Postgres(config) => Ok(Box::new(postgres::PostgresTrigger::new(&def.name, config)?)),
-    }
+/// The running adapter of a definition of `project`; `None` for kinds served by the gateway.
+pub fn build(def: &TriggerDef, project: &crate::config::Project) -> anyhow::Result<Option<Box<dyn Trigger>>> {
+    def.config.build(&def.name, project)
 }

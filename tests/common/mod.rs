@@ -4,6 +4,7 @@
 pub mod brokers;
 pub mod cli;
 pub mod fuzz;
+pub mod http;
 pub mod lambda;
 pub mod cluster;
 pub mod dispatch;
@@ -199,7 +200,7 @@ impl Project {
     /// `sluice --dir PROJECT ARGS...`, not started.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(SLUICE);
-        command.arg("--dir").arg(self.path()).args(args);
+        command.arg("--dir").arg(self.path()).args(args).env("SLUICE_HTTP_LISTEN", "127.0.0.1:0");
         command
     }
 
@@ -299,6 +300,11 @@ impl Project {
                 Ok(())
             });
         }
+        // Tests run many nodes at once: each listens for HTTP on a port of its own unless
+        // the test chose one.
+        if !command.get_envs().any(|(name, _)| name == "SLUICE_HTTP_LISTEN") {
+            command.env("SLUICE_HTTP_LISTEN", "127.0.0.1:0");
+        }
         let mut child = command
             .env_remove("SLUICE_NATS_URL")
             .stdin(Stdio::null())
@@ -311,13 +317,14 @@ impl Project {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if line.starts_with("Sluice is up") {
-                    let _ = tx.send(());
+                    let _ = tx.send(line);
                 }
             }
         });
-        let up = Up { child: Some(child), log_path };
-        if rx.recv_timeout(Duration::from_secs(120)).is_err() {
-            panic!("{what} did not start; its log:\n{}", up.log());
+        let mut up = Up { child: Some(child), log_path, http: None };
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(banner) => up.http = banner.split("HTTP on ").nth(1).and_then(|rest| rest.split_whitespace().next()).map(|url| url.trim_end_matches('.').to_owned()),
+            Err(_) => panic!("{what} did not start; its log:\n{}", up.log()),
         }
         up
     }
@@ -333,6 +340,8 @@ fn next_id() -> u128 {
 pub struct Up {
     child: Option<Child>,
     pub log_path: PathBuf,
+    /// `http://IP:PORT` of its HTTP listener, from the banner.
+    pub http: Option<String>,
 }
 
 impl Up {

@@ -1,5 +1,7 @@
-//! Greets `event.name`. The event arrives on stdin, the response goes to stdout as JSON,
-//! logs go to stderr; the invocation context is in `SLUICE_*` environment variables.
+//! Greets `event.name`, or, for an HTTP request (API Gateway's format 2.0 event), the `name`
+//! path parameter or the `name` of its JSON body. The event arrives on stdin, the response
+//! goes to stdout as JSON, logs go to stderr; the invocation context is in `SLUICE_*`
+//! environment variables.
 
 use std::io::Read;
 
@@ -16,7 +18,13 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let name = event.get("name").and_then(|n| n.as_str()).unwrap_or("world");
+    let body: serde_json::Value = event.get("body").and_then(|b| b.as_str()).and_then(|b| serde_json::from_str(b).ok()).unwrap_or_default();
+    let name = event
+        .get("name")
+        .or_else(|| event.get("pathParameters").and_then(|p| p.get("name")))
+        .or_else(|| body.get("name"))
+        .and_then(|n| n.as_str())
+        .unwrap_or("world");
     let request_id = std::env::var("SLUICE_REQUEST_ID").unwrap_or_default();
     let attempt: u32 = std::env::var("SLUICE_ATTEMPT").ok().and_then(|a| a.parse().ok()).unwrap_or(1);
     eprintln!("greeting {name}");

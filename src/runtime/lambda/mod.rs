@@ -58,6 +58,9 @@ const MIN_INIT_LIMIT: Duration = Duration::from_secs(10);
 /// Where the Python handler's libraries go (`sluice build` installs `requirements.txt` there).
 pub const PYTHON_PACKAGE_DIR: &str = "package";
 
+/// The account id in ARNs and API Gateway events: Sluice has no accounts.
+pub const ACCOUNT_ID: &str = "000000000000";
+
 /// A handler as Lambda reads it: `path/module.function`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandlerName {
@@ -192,7 +195,7 @@ impl LambdaHost {
         let spec = self.spec(def)?;
         let code = code_file(&def.config, &spec.task_root);
         let region = spec.env.iter().find(|(k, _)| k == "AWS_REGION").map_or("us-east-1", |(_, v)| v.as_str());
-        let function_arn = format!("arn:aws:lambda:{region}:000000000000:function:{}", config.name);
+        let function_arn = format!("arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{}", config.name);
         let pool = Arc::new(Pool {
             code,
             function_arn,

@@ -1,0 +1,243 @@
+//! `sluice bench --http`: the HTTP gateway against a plain axum handler, side by side in one
+//! run. An HTTP/1.1 load generator (hyper's client over real loopback TCP, keep-alive
+//! connections) drives each server:
+//! - closed loop at a fixed concurrency: requests per second and latency;
+//! - open loop at half the gateway's measured rate, the same rate for both: latency of each
+//!   request from the moment it was due (no coordinated omission), so the p99 difference is
+//!   the gateway's overhead at half load.
+//!
+//! The gateway serves `GET /hello` from the `hello` example (wasm) through the whole path a
+//! request takes: route table, API Gateway event, NATS request/reply to the function's
+//! queue group, the sandbox, the response mapping. The plain handler answers the same body.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use axum::http::{header, Request, StatusCode};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::Bus;
+use crate::config::{FunctionConfig, FunctionDef, Project, Settings};
+use crate::runtime::wasm::WasmHost;
+use crate::triggers::{TriggerConfig, TriggerDef};
+
+/// Connections (requests in flight) of the closed-loop phase.
+pub const CONCURRENCY: usize = 32;
+/// How long each closed-loop and open-loop measurement runs.
+const PERIOD: Duration = Duration::from_secs(3);
+/// Unmeasured warm-up before each closed-loop measurement.
+const WARM_UP: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Serialize)]
+pub struct HttpReport {
+    pub concurrency: usize,
+    /// The same body from a plain axum handler (no gateway, no function).
+    pub plain_axum: Load,
+    /// `GET /hello` through the gateway to the wasm `hello` function.
+    pub gateway: Load,
+    /// Both at half the gateway's closed-loop rate.
+    pub half_load: HalfLoad,
+    /// gateway req/s ÷ plain axum req/s (goal ≥ 0.5).
+    pub gateway_vs_plain_axum: f64,
+    /// gateway p99 − plain axum p99 at half load, in ms (goal ≤ 1).
+    pub p99_overhead_ms_at_half_load: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Load {
+    pub requests: usize,
+    pub requests_per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Answers that were not 200.
+    pub errors: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HalfLoad {
+    pub rate_per_sec: f64,
+    pub plain_axum: Load,
+    pub gateway: Load,
+}
+
+/// Runs the phase with `hello_module` (the `hello` example's compiled module).
+pub async fn run(bus: &Bus, host: &WasmHost, hello_module: &Path, work_dir: &Path) -> anyhow::Result<HttpReport> {
+    let shutdown = CancellationToken::new();
+    let result = measure(bus, host, hello_module, work_dir, &shutdown).await;
+    shutdown.cancel();
+    result
+}
+
+async fn measure(bus: &Bus, host: &WasmHost, hello_module: &Path, work_dir: &Path, shutdown: &CancellationToken) -> anyhow::Result<HttpReport> {
+    // A project of one function and one route, as `sluice up` would load it.
+    let dir = work_dir.join("http");
+    std::fs::create_dir_all(&dir)?;
+    let mut config: FunctionConfig = toml::from_str(&format!(
+        "name = \"bench-hello\"\nruntime = \"wasm\"\nmodule = {:?}\nconcurrency = {CONCURRENCY}\ntimeout = \"10s\"\n",
+        hello_module.display().to_string()
+    ))
+    .context("the bench function's settings")?;
+    config.memory_mb = 64;
+    let trigger_path = dir.join("triggers/bench.toml");
+    let trigger = TriggerConfig::parse(&trigger_path, "kind = \"http\"\n[routes.\"GET /hello\"]\nfunction = \"bench-hello\"\n")?;
+    let project = Project {
+        dir: dir.clone(),
+        settings: Settings::default(),
+        functions: vec![FunctionDef { config: config.clone(), path: dir.join("functions/bench-hello/function.toml"), dir: dir.clone(), module_path: Some(hello_module.to_owned()) }],
+        triggers: vec![TriggerDef { name: "bench".to_owned(), path: trigger_path, config: trigger }],
+    };
+    let function = Arc::new(host.load(&config, hello_module).context("loading the hello example")?);
+    tokio::spawn(crate::dispatch::sync::serve(bus.clone(), Arc::new(config), function, shutdown.clone()));
+    let gateway = crate::triggers::http::Gateway::bind("127.0.0.1:0", &project, bus.clone()).await?;
+    let gateway_addr = gateway.addr;
+    tokio::spawn(gateway.serve(shutdown.clone()));
+
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(CONCURRENCY * 2).build_http();
+    let gateway_url = format!("http://{gateway_addr}/hello");
+    // The body the function answers, served as is by the plain handler.
+    let body = wait_for_answer(&client, &gateway_url).await?;
+    let plain_addr = plain_server(body, shutdown.clone()).await?;
+    let plain_url = format!("http://{plain_addr}/hello");
+
+    let plain_axum = closed_loop(&client, &plain_url).await?;
+    let gateway = closed_loop(&client, &gateway_url).await?;
+    let rate = (gateway.requests_per_sec / 2.0).max(1.0);
+    let half_load = HalfLoad { rate_per_sec: rate.round(), plain_axum: open_loop(&client, &plain_url, rate).await?, gateway: open_loop(&client, &gateway_url, rate).await? };
+    let p99_overhead = half_load.gateway.p99_ms - half_load.plain_axum.p99_ms;
+    Ok(HttpReport {
+        concurrency: CONCURRENCY,
+        gateway_vs_plain_axum: super::ratio(gateway.requests_per_sec, plain_axum.requests_per_sec),
+        plain_axum,
+        gateway,
+        half_load,
+        p99_overhead_ms_at_half_load: super::round3(p99_overhead),
+    })
+}
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
+
+async fn get(client: &HttpClient, url: &str) -> anyhow::Result<(StatusCode, Bytes)> {
+    let request = Request::get(url).header(header::ACCEPT, "application/json").body(Empty::new())?;
+    let response = client.request(request).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}
+
+/// The function's first answer, once its worker serves requests.
+async fn wait_for_answer(client: &HttpClient, url: &str) -> anyhow::Result<Bytes> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match get(client, url).await {
+            Ok((StatusCode::OK, body)) => return Ok(body),
+            Ok((status, body)) if Instant::now() > deadline => anyhow::bail!("the gateway answered {status}: {}", String::from_utf8_lossy(&body)),
+            Err(error) if Instant::now() > deadline => return Err(error.context("calling the gateway")),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+async fn plain_server(body: Bytes, shutdown: CancellationToken) -> anyhow::Result<SocketAddr> {
+    use axum::serve::ListenerExt as _;
+    let app = axum::Router::new().route(
+        "/hello",
+        axum::routing::get(move || {
+            let body = body.clone();
+            async move { ([(header::CONTENT_TYPE, "application/json")], body) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let listener = listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+    });
+    Ok(addr)
+}
+
+/// [`CONCURRENCY`] connections, each sending its next request when the last is answered.
+async fn closed_loop(client: &HttpClient, url: &str) -> anyhow::Result<Load> {
+    let run = |period: Duration| async move {
+        let started = Instant::now();
+        let workers = (0..CONCURRENCY).map(|_| {
+            let (client, url) = (client.clone(), url.to_owned());
+            tokio::spawn(async move {
+                let mut samples = Vec::new();
+                let mut errors = 0;
+                while started.elapsed() < period {
+                    let sent = Instant::now();
+                    match get(&client, &url).await {
+                        Ok((StatusCode::OK, _)) => samples.push(sent.elapsed()),
+                        _ => errors += 1,
+                    }
+                }
+                (samples, errors)
+            })
+        });
+        let mut samples = Vec::new();
+        let mut errors = 0;
+        for worker in futures::future::join_all(workers).await {
+            let (s, e) = worker.context("a load generator task failed")?;
+            samples.extend(s);
+            errors += e;
+        }
+        anyhow::Ok(load(samples, errors, started.elapsed()))
+    };
+    run(WARM_UP).await?;
+    run(PERIOD).await
+}
+
+/// Requests due at a fixed `rate` for [`PERIOD`], each timed from when it was due.
+async fn open_loop(client: &HttpClient, url: &str, rate: f64) -> anyhow::Result<Load> {
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let started = tokio::time::Instant::now();
+    let mut tasks = Vec::new();
+    let mut due = started;
+    while due.duration_since(started) < PERIOD {
+        tokio::time::sleep_until(due).await;
+        let (client, url) = (client.clone(), url.to_owned());
+        let scheduled = due;
+        tasks.push(tokio::spawn(async move {
+            let ok = matches!(get(&client, &url).await, Ok((StatusCode::OK, _)));
+            (ok, scheduled.elapsed())
+        }));
+        due += interval;
+    }
+    let mut samples = Vec::with_capacity(tasks.len());
+    let mut errors = 0;
+    for task in futures::future::join_all(tasks).await {
+        let (ok, latency) = task.context("a load generator task failed")?;
+        if ok {
+            samples.push(latency);
+        } else {
+            errors += 1;
+        }
+    }
+    Ok(load(samples, errors, started.elapsed()))
+}
+
+fn load(mut samples: Vec<Duration>, errors: usize, elapsed: Duration) -> Load {
+    samples.sort_unstable();
+    let at = |q: f64| -> f64 {
+        if samples.is_empty() {
+            return 0.0;
+        }
+        // In range: q is at most 1.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        let index = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+        super::round3(samples[index].as_secs_f64() * 1000.0)
+    };
+    #[allow(clippy::cast_precision_loss)]
+    let rate = samples.len() as f64 / elapsed.as_secs_f64();
+    Load { requests: samples.len(), requests_per_sec: rate.round(), p50_ms: at(0.5), p99_ms: at(0.99), errors }
+}

@@ -1,0 +1,50 @@
+//! Synchronous calls cross nodes: the gateway in one `sluice up` reaches a function whose only
+//! worker runs in another `sluice up` on the same NATS (request/reply to the function's queue
+//! group); with no worker anywhere the answer is 503. Guards the gateway against calling
+//! only local functions.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::http::{base, client, echo_function, request_id_of};
+use common::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_node_calls_a_function_on_another_node() {
+    let nats = NatsServer::start();
+    let gateway_project = Project::new();
+    gateway_project.trigger("api", "kind = \"http\"\n[routes.\"GET /remote/{id}\"]\nfunction = \"remote\"\n");
+    let gateway = gateway_project.up(Some(&nats.url()));
+    assert!(gateway.log().contains("not in this project"), "the gateway says the function is served elsewhere:\n{}", gateway.log());
+    let url = base(&gateway);
+    let http = client();
+
+    // No worker serves it yet: 503 naming the request.
+    let response = http.get(format!("{url}/remote/1")).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    request_id_of(&response.text().await.unwrap());
+
+    let worker_project = Project::new();
+    echo_function(&worker_project, "remote", "");
+    let worker = worker_project.up(Some(&nats.url()));
+    assert!(worker.http.is_some());
+    // The worker's queue subscription reaches the gateway's server as soon as it is up; allow
+    // for the interest to propagate.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let response = loop {
+        let response = http.get(format!("{url}/remote/42")).send().await.unwrap();
+        if response.status() != 503 || Instant::now() > deadline {
+            break response;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(response.status(), 200);
+    let request_id = response.headers()["apigw-requestid"].to_str().unwrap().to_owned();
+    let event: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(event["pathParameters"]["id"], "42");
+    assert!(worker.log().contains(&request_id), "the worker node ran it");
+    assert!(!gateway.log().contains("Invocation succeeded"), "the gateway node has no worker of its own");
+}
