@@ -1,0 +1,44 @@
+//! Graceful shutdown drains open HTTP requests: a request whose function is still running when
+//! `sluice up` gets SIGTERM is answered with the function's response (not cut off, not 503),
+//! and new connections are refused once the listener stopped.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
+mod common;
+
+use std::time::Duration;
+
+use common::http::{base, client, echo_function};
+use common::*;
+use futures::StreamExt as _;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_request_is_answered_during_shutdown() {
+    let nats = NatsServer::start();
+    let project = Project::new();
+    echo_function(&project, "echo", "timeout = \"10s\"");
+    project.trigger("api", "kind = \"http\"\n[routes.\"GET /slow\"]\nfunction = \"echo\"\n");
+    let mut up = project.up(Some(&nats.url()));
+    let url = base(&up);
+    // A plain subscriber sees each synchronous call as it leaves the gateway.
+    let watcher = nats.client().await;
+    let mut calls = watcher.subscribe("sluice.invoke.echo").await.unwrap();
+    watcher.flush().await.unwrap();
+
+    let http = client();
+    let pending = tokio::spawn({
+        let (http, url) = (http.clone(), url.clone());
+        async move { http.get(format!("{url}/slow?sleep_ms=1500")).send().await }
+    });
+    tokio::time::timeout(Duration::from_secs(10), calls.next()).await.expect("the request never reached the bus").unwrap();
+    up.signal(libc::SIGTERM);
+
+    let response = pending.await.unwrap().expect("the open request was cut off");
+    assert_eq!(response.status(), 200, "{}", up.log());
+    let event: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(event["queryStringParameters"]["sleep_ms"], "1500");
+    let status = up.wait_exit(Duration::from_secs(30)).expect("sluice up did not stop");
+    assert!(status.success(), "{}", up.log());
+    assert!(up.log().contains("HTTP listener stopped"), "{}", up.log());
+    assert!(http.get(format!("{url}/slow")).send().await.is_err(), "the listener still accepts connections after shutdown");
+}
