@@ -320,27 +320,7 @@ pub fn event<M: Message>(trigger: &str, brokers: &str, message: &M) -> Event {
     event
 }
 
-impl super::TriggerSpec for KafkaConfig {
-    fn check(&self) -> Result<(), (String, String)> {
-        KafkaConfig::check(self)
-    }
-
-    fn source(&self) -> String {
-        KafkaConfig::source(self)
-    }
-
-    fn targets(&self) -> Vec<super::Target> {
-        vec![self.target()]
-    }
-
-    fn build(&self, name: &str, _project: &crate::config::Project) -> anyhow::Result<Option<Box<dyn super::Trigger>>> {
-        Ok(Some(Box::new(KafkaTrigger::new(name, self)?)))
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-}
+crate::triggers::spec!(KafkaConfig, |config, name, _project| KafkaTrigger::new(name, config));
 
 #[cfg(test)]
 mod tests {

@@ -48,6 +48,36 @@ pub trait TriggerSpec: std::fmt::Debug + Send + Sync + 'static {
     fn as_any(&self) -> &dyn std::any::Any;
 }
 
+/// Implements [`TriggerSpec`] for a kind with one target, whose config has inherent
+/// `check`, `source` and `target`, and whose adapter `$build` makes.
+macro_rules! spec {
+    ($config:ty, |$this:ident, $name:ident, $project:ident| $build:expr) => {
+        impl $crate::triggers::TriggerSpec for $config {
+            fn check(&self) -> Result<(), (String, String)> {
+                <$config>::check(self).map(drop)
+            }
+
+            fn source(&self) -> String {
+                <$config>::source(self)
+            }
+
+            fn targets(&self) -> Vec<$crate::triggers::Target> {
+                vec![self.target()]
+            }
+
+            fn build(&self, $name: &str, $project: &$crate::config::Project) -> anyhow::Result<Option<Box<dyn $crate::triggers::Trigger>>> {
+                let $this = self;
+                Ok(Some(Box::new($build?)))
+            }
+
+            fn as_any(&self) -> &dyn std::any::Any {
+                self
+            }
+        }
+    };
+}
+pub(crate) use spec;
+
 /// One entry of the registry: a kind's name and how its file is parsed.
 struct Kind {
     name: &'static str,

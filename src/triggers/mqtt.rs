@@ -245,27 +245,7 @@ pub(super) async fn publish_until_acked(ctx: &TriggerContext, subject: &str, eve
     }
 }
 
-impl super::TriggerSpec for MqttConfig {
-    fn check(&self) -> Result<(), (String, String)> {
-        MqttConfig::check(self)
-    }
-
-    fn source(&self) -> String {
-        MqttConfig::source(self)
-    }
-
-    fn targets(&self) -> Vec<super::Target> {
-        vec![self.target()]
-    }
-
-    fn build(&self, name: &str, _project: &crate::config::Project) -> anyhow::Result<Option<Box<dyn super::Trigger>>> {
-        Ok(Some(Box::new(MqttTrigger::new(name, self)?)))
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-}
+crate::triggers::spec!(MqttConfig, |config, name, _project| MqttTrigger::new(name, config));
 
 #[cfg(test)]
 mod tests {

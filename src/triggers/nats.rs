@@ -237,24 +237,4 @@ pub fn event(headers: Option<&async_nats::HeaderMap>, payload: bytes::Bytes, nat
     event
 }
 
-impl super::TriggerSpec for NatsConfig {
-    fn check(&self) -> Result<(), (String, String)> {
-        NatsConfig::check(self)
-    }
-
-    fn source(&self) -> String {
-        NatsConfig::source(self)
-    }
-
-    fn targets(&self) -> Vec<super::Target> {
-        vec![self.target()]
-    }
-
-    fn build(&self, name: &str, _project: &crate::config::Project) -> anyhow::Result<Option<Box<dyn super::Trigger>>> {
-        Ok(Some(Box::new(NatsTrigger::new(name, self)?)))
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-}
+crate::triggers::spec!(NatsConfig, |config, name, _project| NatsTrigger::new(name, config));

@@ -192,24 +192,4 @@ impl Emitter {
     }
 }
 
-impl super::TriggerSpec for BucketConfig {
-    fn check(&self) -> Result<(), (String, String)> {
-        BucketConfig::check(self)
-    }
-
-    fn source(&self) -> String {
-        BucketConfig::source(self)
-    }
-
-    fn targets(&self) -> Vec<super::Target> {
-        vec![self.target()]
-    }
-
-    fn build(&self, name: &str, project: &crate::config::Project) -> anyhow::Result<Option<Box<dyn super::Trigger>>> {
-        Ok(Some(Box::new(BucketTrigger::new(name, self, &project.buckets_dir())?)))
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-}
+crate::triggers::spec!(BucketConfig, |config, name, project| BucketTrigger::new(name, config, &project.buckets_dir()));

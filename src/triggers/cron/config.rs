@@ -61,6 +61,11 @@ const fn default_max_catchup() -> usize {
 }
 
 impl CronConfig {
+    /// The schedule and its timezone: `0 * * * * * (UTC)`.
+    pub fn source(&self) -> String {
+        format!("{} ({})", self.schedule, self.timezone)
+    }
+
     pub fn target(&self) -> Target {
         crate::triggers::target_of(&self.topic, &self.function)
     }

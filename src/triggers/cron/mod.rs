@@ -192,24 +192,4 @@ async fn record_last(state: &kv::Store, key: &str, tick: DateTime<Utc>) -> anyho
     anyhow::bail!("{key} kept changing under concurrent updates")
 }
 
-impl super::TriggerSpec for CronConfig {
-    fn check(&self) -> Result<(), (String, String)> {
-        self.check().map(drop)
-    }
-
-    fn source(&self) -> String {
-        format!("{} ({})", self.schedule, self.timezone)
-    }
-
-    fn targets(&self) -> Vec<super::Target> {
-        vec![self.target()]
-    }
-
-    fn build(&self, name: &str, _project: &crate::config::Project) -> anyhow::Result<Option<Box<dyn super::Trigger>>> {
-        Ok(Some(Box::new(CronTrigger::new(name, self)?)))
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-}
+crate::triggers::spec!(CronConfig, |config, name, _project| CronTrigger::new(name, config));

@@ -275,24 +275,4 @@ async fn read(
     result
 }
 
-impl super::TriggerSpec for PostgresConfig {
-    fn check(&self) -> Result<(), (String, String)> {
-        PostgresConfig::check(self)
-    }
-
-    fn source(&self) -> String {
-        PostgresConfig::source(self)
-    }
-
-    fn targets(&self) -> Vec<super::Target> {
-        vec![self.target()]
-    }
-
-    fn build(&self, name: &str, _project: &crate::config::Project) -> anyhow::Result<Option<Box<dyn super::Trigger>>> {
-        Ok(Some(Box::new(PostgresTrigger::new(name, self)?)))
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-}
+crate::triggers::spec!(PostgresConfig, |config, name, _project| PostgresTrigger::new(name, config));
