@@ -1,6 +1,7 @@
 //! Graceful shutdown drains open HTTP requests: a request whose function is still running when
 //! `sluice up` gets SIGTERM is answered with the function's response (not cut off, not 503),
-//! and new connections are refused once the listener stopped.
+//! and new connections are refused once the listener stopped. The trigger's health follows:
+//! healthy with its address while served, stopped after.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
@@ -20,6 +21,8 @@ async fn an_open_request_is_answered_during_shutdown() {
     project.trigger("api", "kind = \"http\"\n[routes.\"GET /slow\"]\nfunction = \"echo\"\n");
     let mut up = project.up(Some(&nats.url()));
     let url = base(&up);
+    let listed = wait_for_trigger_status(&project, &nats.url(), "healthy").await;
+    assert!(listed["message"].as_str().unwrap().contains(&url), "{listed}");
     // A plain subscriber sees each synchronous call as it leaves the gateway.
     let watcher = nats.client().await;
     let mut calls = watcher.subscribe("sluice.invoke.echo").await.unwrap();
@@ -41,4 +44,5 @@ async fn an_open_request_is_answered_during_shutdown() {
     assert!(status.success(), "{}", up.log());
     assert!(up.log().contains("HTTP listener stopped"), "{}", up.log());
     assert!(http.get(format!("{url}/slow")).send().await.is_err(), "the listener still accepts connections after shutdown");
+    wait_for_trigger_status(&project, &nats.url(), "stopped").await;
 }

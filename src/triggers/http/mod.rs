@@ -130,6 +130,9 @@ pub struct Gateway {
     app: Router,
     pub addr: SocketAddr,
     pub routes: usize,
+    /// The `http` triggers served, with how many routes each has.
+    triggers: Vec<(String, usize)>,
+    bus: Bus,
 }
 
 impl Gateway {
@@ -176,12 +179,20 @@ impl Gateway {
             ))
         })?;
         let addr = listener.local_addr().context("reading the HTTP listener's address")?;
-        Ok(Self { listener, app, addr, routes: shared.table.routes.len() })
+        let triggers = http.iter().map(|(def, config)| (def.name.clone(), config.routes.len())).collect();
+        Ok(Self { listener, app, addr, routes: shared.table.routes.len(), triggers, bus: shared.backend.bus.clone() })
     }
 
     /// Serves until `shutdown`, then stops accepting connections and finishes the requests
     /// in progress.
     pub async fn serve(self, shutdown: CancellationToken) {
+        // Each http trigger is healthy while the listener serves its routes (`triggers list`).
+        let mut health = Vec::with_capacity(self.triggers.len());
+        for (name, routes) in &self.triggers {
+            let mut report = super::health::Health::new(name, &self.bus).await;
+            report.set(super::health::Status::Healthy, format!("{routes} route(s) on http://{}", self.addr)).await;
+            health.push(report);
+        }
         let listener = self.listener.tap_io(|stream| {
             if let Err(error) = stream.set_nodelay(true) {
                 debug!(%error, "Cannot set TCP_NODELAY on an HTTP connection.");
@@ -190,6 +201,9 @@ impl Gateway {
         let app = self.app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
             warn!(%error, "The HTTP listener stopped.");
+        }
+        for report in &mut health {
+            report.set(super::health::Status::Stopped, String::new()).await;
         }
         info!(addr = %self.addr, "HTTP listener stopped; open requests were answered.");
     }
@@ -276,25 +290,43 @@ async fn route_request(State(shared): State<Arc<Shared>>, request: Request) -> R
 }
 
 /// The request with its body read into memory; 413 when it is over `limit`.
+///
+/// A body over the limit is still read to its end (and dropped) when it is at most
+/// [`DRAIN_CAP`], so that a client that sends the whole body before reading the answer gets
+/// the 413 rather than a broken connection; a larger one is cut off.
 pub(crate) async fn read_body(request: Request, limit: usize) -> Result<Request, Response> {
+    use futures::StreamExt as _;
     let id = request.extensions().get::<RequestId>().cloned().unwrap_or_default();
     let too_large = || error_response(StatusCode::PAYLOAD_TOO_LARGE, &format!("Request Entity Too Large: the body may hold at most {limit} bytes"), &id.0);
     let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    if declared.is_some_and(|n| n > DRAIN_CAP.max(limit)) {
         return Err(too_large());
     }
     let (parts, body) = request.into_parts();
-    match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => Ok(Request::from_parts(parts, Body::from(bytes))),
-        Err(error) => {
-            if std::error::Error::source(&error).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
-                Err(too_large())
-            } else {
-                Err(error_response(StatusCode::BAD_REQUEST, &format!("Cannot read the request body: {error}"), &id.0))
-            }
+    let mut frames = body.into_data_stream();
+    let mut bytes = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+    let mut seen = 0usize;
+    while let Some(frame) = frames.next().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(error) => return Err(error_response(StatusCode::BAD_REQUEST, &format!("Cannot read the request body: {error}"), &id.0)),
+        };
+        seen += frame.len();
+        if seen > DRAIN_CAP.max(limit) {
+            return Err(too_large());
+        }
+        if seen <= limit {
+            bytes.extend_from_slice(&frame);
         }
     }
+    if seen > limit {
+        return Err(too_large());
+    }
+    Ok(Request::from_parts(parts, Body::from(bytes.freeze())))
 }
+
+/// The most of an over-limit body the gateway reads (and drops) before answering 413.
+const DRAIN_CAP: usize = 64 * 1024 * 1024;
 
 struct RouteState {
     backend: Arc<Backend>,
