@@ -21,7 +21,9 @@ fn main() -> ExitCode {
         }
     };
     // `block_on` keeps the command on the main thread (see `bus::embedded`).
-    match runtime.block_on(cli::run(cli)) {
+    let result = runtime.block_on(cli::run(cli));
+    sluice::telemetry::shutdown();
+    match result {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error}");

@@ -22,6 +22,8 @@ struct Expected {
 const EVENTS_MAX_AGE: Duration = Duration::from_secs(3600);
 const DLQ_MAX_AGE: Duration = Duration::from_secs(2 * 3600);
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(30);
+const LOGS_MAX_AGE: Duration = Duration::from_secs(3 * 3600);
+const LOGS_MAX_BYTES: i64 = 64 << 20;
 
 /// A project whose sluice.toml sets every stream setting away from its default, with a
 /// function that dead-letters every event at once.
@@ -30,7 +32,7 @@ fn project(replicas: usize) -> Project {
     let path = project.path().join("sluice.toml");
     let mut toml = std::fs::read_to_string(&path).unwrap();
     toml.push_str(&format!(
-        "[bus]\nreplicas = {replicas}\nevents_max_age = \"1h\"\ndlq_max_age = \"2h\"\nduplicate_window = \"30s\"\n"
+        "[bus]\nreplicas = {replicas}\nevents_max_age = \"1h\"\ndlq_max_age = \"2h\"\nduplicate_window = \"30s\"\nlogs_max_age = \"3h\"\nlogs_max_bytes = {LOGS_MAX_BYTES}\n"
     ));
     std::fs::write(&path, toml).unwrap();
     project.function(
@@ -48,6 +50,10 @@ async fn assert_settings(js: &jetstream::Context, expected: &Expected, after: &s
         assert_eq!(config.max_age, max_age, "{name}: max_age changed by {after}");
         assert_eq!(config.duplicate_window, DUPLICATE_WINDOW, "{name}: duplicate_window changed by {after}");
     }
+    let logs = stream_info(js, "SLUICE_LOGS", Duration::from_secs(30)).await.config;
+    assert_eq!(logs.num_replicas, expected.replicas, "SLUICE_LOGS: replicas changed by {after}");
+    assert_eq!(logs.max_age, LOGS_MAX_AGE, "SLUICE_LOGS: max_age changed by {after}");
+    assert_eq!(logs.max_bytes, LOGS_MAX_BYTES, "SLUICE_LOGS: max_bytes changed by {after}");
 }
 
 /// The streams behind the payload store and KV `sluice_state`, as `up` created them.
@@ -100,6 +106,13 @@ async fn tools_leave_the_streams(url: &str, js: &jetstream::Context, expected: &
 
     tool(&["triggers", "list"]);
     assert_settings(js, expected, "`sluice triggers list`").await;
+
+    tool(&["logs", "worker"]);
+    assert_settings(js, expected, "`sluice logs`").await;
+    tool(&["stats"]);
+    assert_settings(js, expected, "`sluice stats`").await;
+    tool(&["events", "trace", "settings-poison-1"]);
+    assert_settings(js, expected, "`sluice events trace`").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -145,7 +158,7 @@ async fn only_up_creates_the_payload_store_and_trigger_state() {
         names.push(name.unwrap());
     }
     names.sort();
-    assert_eq!(names, ["SLUICE_DLQ", "SLUICE_EVENTS"], "what the tools created");
+    assert_eq!(names, ["SLUICE_DLQ", "SLUICE_EVENTS", "SLUICE_LOGS"], "what the tools created");
 
     let _up = project.up(Some(&nats.url()));
     assert_stores(&js, &Expected { replicas: 1 }).await;

@@ -64,6 +64,9 @@ fn the_report_is_complete_and_every_event_ran_once() {
         "http.half_load.plain_axum.p99_ms",
         "http.half_load.gateway.p99_ms",
         "http.gateway_vs_plain_axum",
+        "http.gateway_via_nats.requests_per_sec",
+        "http.gateway_via_nats.p99_ms",
+        "http.gateway_via_nats_vs_plain_axum",
     ] {
         assert!(number(path) > 0.0, "{path} should be positive: {report:#}");
     }
@@ -73,7 +76,7 @@ fn the_report_is_complete_and_every_event_ran_once() {
     assert_eq!(number("machine.cores") as usize, std::thread::available_parallelism().unwrap().get());
     assert!(report["machine"]["nats_server_version"].as_str().unwrap().starts_with('2'));
     assert_eq!(number("options.events"), 1500.0);
-    for path in ["http.plain_axum.errors", "http.gateway.errors", "http.half_load.plain_axum.errors", "http.half_load.gateway.errors"] {
+    for path in ["http.plain_axum.errors", "http.gateway.errors", "http.gateway_via_nats.errors", "http.half_load.plain_axum.errors", "http.half_load.gateway.errors"] {
         assert_eq!(number(path), 0.0, "{path}: every request is answered 200: {report:#}");
     }
     assert!(number("http.p99_overhead_ms_at_half_load").is_finite());

@@ -48,3 +48,35 @@ async fn a_gateway_node_calls_a_function_on_another_node() {
     assert!(worker.log().contains(&request_id), "the worker node ran it");
     assert!(!gateway.log().contains("Invocation succeeded"), "the gateway node has no worker of its own");
 }
+
+/// A node that runs the function itself answers its own gateway's calls in process while it has
+/// a free slot; another node serving the same function gets none of them. Guards the local
+/// path (without it the queue group would send about half of them to the other node).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_node_runs_its_own_functions_first() {
+    let nats = NatsServer::start();
+    let route = "kind = \"http\"\n[routes.\"GET /shared/{id}\"]\nfunction = \"shared\"\n";
+    let here_project = Project::new();
+    echo_function(&here_project, "shared", "");
+    here_project.trigger("api", route);
+    let here = here_project.up(Some(&nats.url()));
+    let other_project = Project::new();
+    echo_function(&other_project, "shared", "");
+    let other = other_project.up(Some(&nats.url()));
+    assert!(other.http.is_some(), "the other node is up:\n{}", other.log());
+    let url = base(&here);
+    let http = client();
+
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        let response = http.get(format!("{url}/shared/{n}")).send().await.unwrap();
+        assert_eq!(response.status(), 200, "request {n}");
+        ids.push(response.headers()["apigw-requestid"].to_str().unwrap().to_owned());
+    }
+    let (here_log, other_log) = (here.log(), other.log());
+    for id in &ids {
+        assert!(here_log.contains(id.as_str()), "request {id} ran on the gateway's own node:\n{here_log}");
+        assert!(!other_log.contains(id.as_str()), "request {id} also reached the other node:\n{other_log}");
+    }
+    assert!(!other_log.contains("Invocation succeeded"), "the other node ran nothing:\n{other_log}");
+}

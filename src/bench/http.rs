@@ -7,8 +7,10 @@
 //!   the gateway's overhead at half load.
 //!
 //! The gateway serves `GET /hello` from the `hello` example (wasm) through the whole path a
-//! request takes: route table, API Gateway event, NATS request/reply to the function's
-//! queue group, the sandbox, the response mapping. The plain handler answers the same body.
+//! request takes on a node that runs the function: route table, API Gateway event, the
+//! sandbox, the response mapping. The plain handler answers the same body. A second gateway
+//! that does not run the function itself measures the path across nodes: NATS request/reply
+//! to the function's queue group (closed loop only).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -43,10 +45,15 @@ pub struct HttpReport {
     pub plain_axum: Load,
     /// `GET /hello` through the gateway to the wasm `hello` function.
     pub gateway: Load,
+    /// The same through a gateway that reaches the function over NATS request/reply, as one
+    /// on another node does.
+    pub gateway_via_nats: Load,
     /// Both at half the gateway's closed-loop rate.
     pub half_load: HalfLoad,
     /// gateway req/s ÷ plain axum req/s (goal ≥ 0.5).
     pub gateway_vs_plain_axum: f64,
+    /// gateway over NATS req/s ÷ plain axum req/s.
+    pub gateway_via_nats_vs_plain_axum: f64,
     /// gateway p99 − plain axum p99 at half load, in ms (goal ≤ 1).
     pub p99_overhead_ms_at_half_load: f64,
 }
@@ -95,10 +102,17 @@ async fn measure(bus: &Bus, host: &WasmHost, hello_module: &Path, work_dir: &Pat
         triggers: vec![TriggerDef { name: "bench".to_owned(), path: trigger_path, config: trigger }],
     };
     let function = Arc::new(host.load(&config, hello_module).context("loading the hello example")?);
-    tokio::spawn(crate::dispatch::sync::serve(bus.clone(), Arc::new(config), function, shutdown.clone()));
-    let gateway = crate::triggers::http::Gateway::bind("127.0.0.1:0", &project, bus.clone()).await?;
+    let local = crate::dispatch::sync::Local::default();
+    // Each call leaves its record in SLUICE_LOGS, as under `sluice up`.
+    let (logs, _) = crate::telemetry::logs::LogSink::start(bus.clone(), shutdown.clone());
+    tokio::spawn(crate::dispatch::sync::serve(bus.clone(), local.clone(), logs, Arc::new(config), function, shutdown.clone()));
+    let gateway = crate::triggers::http::Gateway::bind("127.0.0.1:0", &project, bus.clone(), local, None).await?;
     let gateway_addr = gateway.addr;
     tokio::spawn(gateway.serve(shutdown.clone()));
+    // Serves no function itself: every call crosses NATS.
+    let remote = crate::triggers::http::Gateway::bind("127.0.0.1:0", &project, bus.clone(), crate::dispatch::sync::Local::default(), None).await?;
+    let remote_url = format!("http://{}/hello", remote.addr);
+    tokio::spawn(remote.serve(shutdown.clone()));
 
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(CONCURRENCY * 2).build_http();
     let gateway_url = format!("http://{gateway_addr}/hello");
@@ -107,16 +121,20 @@ async fn measure(bus: &Bus, host: &WasmHost, hello_module: &Path, work_dir: &Pat
     let plain_addr = plain_server(body, shutdown.clone()).await?;
     let plain_url = format!("http://{plain_addr}/hello");
 
+    wait_for_answer(&client, &remote_url).await?;
     let plain_axum = closed_loop(&client, &plain_url).await?;
     let gateway = closed_loop(&client, &gateway_url).await?;
+    let gateway_via_nats = closed_loop(&client, &remote_url).await?;
     let rate = (gateway.requests_per_sec / 2.0).max(1.0);
     let half_load = HalfLoad { rate_per_sec: rate.round(), plain_axum: open_loop(&client, &plain_url, rate).await?, gateway: open_loop(&client, &gateway_url, rate).await? };
     let p99_overhead = half_load.gateway.p99_ms - half_load.plain_axum.p99_ms;
     Ok(HttpReport {
         concurrency: CONCURRENCY,
         gateway_vs_plain_axum: super::ratio(gateway.requests_per_sec, plain_axum.requests_per_sec),
+        gateway_via_nats_vs_plain_axum: super::ratio(gateway_via_nats.requests_per_sec, plain_axum.requests_per_sec),
         plain_axum,
         gateway,
+        gateway_via_nats,
         half_load,
         p99_overhead_ms_at_half_load: super::round3(p99_overhead),
     })

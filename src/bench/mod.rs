@@ -27,6 +27,7 @@ use crate::dispatch::Dispatcher;
 use crate::event::Event;
 use crate::runtime::wasm::{cache, HostConfig, WasmHost};
 use crate::runtime::{Invocation, Runtime};
+use crate::telemetry::logs::LogSink;
 
 /// Publishes kept in flight by every publisher of the bench (raw and Sluice alike).
 const PUBLISH_WINDOW: usize = 4096;
@@ -64,6 +65,8 @@ pub struct Report {
     pub sluice_runtime: InvokeStats,
     pub sluice: EndToEnd,
     pub latency: Latency,
+    /// What invocation logs (`SLUICE_LOGS`) and metrics cost end to end.
+    pub logs_and_metrics: LogsCost,
     pub cold_start: ColdStart,
     /// The Lambda runtimes (Python, Node.js) whose clients are installed.
     pub lambda: lambda::LambdaReport,
@@ -107,6 +110,17 @@ pub struct InvokeStats {
     pub p99_us: f64,
     /// Process CPU time per invocation (all threads).
     pub cpu_us_per_invocation: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LogsCost {
+    /// `sluice.events_per_sec`: with a record per invocation in `SLUICE_LOGS` and metrics, as
+    /// `sluice up` runs.
+    pub with_per_sec: f64,
+    /// The same phase again in this run with neither.
+    pub without_per_sec: f64,
+    /// 1 − with ÷ without (goal < 0.1).
+    pub throughput_cost: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -178,7 +192,18 @@ pub async fn run(load: &Bus, platform: &Bus, options: &Options, work_dir: &std::
 
     let raw_jetstream = raw_jetstream(load, platform, options, &run_id).await?;
     let (bare_wasmtime, sluice_runtime) = invoke_phases(&host, &noop, &data, options).await?;
-    let (sluice, latency) = end_to_end(load, platform, &host, &noop, &data, options, &run_id).await?;
+    crate::telemetry::metrics::install();
+    let logs_shutdown = CancellationToken::new();
+    let (logs, logs_task) = LogSink::start(platform.clone(), logs_shutdown.clone());
+    let (sluice, latency) = end_to_end(load, platform, &host, &noop, &data, options, &run_id, logs).await?;
+    logs_shutdown.cancel();
+    let _ = logs_task.await;
+    let (without, _) = end_to_end(load, platform, &host, &noop, &data, options, &format!("{run_id}-nolog"), LogSink::default()).await?;
+    let logs_and_metrics = LogsCost {
+        with_per_sec: sluice.events_per_sec,
+        without_per_sec: without.events_per_sec,
+        throughput_cost: round3(1.0 - ratio(sluice.events_per_sec, without.events_per_sec)),
+    };
     let cold_start = cold_start(options, work_dir).await?;
     let lambda = lambda::run(options, &options.tools_dir, work_dir).await.context("lambda phase")?;
     let postgres = match &options.postgres {
@@ -208,6 +233,7 @@ pub async fn run(load: &Bus, platform: &Bus, options: &Options, work_dir: &std::
         sluice_runtime,
         sluice,
         latency,
+        logs_and_metrics,
         cold_start,
         lambda,
         ratios,
@@ -462,6 +488,7 @@ struct Seen {
     distinct: usize,
 }
 
+#[allow(clippy::too_many_arguments)] // one phase's inputs, each used once
 async fn end_to_end(
     load: &Bus,
     platform: &Bus,
@@ -470,6 +497,7 @@ async fn end_to_end(
     data: &Bytes,
     options: &Options,
     run_id: &str,
+    logs: LogSink,
 ) -> anyhow::Result<(EndToEnd, Latency)> {
     let name = format!("bench-{run_id}");
     let topic = format!("bench.{run_id}");
@@ -511,7 +539,7 @@ async fn end_to_end(
     };
 
     let shutdown = CancellationToken::new();
-    let dispatcher = Dispatcher::new(platform.clone(), Arc::new(config), Arc::new(function));
+    let dispatcher = Dispatcher::new(platform.clone(), Arc::new(config), Arc::new(function), logs);
     let dispatching = tokio::spawn(dispatcher.run(consumer, shutdown.clone()));
     let subject = bus::topic_subject(&topic);
     let mut published_ns = vec![0u64; capacity];

@@ -401,7 +401,7 @@ impl ConnectionLog {
 }
 
 /// The streams Sluice needs, as the project's settings ask for them.
-fn stream_configs(settings: &BusSettings) -> [stream::Config; 2] {
+fn stream_configs(settings: &BusSettings) -> [stream::Config; 3] {
     let events = stream::Config {
         name: EVENTS_STREAM.into(),
         description: Some("Sluice events: topics and direct deliveries".into()),
@@ -426,7 +426,21 @@ fn stream_configs(settings: &BusSettings) -> [stream::Config; 2] {
         allow_direct: true,
         ..Default::default()
     };
-    [events, dlq]
+    let logs = stream::Config {
+        name: crate::telemetry::logs::LOGS_STREAM.into(),
+        description: Some("Sluice invocation logs: lines and one report per invocation".into()),
+        subjects: vec![format!("{}>", crate::telemetry::logs::LOGS_PREFIX)],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_age: settings.logs_max_age,
+        max_bytes: settings.logs_max_bytes,
+        // Records are dropped oldest first; a writer is never refused.
+        discard: stream::DiscardPolicy::Old,
+        num_replicas: settings.replicas,
+        allow_direct: true,
+        ..Default::default()
+    };
+    [events, dlq, logs]
 }
 
 /// The settings `sluice up` manages that differ between a stream and the configuration,
@@ -446,6 +460,9 @@ fn settings_changes(current: &stream::Config, wanted: &stream::Config) -> Vec<St
             duration(current.duplicate_window),
             duration(wanted.duplicate_window)
         ));
+    }
+    if current.max_bytes != wanted.max_bytes {
+        changes.push(format!("max_bytes: {} -> {}", current.max_bytes, wanted.max_bytes));
     }
     if current.num_replicas != wanted.num_replicas {
         changes.push(format!("replicas: {} -> {}", current.num_replicas, wanted.num_replicas));
@@ -494,7 +511,7 @@ mod tests {
 
     #[test]
     fn only_managed_settings_count_as_changes() {
-        let [events, _] = stream_configs(&BusSettings::default());
+        let [events, _, _] = stream_configs(&BusSettings::default());
         assert!(settings_changes(&events, &events).is_empty());
         for (field, change) in [
             ("max_age", stream::Config { max_age: Duration::from_secs(3600), ..events.clone() }),
@@ -546,8 +563,14 @@ mod tests {
             duplicate_window: Duration::from_secs(30),
             dlq_max_age: Duration::from_secs(86_400),
             replicas: 3,
+            logs_max_age: Duration::from_secs(600),
+            logs_max_bytes: 4096,
         };
-        let [events, dlq] = stream_configs(&settings);
+        let [events, dlq, logs] = stream_configs(&settings);
+        assert_eq!(logs.name, "SLUICE_LOGS");
+        assert_eq!(logs.subjects, ["sluice.logs.>"]);
+        assert_eq!((logs.max_age, logs.max_bytes), (Duration::from_secs(600), 4096));
+        assert_eq!(logs.discard, stream::DiscardPolicy::Old);
         assert_eq!(events.name, EVENTS_STREAM);
         assert_eq!(events.subjects, ["sluice.events.>", "sluice.direct.>"]);
         assert_eq!(events.max_age, Duration::from_secs(3600));
@@ -556,6 +579,8 @@ mod tests {
         assert_eq!(dlq.max_age, Duration::from_secs(86_400));
         for stream in [&events, &dlq] {
             assert_eq!(stream.duplicate_window, Duration::from_secs(30));
+        }
+        for stream in [&events, &dlq, &logs] {
             assert_eq!(stream.num_replicas, 3);
             assert_eq!(stream.storage, stream::StorageType::File);
             assert_eq!(stream.retention, stream::RetentionPolicy::Limits);

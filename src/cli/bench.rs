@@ -158,10 +158,12 @@ fn render(r: &Report) -> String {
         let load = |l: &bench::http::Load| format!("{:.0} req/s, p50 {:.3} / p99 {:.3} ms ({} errors)", l.requests_per_sec, l.p50_ms, l.p99_ms, l.errors);
         row(&phase, "plain axum", load(&h.plain_axum));
         row(&phase, "gateway → wasm hello", load(&h.gateway));
+        row(&phase, "gateway → NATS → wasm hello", load(&h.gateway_via_nats));
         let phase = format!("http at half load ({:.0} req/s)", h.half_load.rate_per_sec);
         row(&phase, "plain axum", load(&h.half_load.plain_axum));
         row(&phase, "gateway → wasm hello", load(&h.half_load.gateway));
         row("ratios", "gateway ÷ plain axum req/s", format!("{:.3}", h.gateway_vs_plain_axum));
+        row("ratios", "gateway over NATS ÷ plain axum req/s", format!("{:.3}", h.gateway_via_nats_vs_plain_axum));
         row("ratios", "gateway p99 overhead at half load", format!("{:.3} ms", h.p99_overhead_ms_at_half_load));
     }
     format!(

@@ -4,10 +4,14 @@
 mod bench;
 mod build;
 mod dlq;
+mod events;
+mod generate;
 mod functions;
 mod invoke;
+mod logs;
 pub mod output;
 mod publish;
+mod stats;
 mod triggers;
 mod up;
 
@@ -57,6 +61,15 @@ pub enum Command {
     /// Inspect, replay and purge dead letters.
     #[command(subcommand)]
     Dlq(dlq::Command),
+    /// Sample events for every trigger kind, and one event's life across the bus.
+    #[command(subcommand)]
+    Events(events::Command),
+    /// Show what a function wrote, on every node, with a report per invocation (like
+    /// `sam logs`).
+    Logs(logs::Args),
+    /// Invocations, errors, duration percentiles, cold starts, GB-seconds and the Lambda
+    /// price of the same use, per function, from every node.
+    Stats(stats::Args),
     /// Measure raw JetStream, bare wasmtime, Sluice end to end and cold starts in one run.
     Bench(bench::Args),
 }
@@ -83,6 +96,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::run(&ctx, args).await,
         Command::Dlq(command) => dlq::run(&ctx, command).await,
         Command::Triggers(command) => triggers::run(&ctx, command).await,
+        Command::Logs(args) => logs::run(&ctx, args).await,
+        Command::Events(command) => events::run(&ctx, command).await,
+        Command::Stats(args) => stats::run(&ctx, args).await,
     }
 }
 

@@ -26,6 +26,7 @@ use crate::error::UsageError;
 use crate::dispatch::Dispatcher;
 use crate::runtime::wasm::{HostConfig, WasmHost};
 use crate::runtime::{lambda, Hosts, Runtime};
+use crate::telemetry::logs::LogSink;
 use crate::triggers::http::Gateway;
 
 #[derive(Debug, clap::Args)]
@@ -52,16 +53,21 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     };
     let Started { url, bus, functions } = started;
 
+    // Every invocation leaves a record in SLUICE_LOGS and in the metrics.
+    let metrics = crate::telemetry::metrics::install();
+    let logs_shutdown = CancellationToken::new();
+    let (logs, logs_task) = LogSink::start(bus.clone(), logs_shutdown.clone());
     // Bound before anything runs: a bad route or a busy port stops the start.
+    let local = crate::dispatch::sync::Local::default();
     let listen = args.http.unwrap_or_else(|| project.settings.http.listen.clone());
-    let gateway = if listen == "off" { None } else { Some(Gateway::bind(&listen, &project, bus.clone()).await?) };
+    let gateway = if listen == "off" { None } else { Some(Gateway::bind(&listen, &project, bus.clone(), local.clone(), metrics).await?) };
 
     let shutdown = CancellationToken::new();
     let mut dispatchers = JoinSet::new();
     for (config, consumer, function) in functions {
         let config = Arc::new(config);
-        dispatchers.spawn(crate::dispatch::sync::serve(bus.clone(), config.clone(), function.clone(), shutdown.clone()));
-        let dispatcher = Dispatcher::new(bus.clone(), config, function);
+        dispatchers.spawn(crate::dispatch::sync::serve(bus.clone(), local.clone(), logs.clone(), config.clone(), function.clone(), shutdown.clone()));
+        let dispatcher = Dispatcher::new(bus.clone(), config, function, logs.clone());
         dispatchers.spawn(dispatcher.run(consumer, shutdown.clone()));
     }
     // The gateway stops first, so the requests it is answering still find their workers.
@@ -132,6 +138,10 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         triggers.abort_all();
         dispatchers.abort_all();
     }
+    // The last invocations' records.
+    drop(logs);
+    logs_shutdown.cancel();
+    let _ = tokio::time::timeout(FLUSH_BOUND, logs_task).await;
     match tokio::time::timeout(FLUSH_BOUND, bus.client.flush()).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => warn!(%error, "Cannot flush the last acknowledgements; JetStream will redeliver those events."),

@@ -66,6 +66,13 @@ pub struct BusSettings {
     /// JetStream replicas of Sluice's streams (3 in a cluster for HA). Default 1.
     #[serde(default = "default_replicas")]
     pub replicas: usize,
+    /// How long `SLUICE_LOGS` keeps invocation records (the lines functions wrote and one
+    /// report per invocation; what `sluice logs` and `sluice stats` read). Default 7 days.
+    #[serde(default = "default_logs_max_age", with = "humantime_serde")]
+    pub logs_max_age: Duration,
+    /// The most bytes `SLUICE_LOGS` keeps; the oldest records go first. Default 1 GiB.
+    #[serde(default = "default_logs_max_bytes")]
+    pub logs_max_bytes: i64,
 }
 
 impl Default for BusSettings {
@@ -75,6 +82,8 @@ impl Default for BusSettings {
             duplicate_window: default_duplicate_window(),
             dlq_max_age: Duration::ZERO,
             replicas: default_replicas(),
+            logs_max_age: default_logs_max_age(),
+            logs_max_bytes: default_logs_max_bytes(),
         }
     }
 }
@@ -145,6 +154,12 @@ const fn default_true() -> bool {
 
 const fn default_events_max_age() -> Duration {
     Duration::from_secs(7 * 24 * 3600)
+}
+const fn default_logs_max_age() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+const fn default_logs_max_bytes() -> i64 {
+    1 << 30
 }
 const fn default_duplicate_window() -> Duration {
     Duration::from_secs(120)

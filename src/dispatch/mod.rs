@@ -38,6 +38,7 @@ use crate::bus::{self, Bus};
 use crate::config::FunctionConfig;
 use crate::event::{Event, JSON};
 use crate::runtime::{Invocation, InvokeError, Response, Runtime};
+use crate::telemetry::logs::{LogSink, Path, Ran, Record, RecordKind};
 
 /// How long one pull request waits for events before it is renewed. Bounds how long
 /// shutdown waits for the fetch in progress.
@@ -73,6 +74,8 @@ pub struct Dispatcher {
     bus: Bus,
     function: Arc<FunctionConfig>,
     runtime: Arc<dyn Runtime>,
+    /// Where invocation records go (`SLUICE_LOGS`, metrics).
+    logs: LogSink,
     /// When the first attempt of an event that is being retried started, by stream sequence.
     /// Events retried by another process fall back to their publish time.
     first_attempts: Mutex<HashMap<u64, DateTime<Utc>>>,
@@ -85,8 +88,8 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(bus: Bus, function: Arc<FunctionConfig>, runtime: Arc<dyn Runtime>) -> Arc<Self> {
-        Arc::new(Self { bus, function, runtime, first_attempts: Mutex::new(HashMap::new()), unwritten: Mutex::new(HashMap::new()), running: AtomicUsize::new(0) })
+    pub fn new(bus: Bus, function: Arc<FunctionConfig>, runtime: Arc<dyn Runtime>, logs: LogSink) -> Arc<Self> {
+        Arc::new(Self { bus, function, runtime, logs, first_attempts: Mutex::new(HashMap::new()), unwritten: Mutex::new(HashMap::new()), running: AtomicUsize::new(0) })
     }
 
     /// Pulls and runs events until `shutdown`, then drains what is in flight.
@@ -238,6 +241,7 @@ impl Dispatcher {
             event: event.clone(),
         };
         let span = tracing::info_span!("sluice.invoke", function = %name, request_id = %request_id, event_id = %event.id, attempt);
+        crate::telemetry::set_parent(&span, &event.traceparent);
         let result = {
             let invoke = self.runtime.invoke(invocation).instrument(span);
             tokio::pin!(invoke);
@@ -255,6 +259,8 @@ impl Dispatcher {
                 }
             }
         };
+        let ran = Ran { function: &self.function, node: self.logs.node(), path: Path::Event, request_id: &request_id, event: &event, event_seq: Some(sequence), attempt, start: started };
+        self.logs.write(Record::invocation(&ran, &result));
         let logs = match &result {
             Ok(response) => &response.logs,
             Err(error) => &error.logs,
@@ -383,6 +389,15 @@ impl Dispatcher {
                     attempts,
                     "Event moved to the dead-letter stream."
                 );
+                let mut note = Record::note(RecordKind::DeadLetter, &self.function, self.logs.node(), Path::Event, delivery.event, record.failed_at);
+                note.request_id = last.map(|(id, _)| id.to_owned());
+                note.attempt = attempts;
+                note.outcome = kind.to_owned();
+                note.error = Some(error.to_owned());
+                note.error_type = error_type.map(str::to_owned);
+                note.event_seq = Some(delivery.sequence);
+                note.dlq_seq = Some(published.seq);
+                self.logs.write(note);
                 self.forget_first_attempt(delivery.sequence);
                 if let Err(error) = delivery.message.ack_with(AckKind::Term).await {
                     warn!(function = %name, %error, "Cannot terminate a dead-lettered event; a redelivery will find its DLQ entry already written.");

@@ -2,6 +2,11 @@
 //! request/reply on `sluice.invoke.<function>`, served by a queue group of the function's
 //! workers on every node, so a caller on one node reaches a worker on another.
 //!
+//! A caller in a process that serves the function itself runs it there while one of the
+//! node's slots is free, without the round trip through the NATS server ([`Local`]); when
+//! every local slot is busy the request goes to the queue group, so other nodes take the
+//! overflow. Both ways run the same code ([`invoke_here`]) and answer the same [`Reply`].
+//!
 //! As Lambda's RequestResponse invocations: nothing is stored, retried or dead-lettered; the
 //! outcome goes back to the caller. Per node, at most `concurrency` synchronous invocations of
 //! a function run at once (beside the event consumer's); a request that finds no free slot
@@ -13,7 +18,8 @@
 //! function's log, base64) and the response body, or the error message for a failure. Bodies
 //! over the server's `max_payload` travel through the payload store like events do.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -21,7 +27,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use chrono::Utc;
 use futures::StreamExt as _;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn, Instrument as _};
@@ -30,6 +36,7 @@ use crate::bus::Bus;
 use crate::config::FunctionConfig;
 use crate::event::Event;
 use crate::runtime::{Invocation, Runtime};
+use crate::telemetry::logs::{LogSink, Path, Ran, Record, RecordKind};
 
 pub const INVOKE_PREFIX: &str = "sluice.invoke.";
 pub const REQUEST_ID: &str = "sluice-request-id";
@@ -47,9 +54,40 @@ pub fn invoke_subject(function: &str) -> String {
     format!("{INVOKE_PREFIX}{function}")
 }
 
-/// Serves `sluice.invoke.<function>` for one function until `shutdown`, then lets the
-/// invocations it started finish.
-pub async fn serve(bus: Bus, function: Arc<FunctionConfig>, runtime: Arc<dyn Runtime>, shutdown: CancellationToken) {
+/// The functions this process serves, with their slots, for callers in the same process.
+#[derive(Clone, Default)]
+pub struct Local {
+    served: Arc<RwLock<HashMap<String, Arc<Served>>>>,
+}
+
+/// A function [`serve`] answers for, and the node's slots for its synchronous invocations.
+struct Served {
+    function: Arc<FunctionConfig>,
+    runtime: Arc<dyn Runtime>,
+    slots: Arc<Semaphore>,
+    logs: LogSink,
+}
+
+impl Local {
+    /// `function` with a free slot, when this process serves it.
+    fn take(&self, function: &str) -> Option<(Arc<Served>, OwnedSemaphorePermit)> {
+        let served = self.served.read().unwrap_or_else(PoisonError::into_inner).get(function).cloned()?;
+        let slot = served.slots.clone().try_acquire_owned().ok().filter(|_| false)?;
+        Some((served, slot))
+    }
+
+    fn insert(&self, served: Arc<Served>) {
+        self.served.write().unwrap_or_else(PoisonError::into_inner).insert(served.function.name.clone(), served);
+    }
+
+    fn remove(&self, function: &str) {
+        self.served.write().unwrap_or_else(PoisonError::into_inner).remove(function);
+    }
+}
+
+/// Serves `sluice.invoke.<function>` for one function until `shutdown`, and callers in this
+/// process through `local`; then lets the invocations it started finish.
+pub async fn serve(bus: Bus, local: Local, logs: LogSink, function: Arc<FunctionConfig>, runtime: Arc<dyn Runtime>, shutdown: CancellationToken) {
     let name = function.name.clone();
     let subject = invoke_subject(&name);
     let mut requests = loop {
@@ -65,6 +103,8 @@ pub async fn serve(bus: Bus, function: Arc<FunctionConfig>, runtime: Arc<dyn Run
         }
     };
     let slots = Arc::new(Semaphore::new(usize::try_from(function.concurrency).unwrap_or(1).max(1)));
+    let served = Arc::new(Served { function, runtime, slots, logs });
+    local.insert(served.clone());
     let tracker = TaskTracker::new();
     loop {
         let message = tokio::select! {
@@ -74,16 +114,18 @@ pub async fn serve(bus: Bus, function: Arc<FunctionConfig>, runtime: Arc<dyn Run
             },
             () = shutdown.cancelled() => break,
         };
-        let (bus, function, runtime, slots) = (bus.clone(), function.clone(), runtime.clone(), slots.clone());
-        tracker.spawn(async move { answer(&bus, &function, &*runtime, &slots, message).await });
+        let (bus, served) = (bus.clone(), served.clone());
+        tracker.spawn(async move { answer(&bus, &served, message).await });
     }
     // No new requests reach this node; the ones it took are answered.
+    local.remove(&name);
     let _ = requests.unsubscribe().await;
     tracker.close();
-    let _ = tokio::time::timeout(function.timeout + Duration::from_secs(5), tracker.wait()).await;
+    let _ = tokio::time::timeout(served.function.timeout + Duration::from_secs(5), tracker.wait()).await;
 }
 
-async fn answer(bus: &Bus, function: &FunctionConfig, runtime: &dyn Runtime, slots: &Semaphore, message: async_nats::Message) {
+async fn answer(bus: &Bus, served: &Served, message: async_nats::Message) {
+    let function = &served.function;
     let name = &function.name;
     let Some(reply) = message.reply.clone() else {
         warn!(function = %name, "Ignoring a synchronous invocation without a reply subject.");
@@ -110,15 +152,45 @@ async fn answer(bus: &Bus, function: &FunctionConfig, runtime: &dyn Runtime, slo
     }
     let mut event = Event::from_message(message.headers.as_ref(), payload, &message.subject, "", 0, Utc::now());
     event.extensions.retain(|(n, _)| !crate::bus::payload::is_payload_header(n) && !n.eq_ignore_ascii_case(REQUEST_ID));
-    let Ok(_slot) = tokio::time::timeout(function.timeout, slots.acquire()).await else {
+    let Ok(Ok(slot)) = tokio::time::timeout(function.timeout, served.slots.clone().acquire_owned()).await else {
         warn!(function = %name, request_id = %request_id, "No free slot for a synchronous invocation within the function's timeout: throttled.");
+        let mut note = Record::note(RecordKind::Throttle, function, served.logs.node(), Path::Sync, &event, Utc::now());
+        note.request_id = Some(request_id.clone());
+        note.outcome = THROTTLED.to_owned();
+        served.logs.write(note);
         headers.insert(OUTCOME, THROTTLED);
         send(bus, name, reply, headers, Bytes::from_static(b"too many invocations at once")).await;
         return;
     };
+    let answer = invoke_here(served, slot, request_id, event).await;
+    if let Some(duration_ms) = answer.duration_ms {
+        headers.insert(DURATION_MS, format!("{duration_ms:.3}").as_str());
+    }
+    if let Some(tail) = &answer.log_tail {
+        headers.insert(LOG_TAIL, base64::engine::general_purpose::STANDARD.encode(tail).as_str());
+    }
+    if let Some(memory_bytes) = answer.memory_bytes {
+        headers.insert(MEMORY_BYTES, memory_bytes.to_string().as_str());
+    }
+    if let Some(error_type) = &answer.error_type {
+        headers.insert(ERROR_TYPE, error_type.as_str());
+    }
+    headers.insert(OUTCOME, answer.outcome.as_str());
+    send(bus, name, reply, headers, answer.body).await;
+}
+
+/// Runs one synchronous invocation in this process, holding one of the node's `slot`s.
+async fn invoke_here(served: &Served, slot: OwnedSemaphorePermit, request_id: String, event: Event) -> Reply {
+    let name = &served.function.name;
+    let event = Arc::new(event);
     let event_id = event.id.clone();
     let span = tracing::info_span!("sluice.invoke", function = %name, request_id = %request_id, event_id = %event_id, attempt = 1);
-    let result = runtime.invoke(Invocation { request_id: request_id.clone(), attempt: 1, event: Arc::new(event) }).instrument(span).await;
+    crate::telemetry::set_parent(&span, &event.traceparent);
+    let start = Utc::now();
+    let result = served.runtime.invoke(Invocation { request_id: request_id.clone(), attempt: 1, event: event.clone() }).instrument(span).await;
+    drop(slot);
+    let ran = Ran { function: &served.function, node: served.logs.node(), path: Path::Sync, request_id: &request_id, event: &event, event_seq: None, attempt: 1, start };
+    served.logs.write(Record::invocation(&ran, &result));
     let (logs, duration) = match &result {
         Ok(response) => (&response.logs, response.duration),
         Err(error) => (&error.logs, error.duration),
@@ -126,29 +198,34 @@ async fn answer(bus: &Bus, function: &FunctionConfig, runtime: &dyn Runtime, slo
     for line in logs {
         info!(target: "sluice::function", function = %name, request_id = %request_id, "{line}");
     }
-    headers.insert(DURATION_MS, format!("{:.3}", duration.as_secs_f64() * 1000.0).as_str());
     let tail = log_tail(logs);
-    if !tail.is_empty() {
-        headers.insert(LOG_TAIL, base64::engine::general_purpose::STANDARD.encode(tail).as_str());
-    }
-    let duration_ms = format!("{:.2}", duration.as_secs_f64() * 1000.0);
-    let body = match result {
+    let duration_ms = duration.as_secs_f64() * 1000.0;
+    let mut reply = Reply {
+        request_id,
+        outcome: String::new(),
+        error_type: None,
+        duration_ms: Some(duration_ms),
+        memory_bytes: None,
+        log_tail: (!tail.is_empty()).then_some(tail),
+        body: Bytes::new(),
+    };
+    let request_id = &reply.request_id;
+    let duration_ms = format!("{duration_ms:.2}");
+    match result {
         Ok(response) => {
             info!(function = %name, request_id = %request_id, event_id = %event_id, duration_ms, outcome = "success", invocation = "sync", "Invocation succeeded.");
-            headers.insert(OUTCOME, "success");
-            headers.insert(MEMORY_BYTES, response.memory_bytes.to_string().as_str());
-            response.body
+            reply.outcome = "success".to_owned();
+            reply.memory_bytes = Some(response.memory_bytes);
+            reply.body = response.body;
         }
         Err(error) => {
             warn!(function = %name, request_id = %request_id, event_id = %event_id, duration_ms, outcome = error.kind.label(), error = %error.message, invocation = "sync", "Invocation failed.");
-            headers.insert(OUTCOME, error.kind.label());
-            if let Some(error_type) = &error.error_type {
-                headers.insert(ERROR_TYPE, error_type.as_str());
-            }
-            Bytes::from(error.message)
+            reply.outcome = error.kind.label().to_owned();
+            reply.error_type = error.error_type;
+            reply.body = Bytes::from(error.message);
         }
-    };
-    send(bus, name, reply, headers, body).await;
+    }
+    reply
 }
 
 /// The end of the log, at most [`LOG_TAIL_BYTES`], cut at a line start.
@@ -187,6 +264,8 @@ pub struct Reply {
     pub outcome: String,
     pub error_type: Option<String>,
     pub duration_ms: Option<f64>,
+    /// Peak memory of a successful invocation.
+    pub memory_bytes: Option<u64>,
     pub log_tail: Option<String>,
     /// The response, or the error message.
     pub body: Bytes,
@@ -211,12 +290,18 @@ pub enum CallError {
     Bus(String),
 }
 
-/// Calls `function` with `event` and waits at most `wait` for its reply.
-pub async fn call(bus: &Bus, function: &str, request_id: &str, event: &Event, wait: Duration) -> Result<Reply, CallError> {
+/// Calls `function` with `event` and waits at most `wait` for its reply: in this process
+/// when it serves the function and has a free slot, else through the function's queue group.
+pub async fn call(bus: &Bus, local: &Local, function: &str, request_id: &str, event: Event, wait: Duration) -> Result<Reply, CallError> {
+    if let Some((served, slot)) = local.take(function) {
+        return tokio::time::timeout(wait, invoke_here(&served, slot, request_id.to_owned(), event))
+            .await
+            .map_err(|_| CallError::TimedOut { function: function.to_owned(), waited: wait });
+    }
     let subject = invoke_subject(function);
     let mut headers = event.to_headers();
     headers.insert(REQUEST_ID, request_id);
-    let body = bus.check_payload(&subject, &mut headers, event.data.clone()).await?;
+    let body = bus.check_payload(&subject, &mut headers, event.data).await?;
     let request = async_nats::Request::new().headers(headers).payload(body).timeout(Some(wait));
     let message = match bus.client.send_request(subject, request).await {
         Ok(message) => message,
@@ -238,6 +323,7 @@ pub async fn call(bus: &Bus, function: &str, request_id: &str, event: &Event, wa
         outcome: get(OUTCOME).unwrap_or_else(|| "platform_error".to_owned()),
         error_type: get(ERROR_TYPE),
         duration_ms: get(DURATION_MS).and_then(|d| d.parse().ok()),
+        memory_bytes: get(MEMORY_BYTES).and_then(|m| m.parse().ok()),
         log_tail: get(LOG_TAIL).and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok()).map(|t| String::from_utf8_lossy(&t).into_owned()),
         body,
     })

@@ -35,6 +35,9 @@ pub struct Response {
     pub duration: Duration,
     /// Peak linear memory, for metering.
     pub memory_bytes: u64,
+    /// Set on a cold start (the first invocation of a freshly loaded module, a new Lambda
+    /// execution environment): how long that initialisation took.
+    pub init: Option<Duration>,
 }
 
 /// Why an attempt failed. Every kind counts as one failed attempt; the label goes into logs,
@@ -84,6 +87,8 @@ pub struct InvokeError {
     /// Log lines written before the failure.
     pub logs: Vec<String>,
     pub duration: Duration,
+    /// As [`Response::init`].
+    pub init: Option<Duration>,
 }
 
 /// A loaded function, ready to be invoked any number of times, concurrently.

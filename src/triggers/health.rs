@@ -114,8 +114,7 @@ pub async fn read(store: &async_nats::jetstream::kv::Store, trigger: &str) -> Op
 }
 
 fn node() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
-    format!("{host}:{}", std::process::id())
+    crate::telemetry::logs::node_name()
 }
 
 /// How long ago an RFC 3339 time was, for listings ("3m ago").

@@ -112,6 +112,21 @@ struct Context {
 }
 
 impl ClientContext for Context {
+    /// librdkafka's statistics (every [`STATS_INTERVAL_MS`]): the group's lag over the
+    /// partitions this node holds, for `/metrics`.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let lag: i64 = statistics
+            .topics
+            .values()
+            .flat_map(|topic| topic.partitions.values())
+            // Partition -1 is librdkafka's internal one; -1 lag is "not known yet".
+            .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+            .map(|p| p.consumer_lag)
+            .sum();
+        #[allow(clippy::cast_precision_loss)]
+        crate::telemetry::metrics::trigger_lag(&self.trigger, lag as f64);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         warn!(trigger = %self.trigger, %error, reason, "Kafka client error; librdkafka keeps retrying.");
         if let Ok(mut last) = self.last_error.lock() {
@@ -137,6 +152,9 @@ impl ConsumerContext for Context {
         }
     }
 }
+
+/// How often librdkafka reports the consumer's lag (`sluice_trigger_lag`).
+const STATS_INTERVAL_MS: &str = "10000";
 
 fn describe(partitions: &rdkafka::TopicPartitionList) -> String {
     partitions.elements().iter().map(|e| format!("{}/{}", e.topic(), e.partition())).collect::<Vec<_>>().join(",")
@@ -165,7 +183,8 @@ impl KafkaTrigger {
                 Start::Earliest => "earliest",
                 Start::Latest => "latest",
             })
-            .set("session.timeout.ms", "10000");
+            .set("session.timeout.ms", "10000")
+            .set("statistics.interval.ms", STATS_INTERVAL_MS);
         for (key, value) in &self.config.options {
             let value = match value.strip_prefix('$') {
                 Some(var) => std::env::var(var).with_context(|| format!("trigger {trigger}: options.{key}: ${var} is not set"))?,

@@ -4,7 +4,8 @@
 //! - `?echo=body` answers with the request's own body and content type (binary bodies stay
 //!   base64 both ways);
 //! - `?status=N` answers that status; `?sleep_ms=N` waits first; `?fail=1` fails (exit
-//!   status 1); `?loop=1` never answers (stopped at the function's timeout).
+//!   status 1); `?loop=1` never answers (stopped at the function's timeout);
+//!   `?print_mb=N` writes N MiB of log lines first (to show the per-invocation log cap).
 
 use std::io::Read;
 
@@ -22,6 +23,14 @@ fn main() {
     };
     let query = |name: &str| event["queryStringParameters"][name].as_str().map(str::to_owned);
     eprintln!("{} {}", event["requestContext"]["http"]["method"].as_str().unwrap_or("?"), event["rawPath"].as_str().unwrap_or("?"));
+    if let Some(mib) = query("print_mb").and_then(|n| n.parse::<usize>().ok()) {
+        use std::io::Write as _;
+        let line = format!("{}\n", "x".repeat(1023));
+        let mut stderr = std::io::stderr().lock();
+        for _ in 0..mib * 1024 {
+            let _ = stderr.write_all(line.as_bytes());
+        }
+    }
     if let Some(ms) = query("sleep_ms").and_then(|ms| ms.parse().ok()) {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }

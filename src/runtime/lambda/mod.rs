@@ -406,6 +406,7 @@ impl Pool {
                     error_type: Some(failure.error_type),
                     logs: Vec::new(),
                     duration: started.elapsed(),
+                    init: None,
                 });
             }
         };
@@ -471,9 +472,10 @@ impl Pool {
             self.stopped(env, &why);
         }
         match result {
-            Ok(body) => Ok(Response { body, logs, duration, memory_bytes }),
+            Ok(body) => Ok(Response { body, logs, duration, memory_bytes, init }),
             Err(mut error) => {
                 error.logs = logs;
+                error.init = init;
                 Err(error)
             }
         }
@@ -488,6 +490,7 @@ impl Pool {
             error_type: Some(error_type.to_owned()),
             logs: Vec::new(),
             duration,
+            init: None,
         };
         let heap_exhausted = || logs.iter().any(|l| l.contains("JavaScript heap out of memory") || l.contains("Reached heap limit"));
         match ended {
@@ -592,7 +595,7 @@ async fn keep(pool: Weak<Pool>) {
 }
 
 fn platform(message: &str, started: Instant) -> InvokeError {
-    InvokeError { kind: FailureKind::Platform, message: message.to_owned(), error_type: None, logs: Vec::new(), duration: started.elapsed() }
+    InvokeError { kind: FailureKind::Platform, message: message.to_owned(), error_type: None, logs: Vec::new(), duration: started.elapsed(), init: None }
 }
 
 impl LambdaFunction {

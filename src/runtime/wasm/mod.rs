@@ -13,6 +13,7 @@ pub mod engine;
 mod output;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -94,8 +95,12 @@ impl WasmHost {
 
     /// Like [`WasmHost::load`] from bytes in memory.
     pub fn load_bytes(&self, config: &FunctionConfig, bytes: &[u8]) -> anyhow::Result<WasmFunction> {
+        let started = Instant::now();
         let module = cache::load(&self.engine, &self.cache_dir, bytes)?;
-        self.link(config, &module)
+        let function = self.link(config, &module)?;
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(WARM - 1);
+        function.inner.init_micros.store(micros, Ordering::Relaxed);
+        Ok(function)
     }
 
     /// Links an already compiled module.
@@ -119,6 +124,7 @@ impl WasmHost {
                 memory_limit: (config.memory_mb as usize).saturating_mul(MIB),
                 memory_mb: config.memory_mb,
                 timeout: config.timeout,
+                init_micros: AtomicU64::new(0),
             }),
             slots: self.slots.clone(),
         })
@@ -171,7 +177,12 @@ struct Inner {
     memory_limit: usize,
     memory_mb: u32,
     timeout: std::time::Duration,
+    /// Microseconds the module took to load, until its first invocation takes them (the
+    /// cold start); then [`WARM`].
+    init_micros: AtomicU64,
 }
+
+const WARM: u64 = u64::MAX;
 
 /// Per-invocation store data.
 pub struct State {
@@ -218,6 +229,7 @@ impl Runtime for WasmFunction {
                 error_type: None,
                 logs: Vec::new(),
                 duration: std::time::Duration::ZERO,
+                init: None,
             };
             let permit = self
                 .slots
@@ -228,7 +240,19 @@ impl Runtime for WasmFunction {
             let _permit = permit;
             // Guest code runs on the async workers and yields at every epoch tick, so a long
             // function shares its thread with the NATS I/O instead of blocking it.
-            self.inner.run(&invocation).await
+            let init = match self.inner.init_micros.load(Ordering::Relaxed) {
+                WARM => None,
+                _ => match self.inner.init_micros.swap(WARM, Ordering::Relaxed) {
+                    WARM => None,
+                    micros => Some(std::time::Duration::from_micros(micros)),
+                },
+            };
+            let mut result = self.inner.run(&invocation).await;
+            match &mut result {
+                Ok(response) => response.init = init,
+                Err(error) => error.init = init,
+            }
+            result
         })
     }
 }
@@ -262,7 +286,7 @@ impl Inner {
         for mount in &self.mounts {
             if let Err(error) = wasi.preopened_dir(&mount.host, &mount.guest, mount.perms) {
                 let message = format!("cannot mount {} at {}: {error}", mount.host.display(), mount.guest);
-                return Err(InvokeError { kind: FailureKind::Platform, message, error_type: None, logs: Vec::new(), duration: started.elapsed() });
+                return Err(InvokeError { kind: FailureKind::Platform, message, error_type: None, logs: Vec::new(), duration: started.elapsed(), init: None });
             }
         }
         let state = State {
@@ -296,9 +320,9 @@ impl Inner {
         let duration = started.elapsed();
         let mut logs = split_logs(&stderr.contents());
         if stderr.overflowed() {
-            logs.push(format!("[sluice] log output past {MAX_LOG_BYTES} bytes was dropped"));
+            logs.push(format!("[sluice] log output past {MAX_LOG_BYTES} bytes was dropped ({} bytes in all)", stderr.written()));
         }
-        let fail = |kind: FailureKind, message: String, logs: Vec<String>| InvokeError { kind, message, error_type: None, logs, duration };
+        let fail = |kind: FailureKind, message: String, logs: Vec<String>| InvokeError { kind, message, error_type: None, logs, duration, init: None };
 
         if let Err((error, instantiating)) = outcome {
             let exit = error.downcast_ref::<I32Exit>().map(|e| e.0);
@@ -328,7 +352,7 @@ impl Inner {
                 logs,
             ));
         }
-        Ok(Response { body, logs, duration, memory_bytes: memory_bytes as u64 })
+        Ok(Response { body, logs, duration, memory_bytes: memory_bytes as u64, init: None })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -377,7 +401,7 @@ impl Inner {
         } else {
             (FailureKind::Trap, with_log(format!("the function trapped: {}", error.root_cause())))
         };
-        InvokeError { kind, message, error_type: None, logs, duration }
+        InvokeError { kind, message, error_type: None, logs, duration, init: None }
     }
 }
 

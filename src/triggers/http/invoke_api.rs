@@ -97,7 +97,7 @@ pub(super) async fn invoke(State(shared): State<Arc<Shared>>, Path(given): Path<
     let backend = &shared.backend;
     match invocation_type.as_str() {
         "RequestResponse" => {
-            let reply = sync::call(&backend.bus, &name, &id, &event, backend.wait(&name)).await;
+            let reply = sync::call(&backend.bus, &backend.local, &name, &id, event, backend.wait(&name)).await;
             match reply {
                 Ok(reply) => answer(&reply, tail),
                 Err(CallError::NoWorker(_)) if !exists(&shared, &name).await => {

@@ -56,6 +56,8 @@ pub const REQUEST_ID_HEADER: &str = "apigw-requestid";
 pub const SOURCE_PREFIX: &str = "sluice:http:";
 /// `ce-type` of events made from requests.
 pub const EVENT_TYPE: &str = "sluice.http.request";
+/// Where the listener serves Prometheus metrics.
+pub const METRICS_PATH: &str = "/metrics";
 /// Extra time a request waits beyond the function's timeout for the reply to travel.
 const REPLY_MARGIN: Duration = Duration::from_secs(2);
 
@@ -105,6 +107,8 @@ pub fn error_response(status: StatusCode, message: &str, request_id: &str) -> Re
 /// What the gateway needs to reach functions and topics.
 struct Backend {
     bus: Bus,
+    /// The functions this process serves: called here while they have a free slot.
+    local: sync::Local,
     /// Timeouts of the functions this node knows.
     timeouts: HashMap<String, Duration>,
     settings: HttpSettings,
@@ -119,9 +123,17 @@ impl Backend {
 
 struct Shared {
     backend: Arc<Backend>,
+    /// `/metrics`: the recorder, and what to read gauges of at scrape time.
+    metrics: Option<Scraped>,
     table: RouteTable,
     /// One service per route of `table`, with the route's layers.
     services: Vec<Router>,
+}
+
+struct Scraped {
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    functions: Vec<String>,
+    triggers: Vec<TriggerDef>,
 }
 
 /// A bound listener with its routes, ready to serve.
@@ -138,8 +150,10 @@ pub struct Gateway {
 impl Gateway {
     /// Builds the route table and every route's layers from the project's `http` triggers and
     /// binds `listen`. A bad route, schema or key file is a [`ConfigError`]; an address that
-    /// cannot be bound says so and how to choose another.
-    pub async fn bind(listen: &str, project: &Project, bus: Bus) -> anyhow::Result<Self> {
+    /// cannot be bound says so and how to choose another. Functions are called in this
+    /// process while `local` serves them with a free slot, else through NATS. With `metrics`
+    /// it also serves `/metrics` (Prometheus text format).
+    pub async fn bind(listen: &str, project: &Project, bus: Bus, local: sync::Local, metrics: Option<metrics_exporter_prometheus::PrometheusHandle>) -> anyhow::Result<Self> {
         let settings = project.settings.http.clone();
         let http: Vec<(&TriggerDef, &HttpConfig)> = project.triggers.iter().filter_map(|d| d.config.get::<HttpConfig>().map(|c| (d, c))).collect();
         let table = RouteTable::build(&http)?;
@@ -158,15 +172,23 @@ impl Gateway {
             }
         }
         let timeouts = project.functions.iter().map(|f| (f.config.name.clone(), f.config.timeout)).collect();
-        let backend = Arc::new(Backend { bus, timeouts, settings: settings.clone() });
+        let backend = Arc::new(Backend { bus, local, timeouts, settings: settings.clone() });
         let mut services = Vec::with_capacity(table.routes.len());
         for route in &table.routes {
             services.push(route_service(route, &backend, &keys, project)?);
         }
-        let shared = Arc::new(Shared { backend, table, services });
+        let metrics = metrics.map(|handle| Scraped {
+            handle,
+            functions: project.functions.iter().map(|f| f.config.name.clone()).collect(),
+            triggers: project.triggers.clone(),
+        });
+        let shared = Arc::new(Shared { backend, metrics, table, services });
         let mut app = Router::new();
         if settings.invoke_api {
             app = app.route(invoke_api::PATH, axum::routing::post(invoke_api::invoke));
+        }
+        if shared.metrics.is_some() {
+            app = app.route(METRICS_PATH, axum::routing::get(metrics_text));
         }
         let app = app.fallback(route_request).with_state(shared.clone()).layer(middleware::from_fn(request_id));
 
@@ -259,9 +281,23 @@ async fn request_id(mut request: Request, next: Next) -> Response {
     response
 }
 
-/// Every request that is not for the Invoke API: finds its route, reads its body within the
-/// limit and hands it to the route's service.
+/// `GET /metrics`.
+async fn metrics_text(State(shared): State<Arc<Shared>>) -> Response {
+    let Some(scraped) = &shared.metrics else { return StatusCode::NOT_FOUND.into_response() };
+    let text = crate::telemetry::metrics::scrape(&scraped.handle, &shared.backend.bus, &scraped.functions, &scraped.triggers).await;
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+/// Every request that is not for the Invoke API or `/metrics`: finds its route, reads its
+/// body within the limit and hands it to the route's service; counts the answer by route.
 async fn route_request(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let started = std::time::Instant::now();
+    let (route, response) = route_to_service(&shared, request).await;
+    crate::telemetry::metrics::http_request(route.unwrap_or("none"), response.status().as_u16(), started.elapsed());
+    response
+}
+
+async fn route_to_service(shared: &Shared, request: Request) -> (Option<&str>, Response) {
     let id = request.extensions().get::<RequestId>().cloned().unwrap_or_default();
     let path = request.uri().path().to_owned();
     let preflight = request.method() == Method::OPTIONS
@@ -274,17 +310,18 @@ async fn route_request(State(shared): State<Arc<Shared>>, request: Request) -> R
         shared.table.find(request.method().as_str(), &path)
     };
     let Some(found) = found else {
-        return error_response(StatusCode::NOT_FOUND, "Not Found", &id.0);
+        return (None, error_response(StatusCode::NOT_FOUND, "Not Found", &id.0));
     };
+    let route = Some(shared.table.routes[found.route].key.as_str());
     let request = match read_body(request, shared.backend.settings.max_body_bytes).await {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(response) => return (route, response),
     };
     let service = shared.services[found.route].clone();
     let mut request = request;
     request.extensions_mut().insert(Matched(found));
     match service.oneshot(request).await {
-        Ok(response) => response,
+        Ok(response) => (route, response),
         Err(never) => match never {},
     }
 }
@@ -372,7 +409,7 @@ async fn target(State(state): State<Arc<RouteState>>, request: Request) -> Respo
             }
         },
         Target::Function(function) => {
-            let reply = sync::call(&backend.bus, function, &id, &event, backend.wait(function)).await;
+            let reply = sync::call(&backend.bus, &backend.local, function, &id, event, backend.wait(function)).await;
             function_response(function, &id, reply)
         }
     }

@@ -294,7 +294,7 @@ fn timestamp(time: DateTime<Utc>) -> String {
 }
 
 /// Type OIDs (`pg_type.oid`) this module gives JSON types to.
-mod oid {
+pub(crate) mod oid {
     pub const BOOL: u32 = 16;
     pub const BYTEA: u32 = 17;
     pub const INT8: u32 = 20;
