@@ -259,8 +259,10 @@ impl Dispatcher {
                 }
             }
         };
-        let ran = Ran { function: &self.function, node: self.logs.node(), path: Path::Event, request_id: &request_id, event: &event, event_seq: Some(sequence), attempt, start: started };
-        self.logs.write(Record::invocation(&ran, &result));
+        if self.logs.enabled() {
+            let ran = Ran { function: &self.function, node: self.logs.node(), path: Path::Event, request_id: &request_id, event: &event, event_seq: Some(sequence), attempt, start: started };
+            self.logs.write(Record::invocation(&ran, &result));
+        }
         let logs = match &result {
             Ok(response) => &response.logs,
             Err(error) => &error.logs,

@@ -72,7 +72,7 @@ impl Local {
     /// `function` with a free slot, when this process serves it.
     fn take(&self, function: &str) -> Option<(Arc<Served>, OwnedSemaphorePermit)> {
         let served = self.served.read().unwrap_or_else(PoisonError::into_inner).get(function).cloned()?;
-        let slot = served.slots.clone().try_acquire_owned().ok().filter(|_| false)?;
+        let slot = served.slots.clone().try_acquire_owned().ok()?;
         Some((served, slot))
     }
 
@@ -189,8 +189,10 @@ async fn invoke_here(served: &Served, slot: OwnedSemaphorePermit, request_id: St
     let start = Utc::now();
     let result = served.runtime.invoke(Invocation { request_id: request_id.clone(), attempt: 1, event: event.clone() }).instrument(span).await;
     drop(slot);
-    let ran = Ran { function: &served.function, node: served.logs.node(), path: Path::Sync, request_id: &request_id, event: &event, event_seq: None, attempt: 1, start };
-    served.logs.write(Record::invocation(&ran, &result));
+    if served.logs.enabled() {
+        let ran = Ran { function: &served.function, node: served.logs.node(), path: Path::Sync, request_id: &request_id, event: &event, event_seq: None, attempt: 1, start };
+        served.logs.write(Record::invocation(&ran, &result));
+    }
     let (logs, duration) = match &result {
         Ok(response) => (&response.logs, response.duration),
         Err(error) => (&error.logs, error.duration),

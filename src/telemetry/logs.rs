@@ -36,6 +36,11 @@ const QUEUE: usize = 16 * 1024;
 const PACK_BYTES: usize = 256 * 1024;
 /// Publishes awaiting their JetStream ack at once.
 const ACKS_IN_FLIGHT: usize = 64;
+/// How long the publisher waits for more records after the first of a batch: one message
+/// per function every few milliseconds instead of one per invocation.
+const LINGER: Duration = Duration::from_millis(20);
+/// Records packed at most per batch.
+const MAX_BATCH: usize = 4096;
 /// How often a count of dropped records is logged, at most.
 const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
 
@@ -212,16 +217,18 @@ pub fn node_name() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-/// Where records go: a bounded queue to the publisher task, or nowhere when logs are off.
+/// Where records go: a bounded queue to the publisher task and the metrics, or nowhere
+/// ([`LogSink::default`]).
 #[derive(Clone)]
 pub struct LogSink {
+    /// `None`: records are neither stored nor counted.
     queue: Option<mpsc::Sender<Record>>,
     dropped: Arc<AtomicU64>,
     node: Arc<str>,
 }
 
 impl Default for LogSink {
-    /// Keeps nothing (tests and tools without a bus).
+    /// Keeps and counts nothing (the benchmark's baseline, tools without a bus).
     fn default() -> Self {
         Self { queue: None, dropped: Arc::default(), node: node_name().into() }
     }
@@ -240,10 +247,15 @@ impl LogSink {
         &self.node
     }
 
+    /// Whether records are kept (so worth making).
+    pub fn enabled(&self) -> bool {
+        self.queue.is_some()
+    }
+
     /// Queues `record` (and counts it in the metrics); never waits.
     pub fn write(&self, record: Record) {
-        super::metrics::record(&record);
         let Some(queue) = &self.queue else { return };
+        super::metrics::record(&record);
         if queue.try_send(record).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -270,10 +282,17 @@ async fn publish(bus: Bus, mut receiver: mpsc::Receiver<Record>, dropped: Arc<At
         };
         let Some(first) = first else { break };
         batch.push(first);
-        while batch.len() < 1024 {
-            match receiver.try_recv() {
-                Ok(record) => batch.push(record),
-                Err(_) => break,
+        let until = tokio::time::Instant::now() + LINGER;
+        while batch.len() < MAX_BATCH {
+            let more = tokio::select! {
+                biased;
+                record = receiver.recv() => record,
+                () = shutdown.cancelled() => receiver.try_recv().ok(),
+                () = tokio::time::sleep_until(until) => None,
+            };
+            match more {
+                Some(record) => batch.push(record),
+                None => break,
             }
         }
         for (subject, payload) in pack(&mut batch) {

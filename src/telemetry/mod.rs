@@ -37,7 +37,6 @@ pub fn init(default_level: &str) {
         .unwrap_or_else(|| EnvFilter::new(format!("{default_level},async_nats=warn,wasmtime=warn,cranelift=warn,pg_walstream=error")));
     let json = std::env::var("SLUICE_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).with_target(false);
-    let fmt = if json { fmt.json().with_filter(filter).boxed() } else { fmt.compact().with_filter(filter).boxed() };
     let (otlp, error) = match otlp_provider() {
         Some(Ok(provider)) => {
             let tracer = provider.tracer("sluice");
@@ -48,8 +47,18 @@ pub fn init(default_level: &str) {
         Some(Err(error)) => (None, Some(error)),
         None => (None, None),
     };
-    // A second init (tests) keeps the first subscriber.
-    let _ = tracing_subscriber::registry().with(fmt).with(otlp).try_init();
+    // A second init (tests) keeps the first subscriber. Without an exporter the filter is
+    // global, so disabled spans and events cost nothing on the event path.
+    let _ = match otlp {
+        Some(otlp) => {
+            let fmt = if json { fmt.json().with_filter(filter).boxed() } else { fmt.compact().with_filter(filter).boxed() };
+            tracing_subscriber::registry().with(fmt).with(otlp).try_init()
+        }
+        None => {
+            let fmt = if json { fmt.json().boxed() } else { fmt.compact().boxed() };
+            tracing_subscriber::registry().with(fmt).with(filter).try_init()
+        }
+    };
     if let Some(error) = error {
         tracing::warn!(%error, "Cannot export spans over OTLP; continuing without.");
     }
@@ -76,7 +85,7 @@ fn otlp_provider() -> Option<Result<SdkTracerProvider, String>> {
 
 /// Makes `span` a child of the W3C `traceparent` (when spans are exported).
 pub fn set_parent(span: &tracing::Span, traceparent: &str) {
-    if true {
+    if TRACER.get().is_none() || traceparent.is_empty() {
         return;
     }
     use opentelemetry::propagation::TextMapPropagator as _;

@@ -77,7 +77,7 @@ fn function_stats(name: &str, records: &[&Record]) -> FunctionStats {
                 if record.outcome != "success" {
                     *stats.errors.entry(record.outcome.clone()).or_default() += 1;
                 }
-                if record.attempt > 2 {
+                if record.attempt > 1 {
                     stats.retries += 1;
                 }
                 if record.cold() {
