@@ -187,8 +187,9 @@ async fn invoke_here(served: &Served, slot: OwnedSemaphorePermit, request_id: St
     let span = tracing::info_span!("sluice.invoke", function = %name, request_id = %request_id, event_id = %event_id, attempt = 1);
     crate::telemetry::set_parent(&span, &event.traceparent);
     let start = Utc::now();
+    let running = crate::telemetry::metrics::in_flight(name);
     let result = served.runtime.invoke(Invocation { request_id: request_id.clone(), attempt: 1, event: event.clone() }).instrument(span).await;
-    drop(slot);
+    drop((slot, running));
     if served.logs.enabled() {
         let ran = Ran { function: &served.function, node: served.logs.node(), path: Path::Sync, request_id: &request_id, event: &event, event_seq: None, attempt: 1, start };
         served.logs.write(Record::invocation(&ran, &result));

@@ -54,6 +54,7 @@ fn describe() {
     describe_counter!("sluice_invocations_total", "Invocations by function, outcome (success or failure kind) and path (event or sync).");
     describe_histogram!("sluice_invocation_duration_seconds", Unit::Seconds, "How long invocations ran, by function.");
     describe_counter!("sluice_cold_starts_total", "Invocations that started cold (a freshly loaded module, a new execution environment).");
+    describe_gauge!("sluice_invocations_in_flight", "Invocations running now on this node, by function (Lambda's ConcurrentExecutions).");
     describe_counter!("sluice_retries_total", "Invocations that were a retry (attempt 2 or later).");
     describe_counter!("sluice_dead_letters_total", "Events written to the dead-letter stream, by function.");
     describe_counter!("sluice_throttles_total", "Synchronous calls refused because every slot of the function stayed busy.");
@@ -87,6 +88,22 @@ pub fn record(record: &Record) {
         }
         RecordKind::DeadLetter => counter!("sluice_dead_letters_total", "function" => function).increment(1),
         RecordKind::Throttle => counter!("sluice_throttles_total", "function" => function).increment(1),
+    }
+}
+
+/// Counts an invocation of `function` as running until the guard drops.
+pub fn in_flight(function: &str) -> InFlight {
+    let gauge = gauge!("sluice_invocations_in_flight", "function" => function.to_owned());
+    gauge.increment(1.0);
+    InFlight(gauge)
+}
+
+/// See [`in_flight`].
+pub struct InFlight(metrics::Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
     }
 }
 
