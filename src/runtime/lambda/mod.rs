@@ -442,7 +442,7 @@ impl Pool {
         let mut report = format!(
             "REPORT RequestId: {request_id}\tDuration: {:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB\tMax Memory Used: {} MB",
             duration.as_secs_f64() * 1000.0,
-            duration.as_micros().div_ceil(1000).max(1),
+            crate::telemetry::cost::billed_ms(duration),
             self.config.memory_mb,
             memory_bytes.div_ceil(1024 * 1024),
         );
