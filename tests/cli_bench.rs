@@ -67,6 +67,11 @@ fn the_report_is_complete_and_every_event_ran_once() {
         "http.gateway_via_nats.requests_per_sec",
         "http.gateway_via_nats.p99_ms",
         "http.gateway_via_nats_vs_plain_axum",
+        "http.axum_bare_wasmtime.requests_per_sec",
+        "http.axum_bare_wasmtime_vs_plain_axum",
+        "http.gateway_vs_axum_bare_wasmtime",
+        "logs_and_metrics.with_per_sec",
+        "logs_and_metrics.without_per_sec",
     ] {
         assert!(number(path) > 0.0, "{path} should be positive: {report:#}");
     }
@@ -76,10 +81,22 @@ fn the_report_is_complete_and_every_event_ran_once() {
     assert_eq!(number("machine.cores") as usize, std::thread::available_parallelism().unwrap().get());
     assert!(report["machine"]["nats_server_version"].as_str().unwrap().starts_with('2'));
     assert_eq!(number("options.events"), 1500.0);
-    for path in ["http.plain_axum.errors", "http.gateway.errors", "http.gateway_via_nats.errors", "http.half_load.plain_axum.errors", "http.half_load.gateway.errors"] {
+    for path in ["http.plain_axum.errors", "http.axum_bare_wasmtime.errors", "http.gateway.errors", "http.gateway_via_nats.errors", "http.half_load.plain_axum.errors", "http.half_load.gateway.errors"] {
         assert_eq!(number(path), 0.0, "{path}: every request is answered 200: {report:#}");
     }
     assert!(number("http.p99_overhead_ms_at_half_load").is_finite());
+    // The cost of records and metrics: five rounds, each with both runs, and their medians.
+    let rounds = report["logs_and_metrics"]["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 5, "{report:#}");
+    let mut costs: Vec<f64> = rounds
+        .iter()
+        .map(|r| {
+            assert!(r["with_per_sec"].as_f64().unwrap() > 0.0 && r["without_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+            r["cost"].as_f64().unwrap()
+        })
+        .collect();
+    costs.sort_by(f64::total_cmp);
+    assert_eq!(number("logs_and_metrics.throughput_cost"), costs[2], "the median round's cost: {report:#}");
     assert_eq!(number("options.size"), 256.0);
     // The postgres phase read as many rows as events, and left no slot behind.
     assert_eq!(number("postgres.rows"), 1500.0);

@@ -49,15 +49,18 @@ async fn a_gateway_node_calls_a_function_on_another_node() {
     assert!(!gateway.log().contains("Invocation succeeded"), "the gateway node has no worker of its own");
 }
 
-/// A node that runs the function itself answers its own gateway's calls in process while it has
-/// a free slot; another node serving the same function gets none of them. Guards the local
-/// path (without it the queue group would send about half of them to the other node).
+/// A node that runs the function itself answers its own gateway's calls in process, and when
+/// its slots are busy the calls wait for one there; another node serving the same function
+/// gets none of them. Guards the local path (without it the queue group would send about
+/// half of them to the other node) and the local queue (overflow sent to the queue group
+/// would partly reach the other node).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_gateway_node_runs_its_own_functions_first() {
     let nats = NatsServer::start();
     let route = "kind = \"http\"\n[routes.\"GET /shared/{id}\"]\nfunction = \"shared\"\n";
     let here_project = Project::new();
-    echo_function(&here_project, "shared", "");
+    // One slot: concurrent calls queue for it.
+    echo_function(&here_project, "shared", "concurrency = 1");
     here_project.trigger("api", route);
     let here = here_project.up(Some(&nats.url()));
     let other_project = Project::new();
@@ -71,6 +74,16 @@ async fn a_gateway_node_runs_its_own_functions_first() {
     for n in 0..20 {
         let response = http.get(format!("{url}/shared/{n}")).send().await.unwrap();
         assert_eq!(response.status(), 200, "request {n}");
+        ids.push(response.headers()["apigw-requestid"].to_str().unwrap().to_owned());
+    }
+    // Four at once, each holding the node's only slot for a while.
+    let calls = (0..4).map(|n| {
+        let (http, url) = (http.clone(), url.clone());
+        tokio::spawn(async move { http.get(format!("{url}/shared/busy{n}?sleep_ms=150")).send().await.unwrap() })
+    });
+    for response in futures::future::join_all(calls).await {
+        let response = response.unwrap();
+        assert_eq!(response.status(), 200, "a call waits for the busy slot");
         ids.push(response.headers()["apigw-requestid"].to_str().unwrap().to_owned());
     }
     let (here_log, other_log) = (here.log(), other.log());

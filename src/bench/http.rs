@@ -2,15 +2,17 @@
 //! run. An HTTP/1.1 load generator (hyper's client over real loopback TCP, keep-alive
 //! connections) drives each server:
 //! - closed loop at a fixed concurrency: requests per second and latency;
-//! - open loop at half the gateway's measured rate, the same rate for both: latency of each
-//!   request from the moment it was due (no coordinated omission), so the p99 difference is
-//!   the gateway's overhead at half load.
+//! - open loop at half the gateway's measured rate, the same rate for both, on a fixed set of
+//!   connections: latency of each request from the moment it was due (no coordinated
+//!   omission), so the p99 difference is the gateway's overhead at half load.
 //!
 //! The gateway serves `GET /hello` from the `hello` example (wasm) through the whole path a
 //! request takes on a node that runs the function: route table, API Gateway event, the
-//! sandbox, the response mapping. The plain handler answers the same body. A second gateway
-//! that does not run the function itself measures the path across nodes: NATS request/reply
-//! to the function's queue group (closed loop only).
+//! sandbox, the response mapping. The plain handler answers the same body. Between the two,
+//! a plain handler that runs `hello` in a bare wasmtime sandbox per request shows what a
+//! fresh sandbox costs by itself. A second gateway that does not run the function itself
+//! measures the path across nodes: NATS request/reply to the function's queue group (closed
+//! loop only).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use axum::http::{header, Request, StatusCode};
+use axum::response::IntoResponse as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
 use hyper_util::client::legacy::Client;
@@ -33,6 +36,9 @@ use crate::triggers::{TriggerConfig, TriggerDef};
 
 /// Connections (requests in flight) of the closed-loop phase.
 pub const CONCURRENCY: usize = 32;
+/// Connections of the open-loop phase: twice the closed loop's, so that at half its rate
+/// they are rarely all busy.
+const OPEN_LOOP_CONNECTIONS: usize = 2 * CONCURRENCY;
 /// How long each closed-loop and open-loop measurement runs.
 const PERIOD: Duration = Duration::from_secs(3);
 /// Unmeasured warm-up before each closed-loop measurement.
@@ -48,12 +54,21 @@ pub struct HttpReport {
     /// The same through a gateway that reaches the function over NATS request/reply, as one
     /// on another node does.
     pub gateway_via_nats: Load,
+    /// A plain axum handler that runs `hello` in a bare wasmtime sandbox per request, with the
+    /// event the gateway makes for `GET /hello`: the floor of any gateway that runs a fresh
+    /// sandbox per request (no route table, event mapping, limits, logs or records).
+    pub axum_bare_wasmtime: Load,
     /// Both at half the gateway's closed-loop rate.
     pub half_load: HalfLoad,
     /// gateway req/s ÷ plain axum req/s (goal ≥ 0.5).
     pub gateway_vs_plain_axum: f64,
     /// gateway over NATS req/s ÷ plain axum req/s.
     pub gateway_via_nats_vs_plain_axum: f64,
+    /// axum + bare wasmtime req/s ÷ plain axum req/s: the most a fresh sandbox per request
+    /// leaves of plain axum's rate.
+    pub axum_bare_wasmtime_vs_plain_axum: f64,
+    /// gateway req/s ÷ axum + bare wasmtime req/s: what the gateway's own work leaves.
+    pub gateway_vs_axum_bare_wasmtime: f64,
     /// gateway p99 − plain axum p99 at half load, in ms (goal ≤ 1).
     pub p99_overhead_ms_at_half_load: f64,
 }
@@ -114,25 +129,39 @@ async fn measure(bus: &Bus, host: &WasmHost, hello_module: &Path, work_dir: &Pat
     let remote_url = format!("http://{}/hello", remote.addr);
     tokio::spawn(remote.serve(shutdown.clone()));
 
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(CONCURRENCY * 2).build_http();
+    // The load generator runs on its own threads, as a separate process would: its timers
+    // and connections do not wait in the servers' run queues (nor theirs in its).
+    let generator = Generator::start()?;
+    let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(OPEN_LOOP_CONNECTIONS).build_http();
     let gateway_url = format!("http://{gateway_addr}/hello");
     // The body the function answers, served as is by the plain handler.
-    let body = wait_for_answer(&client, &gateway_url).await?;
+    let body = generator.run(wait_for_answer(client.clone(), gateway_url.clone())).await?;
     let plain_addr = plain_server(body, shutdown.clone()).await?;
     let plain_url = format!("http://{plain_addr}/hello");
+    let bare_addr = bare_server(host, hello_module, gateway_addr, shutdown.clone()).await?;
+    let bare_url = format!("http://{bare_addr}/hello");
 
-    wait_for_answer(&client, &remote_url).await?;
-    let plain_axum = closed_loop(&client, &plain_url).await?;
-    let gateway = closed_loop(&client, &gateway_url).await?;
-    let gateway_via_nats = closed_loop(&client, &remote_url).await?;
+    generator.run(wait_for_answer(client.clone(), remote_url.clone())).await?;
+    generator.run(wait_for_answer(client.clone(), bare_url.clone())).await?;
+    let plain_axum = generator.run(closed_loop(client.clone(), plain_url.clone())).await?;
+    let axum_bare_wasmtime = generator.run(closed_loop(client.clone(), bare_url)).await?;
+    let gateway = generator.run(closed_loop(client.clone(), gateway_url.clone())).await?;
+    let gateway_via_nats = generator.run(closed_loop(client.clone(), remote_url)).await?;
     let rate = (gateway.requests_per_sec / 2.0).max(1.0);
-    let half_load = HalfLoad { rate_per_sec: rate.round(), plain_axum: open_loop(&client, &plain_url, rate).await?, gateway: open_loop(&client, &gateway_url, rate).await? };
+    let half_load = HalfLoad {
+        rate_per_sec: rate.round(),
+        plain_axum: generator.run(open_loop(client.clone(), plain_url, rate)).await?,
+        gateway: generator.run(open_loop(client, gateway_url, rate)).await?,
+    };
     let p99_overhead = half_load.gateway.p99_ms - half_load.plain_axum.p99_ms;
     Ok(HttpReport {
         concurrency: CONCURRENCY,
         gateway_vs_plain_axum: super::ratio(gateway.requests_per_sec, plain_axum.requests_per_sec),
         gateway_via_nats_vs_plain_axum: super::ratio(gateway_via_nats.requests_per_sec, plain_axum.requests_per_sec),
+        axum_bare_wasmtime_vs_plain_axum: super::ratio(axum_bare_wasmtime.requests_per_sec, plain_axum.requests_per_sec),
+        gateway_vs_axum_bare_wasmtime: super::ratio(gateway.requests_per_sec, axum_bare_wasmtime.requests_per_sec),
         plain_axum,
+        axum_bare_wasmtime,
         gateway,
         gateway_via_nats,
         half_load,
@@ -141,6 +170,30 @@ async fn measure(bus: &Bus, host: &WasmHost, hello_module: &Path, work_dir: &Pat
 }
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
+
+/// The load generator's runtime: two threads of its own, stopped when dropped.
+struct Generator(Option<tokio::runtime::Runtime>);
+
+impl Generator {
+    fn start() -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("sluice-bench-load").enable_all().build()?;
+        Ok(Self(Some(runtime)))
+    }
+
+    /// Runs `work` on the generator's threads.
+    async fn run<T: Send + 'static>(&self, work: impl std::future::Future<Output = anyhow::Result<T>> + Send + 'static) -> anyhow::Result<T> {
+        let runtime = self.0.as_ref().context("the load generator has stopped")?;
+        runtime.spawn(work).await.context("the load generator failed")?
+    }
+}
+
+impl Drop for Generator {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
 
 async fn get(client: &HttpClient, url: &str) -> anyhow::Result<(StatusCode, Bytes)> {
     let request = Request::get(url).header(header::ACCEPT, "application/json").body(Empty::new())?;
@@ -151,10 +204,10 @@ async fn get(client: &HttpClient, url: &str) -> anyhow::Result<(StatusCode, Byte
 }
 
 /// The function's first answer, once its worker serves requests.
-async fn wait_for_answer(client: &HttpClient, url: &str) -> anyhow::Result<Bytes> {
+async fn wait_for_answer(client: HttpClient, url: String) -> anyhow::Result<Bytes> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match get(client, url).await {
+        match get(&client, &url).await {
             Ok((StatusCode::OK, body)) => return Ok(body),
             Ok((status, body)) if Instant::now() > deadline => anyhow::bail!("the gateway answered {status}: {}", String::from_utf8_lossy(&body)),
             Err(error) if Instant::now() > deadline => return Err(error.context("calling the gateway")),
@@ -164,7 +217,6 @@ async fn wait_for_answer(client: &HttpClient, url: &str) -> anyhow::Result<Bytes
 }
 
 async fn plain_server(body: Bytes, shutdown: CancellationToken) -> anyhow::Result<SocketAddr> {
-    use axum::serve::ListenerExt as _;
     let app = axum::Router::new().route(
         "/hello",
         axum::routing::get(move || {
@@ -172,6 +224,12 @@ async fn plain_server(body: Bytes, shutdown: CancellationToken) -> anyhow::Resul
             async move { ([(header::CONTENT_TYPE, "application/json")], body) }
         }),
     );
+    serve(app, shutdown).await
+}
+
+/// Serves `app` on a new loopback port (TCP_NODELAY, as the gateway) until `shutdown`.
+async fn serve(app: axum::Router, shutdown: CancellationToken) -> anyhow::Result<SocketAddr> {
+    use axum::serve::ListenerExt as _;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let listener = listener.tap_io(|stream| {
@@ -183,8 +241,46 @@ async fn plain_server(body: Bytes, shutdown: CancellationToken) -> anyhow::Resul
     Ok(addr)
 }
 
+/// Serves `GET /hello` by running the module in a bare sandbox with the event the gateway
+/// at `gateway_addr` makes for that request, built once.
+async fn bare_server(host: &WasmHost, module: &Path, gateway_addr: SocketAddr, shutdown: CancellationToken) -> anyhow::Result<SocketAddr> {
+    let bare = Arc::new(super::Bare::new(host, &std::fs::read(module).context("reading the hello example")?)?);
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert(header::ACCEPT, axum::http::HeaderValue::from_static("application/json"));
+    if let Ok(host) = axum::http::HeaderValue::from_str(&gateway_addr.to_string()) {
+        headers.insert(header::HOST, host);
+    }
+    let event = crate::triggers::http::apigw::event(&crate::triggers::http::apigw::Request {
+        method: &axum::http::Method::GET,
+        uri: &axum::http::Uri::from_static("/hello"),
+        headers: &headers,
+        body: &Bytes::new(),
+        route_key: "GET /hello",
+        path_parameters: &[],
+        request_id: &uuid::Uuid::new_v4().to_string(),
+        source_ip: "127.0.0.1".to_owned(),
+        api_id: "bench",
+        time: chrono::Utc::now(),
+    });
+    let event = Bytes::from(event.to_string());
+    let app = axum::Router::new().route(
+        "/hello",
+        axum::routing::get(move || {
+            let (bare, event) = (bare.clone(), event.clone());
+            async move {
+                match bare.run(event).await {
+                    Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+                    Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}")).into_response(),
+                }
+            }
+        }),
+    );
+    serve(app, shutdown).await
+}
+
 /// [`CONCURRENCY`] connections, each sending its next request when the last is answered.
-async fn closed_loop(client: &HttpClient, url: &str) -> anyhow::Result<Load> {
+async fn closed_loop(client: HttpClient, url: String) -> anyhow::Result<Load> {
+    let (client, url) = (&client, url.as_str());
     let run = |period: Duration| async move {
         let started = Instant::now();
         let workers = (0..CONCURRENCY).map(|_| {
@@ -215,31 +311,45 @@ async fn closed_loop(client: &HttpClient, url: &str) -> anyhow::Result<Load> {
     run(PERIOD).await
 }
 
-/// Requests due at a fixed `rate` for [`PERIOD`], each timed from when it was due.
-async fn open_loop(client: &HttpClient, url: &str, rate: f64) -> anyhow::Result<Load> {
+/// Requests due at a fixed `rate` for [`PERIOD`], each timed from when it was due, over
+/// [`OPEN_LOOP_CONNECTIONS`] connections (as wrk2 does): a request due while every
+/// connection is busy waits for one, and that wait counts in its latency (no coordinated
+/// omission), but a slow spell of the server does not make the client open connections by
+/// the thousand, which would measure the kernel's accept queue rather than the server.
+async fn open_loop(client: HttpClient, url: String, rate: f64) -> anyhow::Result<Load> {
     let interval = Duration::from_secs_f64(1.0 / rate);
+    // In range: at most rate × 3 s requests.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let count = (rate * PERIOD.as_secs_f64()).ceil() as u64;
     let started = tokio::time::Instant::now();
-    let mut tasks = Vec::new();
-    let mut due = started;
-    while due.duration_since(started) < PERIOD {
-        tokio::time::sleep_until(due).await;
-        let (client, url) = (client.clone(), url.to_owned());
-        let scheduled = due;
-        tasks.push(tokio::spawn(async move {
-            let ok = matches!(get(&client, &url).await, Ok((StatusCode::OK, _)));
-            (ok, scheduled.elapsed())
-        }));
-        due += interval;
-    }
-    let mut samples = Vec::with_capacity(tasks.len());
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let workers = (0..OPEN_LOOP_CONNECTIONS).map(|_| {
+        let (client, url, next) = (client.clone(), url.to_owned(), next.clone());
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let mut errors = 0;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= count {
+                    break;
+                }
+                #[allow(clippy::cast_precision_loss)]
+                let due = started + interval.mul_f64(i as f64);
+                tokio::time::sleep_until(due).await;
+                match get(&client, &url).await {
+                    Ok((StatusCode::OK, _)) => samples.push(due.elapsed()),
+                    _ => errors += 1,
+                }
+            }
+            (samples, errors)
+        })
+    });
+    let mut samples = Vec::new();
     let mut errors = 0;
-    for task in futures::future::join_all(tasks).await {
-        let (ok, latency) = task.context("a load generator task failed")?;
-        if ok {
-            samples.push(latency);
-        } else {
-            errors += 1;
-        }
+    for worker in futures::future::join_all(workers).await {
+        let (s, e) = worker.context("a load generator task failed")?;
+        samples.extend(s);
+        errors += e;
     }
     Ok(load(samples, errors, started.elapsed()))
 }

@@ -37,6 +37,8 @@ const INVOKE_ITERATIONS: usize = 5000;
 const COLD_FUNCTIONS: usize = 50;
 /// How long the latency phase publishes at half the measured rate.
 const LATENCY_PERIOD: Duration = Duration::from_secs(3);
+/// Rounds of the log-cost comparison (an odd number: the median is one of them).
+const LOG_COST_ROUNDS: usize = 5;
 /// Longest wait for one phase's events.
 const PHASE_LIMIT: Duration = Duration::from_secs(120);
 
@@ -114,13 +116,23 @@ pub struct InvokeStats {
 
 #[derive(Debug, Serialize)]
 pub struct LogsCost {
-    /// `sluice.events_per_sec`: with a record per invocation in `SLUICE_LOGS` and metrics, as
-    /// `sluice up` runs.
+    /// Median over the rounds of the throughput with a record per invocation in
+    /// `SLUICE_LOGS` and the metrics, as `sluice up` runs.
     pub with_per_sec: f64,
-    /// The same phase again in this run with neither.
+    /// Median over the rounds of the same with neither.
     pub without_per_sec: f64,
-    /// 1 − with ÷ without (goal < 0.1).
+    /// Median over the rounds of 1 − with ÷ without (goal < 0.1).
     pub throughput_cost: f64,
+    pub rounds: Vec<LogsRound>,
+}
+
+/// One round of [`LogsCost`]: the two runs back to back.
+#[derive(Debug, Serialize)]
+pub struct LogsRound {
+    pub with_per_sec: f64,
+    pub without_per_sec: f64,
+    /// 1 − with ÷ without.
+    pub cost: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -198,12 +210,7 @@ pub async fn run(load: &Bus, platform: &Bus, options: &Options, work_dir: &std::
     let (sluice, latency) = end_to_end(load, platform, &host, &noop, &data, options, &run_id, logs).await?;
     logs_shutdown.cancel();
     let _ = logs_task.await;
-    let (without, _) = end_to_end(load, platform, &host, &noop, &data, options, &format!("{run_id}-nolog"), LogSink::default()).await?;
-    let logs_and_metrics = LogsCost {
-        with_per_sec: sluice.events_per_sec,
-        without_per_sec: without.events_per_sec,
-        throughput_cost: round3(1.0 - ratio(sluice.events_per_sec, without.events_per_sec)),
-    };
+    let logs_and_metrics = logs_cost(load, platform, &host, &noop, &data, options, &run_id).await?;
     let cold_start = cold_start(options, work_dir).await?;
     let lambda = lambda::run(options, &options.tools_dir, work_dir).await.context("lambda phase")?;
     let postgres = match &options.postgres {
@@ -383,27 +390,13 @@ async fn invoke_phases(host: &WasmHost, noop: &[u8], data: &Bytes, options: &Opt
 
     // Bare wasmtime: InstancePre::instantiate + call + drop with the same engine, module and
     // WASI stdio, awaited on the async executor as the runtime's sandboxes are.
-    let engine = host.engine().clone();
-    let module = wasmtime::Module::new(&engine, noop).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let mut linker: wasmtime::Linker<wasmtime_wasi::p1::WasiP1Ctx> = wasmtime::Linker::new(&engine);
-    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |ctx| ctx).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let pre = linker.instantiate_pre(&module).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let bare = Bare::new(host, noop)?;
     let bar = progress(options, INVOKE_ITERATIONS, "bare wasmtime");
     let cpu = cpu_time();
     let mut bare_times = Vec::with_capacity(INVOKE_ITERATIONS);
     for _ in 0..INVOKE_ITERATIONS {
         let started = Instant::now();
-        let stdout = wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(1 << 20);
-        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
-            .stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(data.clone()))
-            .stdout(stdout.clone())
-            .build_p1();
-        let mut store = wasmtime::Store::new(&engine, wasi);
-        store.epoch_deadline_async_yield_and_update(1);
-        let instance = pre.instantiate_async(&mut store).await.map_err(|e| anyhow::anyhow!("bare wasmtime: {e:?}"))?;
-        let start = instance.get_typed_func::<(), ()>(&mut store, "_start").map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        start.call_async(&mut store, ()).await.map_err(|e| anyhow::anyhow!("bare wasmtime: {e:?}"))?;
-        drop(store);
+        bare.run(data.clone()).await?;
         bare_times.push(started.elapsed());
         bar.inc(1);
     }
@@ -424,6 +417,46 @@ async fn invoke_phases(host: &WasmHost, noop: &[u8], data: &Bytes, options: &Opt
     let sluice_cpu = cpu_time().saturating_sub(cpu);
     bar.finish_and_clear();
     Ok((invoke_stats(bare.0, bare.1), invoke_stats(times, sluice_cpu)))
+}
+
+/// A WASI command module run the plainest way wasmtime allows: the physical floor of a fresh
+/// sandbox per invocation, with the same engine (pooling allocator, epoch interruption) as
+/// the runtime but none of its context, limits or log capture.
+pub(crate) struct Bare {
+    engine: wasmtime::Engine,
+    pre: wasmtime::InstancePre<wasmtime_wasi::p1::WasiP1Ctx>,
+}
+
+impl Bare {
+    pub(crate) fn new(host: &WasmHost, module: &[u8]) -> anyhow::Result<Self> {
+        let engine = host.engine().clone();
+        let module = wasmtime::Module::new(&engine, module).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let mut linker: wasmtime::Linker<wasmtime_wasi::p1::WasiP1Ctx> = wasmtime::Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |ctx| ctx).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let pre = linker.instantiate_pre(&module).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        Ok(Self { engine, pre })
+    }
+
+    /// Runs the module once with `stdin`; its stdout.
+    pub(crate) async fn run(&self, stdin: Bytes) -> anyhow::Result<Bytes> {
+        let stdout = wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(1 << 20);
+        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+            .stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(stdin))
+            .stdout(stdout.clone())
+            .build_p1();
+        let mut store = wasmtime::Store::new(&self.engine, wasi);
+        store.epoch_deadline_async_yield_and_update(crate::runtime::wasm::engine::YIELD_AFTER_TICKS);
+        let instance = self.pre.instantiate_async(&mut store).await.map_err(|e| anyhow::anyhow!("bare wasmtime: {e:?}"))?;
+        let start = instance.get_typed_func::<(), ()>(&mut store, "_start").map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        if let Err(error) = start.call_async(&mut store, ()).await {
+            // A program that returns from `main` exits with status 0.
+            if error.downcast_ref::<wasmtime_wasi::I32Exit>().map(|e| e.0) != Some(0) {
+                anyhow::bail!("bare wasmtime: {error:?}");
+            }
+        }
+        drop(store);
+        Ok(stdout.contents())
+    }
 }
 
 fn invoke_stats(mut times: Vec<Duration>, cpu: Duration) -> InvokeStats {
@@ -488,6 +521,103 @@ struct Seen {
     distinct: usize,
 }
 
+/// The no-op function running under a dispatcher on its own topic, with a collector of its
+/// results: what phase 4 and the log-cost rounds publish to.
+struct Running {
+    name: String,
+    subject: String,
+    seen: Arc<std::sync::Mutex<Seen>>,
+    collector: tokio::task::JoinHandle<()>,
+    shutdown: CancellationToken,
+    dispatching: tokio::task::JoinHandle<()>,
+    /// When each event was published, by index.
+    published_ns: Vec<u64>,
+}
+
+impl Running {
+    /// Starts the function `bench-<run_id>` for up to `capacity` events, its invocations
+    /// recorded by `logs`.
+    #[allow(clippy::too_many_arguments)] // one phase's inputs, each used once
+    async fn start(load: &Bus, platform: &Bus, host: &WasmHost, noop: &[u8], options: &Options, run_id: &str, logs: LogSink, capacity: usize) -> anyhow::Result<Self> {
+        let name = format!("bench-{run_id}");
+        let topic = format!("bench.{run_id}");
+        let config = noop_config(&name, options.concurrency, vec![topic.clone()]);
+        let function = host.load_bytes(&config, noop)?;
+        let consumer = platform.function_consumer(&config).await?;
+        let seen = Arc::new(std::sync::Mutex::new(Seen { counts: vec![0; capacity], entered_ns: vec![0; capacity], distinct: 0 }));
+
+        let mut results = load
+            .client
+            .subscribe(bus::results_subject(&name))
+            .await
+            .context("subscribing to the bench function's results")?;
+        load.client.flush().await.context("flushing the results subscription")?;
+        let collector = {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                while let Some(message) = results.next().await {
+                    let index = message
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get("sluice-event-id"))
+                        .and_then(|id| id.as_str().rsplit('-').next().and_then(|i| i.parse::<usize>().ok()));
+                    let entered = entered_ns(&message.payload);
+                    if let (Some(index), Ok(mut seen)) = (index, seen.lock()) {
+                        if index < seen.counts.len() {
+                            if seen.counts[index] == 0 {
+                                seen.distinct += 1;
+                                seen.entered_ns[index] = entered.unwrap_or(0);
+                            }
+                            seen.counts[index] += 1;
+                        }
+                    }
+                }
+            })
+        };
+        let shutdown = CancellationToken::new();
+        let dispatcher = Dispatcher::new(platform.clone(), Arc::new(config), Arc::new(function), logs);
+        let dispatching = tokio::spawn(dispatcher.run(consumer, shutdown.clone()));
+        Ok(Self { name, subject: bus::topic_subject(&topic), seen, collector, shutdown, dispatching, published_ns: vec![0; capacity] })
+    }
+
+    /// Publishes events `0..n` as fast as JetStream takes them while the function runs, and
+    /// waits until each ran: events per second.
+    async fn max_rate(&mut self, load: &Bus, run_id: &str, data: &Bytes, options: &Options, n: usize, phase: &str) -> anyhow::Result<f64> {
+        let bar = progress(options, n, phase);
+        let started = Instant::now();
+        let mut window = VecDeque::with_capacity(PUBLISH_WINDOW);
+        for (i, published) in self.published_ns.iter_mut().enumerate().take(n) {
+            if window.len() == PUBLISH_WINDOW {
+                if let Some(ack) = window.pop_front() {
+                    let ack: jetstream::context::PublishAckFuture = ack;
+                    ack.await.context("publish not acknowledged")?;
+                }
+            }
+            let event = bench_event(run_id, i, data);
+            *published = now_ns();
+            window.push_back(load.send_event(self.subject.clone(), &event).await?);
+        }
+        for ack in window.drain(..) {
+            ack.await.context("publish not acknowledged")?;
+        }
+        wait_distinct(&self.seen, n, &bar).await?;
+        bar.finish_and_clear();
+        Ok(n as f64 / started.elapsed().as_secs_f64())
+    }
+
+    /// Stops the dispatcher and the collector and removes the function's consumer; what the
+    /// collector saw stays readable.
+    async fn stop(self, load: &Bus) -> anyhow::Result<Arc<std::sync::Mutex<Seen>>> {
+        self.shutdown.cancel();
+        self.dispatching.await.context("the dispatcher task failed")?;
+        self.collector.abort();
+        if let Ok(events) = load.js.get_stream(bus::EVENTS_STREAM).await {
+            let _ = events.delete_consumer(&self.name).await;
+        }
+        Ok(self.seen)
+    }
+}
+
 #[allow(clippy::too_many_arguments)] // one phase's inputs, each used once
 async fn end_to_end(
     load: &Bus,
@@ -499,72 +629,11 @@ async fn end_to_end(
     run_id: &str,
     logs: LogSink,
 ) -> anyhow::Result<(EndToEnd, Latency)> {
-    let name = format!("bench-{run_id}");
-    let topic = format!("bench.{run_id}");
-    let config = noop_config(&name, options.concurrency, vec![topic.clone()]);
-    let function = host.load_bytes(&config, noop)?;
-    let consumer = platform.function_consumer(&config).await?;
     let n = options.events;
     // The latency phase can publish up to this many more events.
     let capacity = n * 2;
-    let seen = Arc::new(std::sync::Mutex::new(Seen { counts: vec![0; capacity], entered_ns: vec![0; capacity], distinct: 0 }));
-
-    let mut results = load
-        .client
-        .subscribe(bus::results_subject(&name))
-        .await
-        .context("subscribing to the bench function's results")?;
-    load.client.flush().await.context("flushing the results subscription")?;
-    let collector = {
-        let seen = seen.clone();
-        tokio::spawn(async move {
-            while let Some(message) = results.next().await {
-                let index = message
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get("sluice-event-id"))
-                    .and_then(|id| id.as_str().rsplit('-').next().and_then(|i| i.parse::<usize>().ok()));
-                let entered = entered_ns(&message.payload);
-                if let (Some(index), Ok(mut seen)) = (index, seen.lock()) {
-                    if index < seen.counts.len() {
-                        if seen.counts[index] == 0 {
-                            seen.distinct += 1;
-                            seen.entered_ns[index] = entered.unwrap_or(0);
-                        }
-                        seen.counts[index] += 1;
-                    }
-                }
-            }
-        })
-    };
-
-    let shutdown = CancellationToken::new();
-    let dispatcher = Dispatcher::new(platform.clone(), Arc::new(config), Arc::new(function), logs);
-    let dispatching = tokio::spawn(dispatcher.run(consumer, shutdown.clone()));
-    let subject = bus::topic_subject(&topic);
-    let mut published_ns = vec![0u64; capacity];
-
-    // Maximum rate: publish as fast as JetStream takes it while the function runs.
-    let bar = progress(options, n, "sluice end to end");
-    let started = Instant::now();
-    let mut window = VecDeque::with_capacity(PUBLISH_WINDOW);
-    for (i, published) in published_ns.iter_mut().enumerate().take(n) {
-        if window.len() == PUBLISH_WINDOW {
-            if let Some(ack) = window.pop_front() {
-                let ack: jetstream::context::PublishAckFuture = ack;
-                ack.await.context("publish not acknowledged")?;
-            }
-        }
-        let event = bench_event(run_id, i, data);
-        *published = now_ns();
-        window.push_back(load.send_event(subject.clone(), &event).await?);
-    }
-    for ack in window.drain(..) {
-        ack.await.context("publish not acknowledged")?;
-    }
-    wait_distinct(&seen, n, &bar).await?;
-    let events_per_sec = n as f64 / started.elapsed().as_secs_f64();
-    bar.finish_and_clear();
+    let mut running = Running::start(load, platform, host, noop, options, run_id, logs, capacity).await?;
+    let events_per_sec = running.max_rate(load, run_id, data, options, n, "sluice end to end").await?;
 
     // Latency at half that rate.
     let rate = (events_per_sec / 2.0).max(1.0);
@@ -573,12 +642,12 @@ async fn end_to_end(
     let interval = Duration::from_secs_f64(1.0 / rate);
     let started = tokio::time::Instant::now();
     let mut acks = VecDeque::new();
-    for (j, published) in published_ns.iter_mut().enumerate().skip(n).take(m) {
+    for (j, published) in running.published_ns.iter_mut().enumerate().skip(n).take(m) {
         let due = started + interval.mul_f64((j - n) as f64);
         tokio::time::sleep_until(due).await;
         let event = bench_event(run_id, j, data);
         *published = now_ns();
-        acks.push_back(load.send_event(subject.clone(), &event).await?);
+        acks.push_back(load.send_event(running.subject.clone(), &event).await?);
         while acks.len() > PUBLISH_WINDOW {
             if let Some(ack) = acks.pop_front() {
                 ack.await.context("publish not acknowledged")?;
@@ -588,18 +657,14 @@ async fn end_to_end(
     for ack in acks {
         ack.await.context("publish not acknowledged")?;
     }
-    wait_distinct(&seen, n + m, &bar).await?;
+    wait_distinct(&running.seen, n + m, &bar).await?;
     bar.finish_and_clear();
 
     // Let redeliveries or duplicates show up before counting.
-    wait_consumer_idle(load, &name).await?;
+    wait_consumer_idle(load, &running.name).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    shutdown.cancel();
-    dispatching.await.context("the dispatcher task failed")?;
-    collector.abort();
-    if let Ok(events) = load.js.get_stream(bus::EVENTS_STREAM).await {
-        let _ = events.delete_consumer(&name).await;
-    }
+    let published_ns = std::mem::take(&mut running.published_ns);
+    let seen = running.stop(load).await?;
 
     let (invoked_once, duplicates, missing, latencies) = {
         let seen = seen.lock().map_err(|_| anyhow::anyhow!("the results collector failed"))?;
@@ -627,6 +692,38 @@ async fn end_to_end(
             raw_jetstream_publish_to_delivery: raw_latency(load, platform, options, run_id, rate, m).await?,
         },
     ))
+}
+
+/// The cost of invocation records and metrics: [`LOG_COST_ROUNDS`] rounds of phase 4's
+/// maximum rate, each once with records and metrics and once with neither, back to back
+/// (which goes first alternates), so that a slow spell of a shared machine falls on both
+/// halves of a round rather than on one side of the comparison.
+#[allow(clippy::too_many_arguments)] // one phase's inputs, each used once
+async fn logs_cost(load: &Bus, platform: &Bus, host: &WasmHost, noop: &[u8], data: &Bytes, options: &Options, run_id: &str) -> anyhow::Result<LogsCost> {
+    let mut rounds = Vec::with_capacity(LOG_COST_ROUNDS);
+    for round in 0..LOG_COST_ROUNDS {
+        let mut with_per_sec = 0.0;
+        let mut without_per_sec = 0.0;
+        for logged in [round % 2 == 0, round % 2 == 1] {
+            let id = format!("{run_id}-{}{round}", if logged { "log" } else { "nolog" });
+            let shutdown = CancellationToken::new();
+            let (logs, logs_task) = if logged { LogSink::start(platform.clone(), shutdown.clone()) } else { (LogSink::default(), tokio::spawn(async {})) };
+            let mut running = Running::start(load, platform, host, noop, options, &id, logs, options.events).await?;
+            let phase = if logged { "with logs" } else { "without logs" };
+            let rate = running.max_rate(load, &id, data, options, options.events, phase).await?;
+            running.stop(load).await?;
+            shutdown.cancel();
+            let _ = logs_task.await;
+            if logged { with_per_sec = rate } else { without_per_sec = rate }
+        }
+        rounds.push(LogsRound { with_per_sec: with_per_sec.round(), without_per_sec: without_per_sec.round(), cost: round3(1.0 - ratio(with_per_sec, without_per_sec)) });
+    }
+    let median = |figure: fn(&LogsRound) -> f64| {
+        let mut values: Vec<f64> = rounds.iter().map(figure).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    Ok(LogsCost { with_per_sec: median(|r| r.with_per_sec), without_per_sec: median(|r| r.without_per_sec), throughput_cost: median(|r| r.cost), rounds })
 }
 
 fn percentiles(rate: f64, mut latencies: Vec<Duration>) -> Percentiles {

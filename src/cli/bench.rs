@@ -157,6 +157,7 @@ fn render(r: &Report) -> String {
         let phase = format!("http ({} connections)", h.concurrency);
         let load = |l: &bench::http::Load| format!("{:.0} req/s, p50 {:.3} / p99 {:.3} ms ({} errors)", l.requests_per_sec, l.p50_ms, l.p99_ms, l.errors);
         row(&phase, "plain axum", load(&h.plain_axum));
+        row(&phase, "axum → bare wasmtime hello", load(&h.axum_bare_wasmtime));
         row(&phase, "gateway → wasm hello", load(&h.gateway));
         row(&phase, "gateway → NATS → wasm hello", load(&h.gateway_via_nats));
         let phase = format!("http at half load ({:.0} req/s)", h.half_load.rate_per_sec);
@@ -164,6 +165,8 @@ fn render(r: &Report) -> String {
         row(&phase, "gateway → wasm hello", load(&h.half_load.gateway));
         row("ratios", "gateway ÷ plain axum req/s", format!("{:.3}", h.gateway_vs_plain_axum));
         row("ratios", "gateway over NATS ÷ plain axum req/s", format!("{:.3}", h.gateway_via_nats_vs_plain_axum));
+        row("ratios", "axum → bare wasmtime ÷ plain axum req/s", format!("{:.3}", h.axum_bare_wasmtime_vs_plain_axum));
+        row("ratios", "gateway ÷ axum → bare wasmtime req/s", format!("{:.3}", h.gateway_vs_axum_bare_wasmtime));
         row("ratios", "gateway p99 overhead at half load", format!("{:.3} ms", h.p99_overhead_ms_at_half_load));
     }
     format!(

@@ -243,7 +243,7 @@ impl Dispatcher {
         let span = tracing::info_span!("sluice.invoke", function = %name, request_id = %request_id, event_id = %event.id, attempt);
         crate::telemetry::set_parent(&span, &event.traceparent);
         let result = {
-            let _running = crate::telemetry::metrics::in_flight(name);
+            let _running = self.logs.in_flight(name);
             let invoke = self.runtime.invoke(invocation).instrument(span);
             tokio::pin!(invoke);
             // Waiting for a sandbox slot may take longer than ack_wait: keep the delivery ours.

@@ -2,10 +2,13 @@
 //! request/reply on `sluice.invoke.<function>`, served by a queue group of the function's
 //! workers on every node, so a caller on one node reaches a worker on another.
 //!
-//! A caller in a process that serves the function itself runs it there while one of the
-//! node's slots is free, without the round trip through the NATS server ([`Local`]); when
-//! every local slot is busy the request goes to the queue group, so other nodes take the
-//! overflow. Both ways run the same code ([`invoke_here`]) and answer the same [`Reply`].
+//! A caller in a process that serves the function itself runs it there, without the round
+//! trip through the NATS server ([`Local`]): it waits for one of the node's slots as a
+//! request from the queue group would. Sending the overflow to the queue group instead would
+//! bring most of it back to this node at twice the cost, and a busy node would fall behind
+//! for good after a burst; spreading calls across nodes is the job of the load balancer in
+//! front of the gateways. Both ways run the same code ([`invoke_here`]) and answer the same
+//! [`Reply`].
 //!
 //! As Lambda's RequestResponse invocations: nothing is stored, retried or dead-lettered; the
 //! outcome goes back to the caller. Per node, at most `concurrency` synchronous invocations of
@@ -47,6 +50,8 @@ pub const MEMORY_BYTES: &str = "sluice-memory-bytes";
 pub const LOG_TAIL: &str = "sluice-log-tail";
 /// `sluice-outcome` of a request that found no free slot.
 pub const THROTTLED: &str = "throttled";
+/// The body of a throttled reply.
+const THROTTLED_MESSAGE: &str = "too many invocations at once";
 /// How much of the log a reply carries (as Lambda's `X-Amz-Log-Result`).
 const LOG_TAIL_BYTES: usize = 4096;
 
@@ -69,11 +74,9 @@ struct Served {
 }
 
 impl Local {
-    /// `function` with a free slot, when this process serves it.
-    fn take(&self, function: &str) -> Option<(Arc<Served>, OwnedSemaphorePermit)> {
-        let served = self.served.read().unwrap_or_else(PoisonError::into_inner).get(function).cloned()?;
-        let slot = served.slots.clone().try_acquire_owned().ok()?;
-        Some((served, slot))
+    /// `function`, when this process serves it.
+    fn get(&self, function: &str) -> Option<Arc<Served>> {
+        self.served.read().unwrap_or_else(PoisonError::into_inner).get(function).cloned()
     }
 
     fn insert(&self, served: Arc<Served>) {
@@ -152,14 +155,9 @@ async fn answer(bus: &Bus, served: &Served, message: async_nats::Message) {
     }
     let mut event = Event::from_message(message.headers.as_ref(), payload, &message.subject, "", 0, Utc::now());
     event.extensions.retain(|(n, _)| !crate::bus::payload::is_payload_header(n) && !n.eq_ignore_ascii_case(REQUEST_ID));
-    let Ok(Ok(slot)) = tokio::time::timeout(function.timeout, served.slots.clone().acquire_owned()).await else {
-        warn!(function = %name, request_id = %request_id, "No free slot for a synchronous invocation within the function's timeout: throttled.");
-        let mut note = Record::note(RecordKind::Throttle, function, served.logs.node(), Path::Sync, &event, Utc::now());
-        note.request_id = Some(request_id.clone());
-        note.outcome = THROTTLED.to_owned();
-        served.logs.write(note);
+    let Some(slot) = acquire(served, &request_id, &event).await else {
         headers.insert(OUTCOME, THROTTLED);
-        send(bus, name, reply, headers, Bytes::from_static(b"too many invocations at once")).await;
+        send(bus, name, reply, headers, Bytes::from_static(THROTTLED_MESSAGE.as_bytes())).await;
         return;
     };
     let answer = invoke_here(served, slot, request_id, event).await;
@@ -179,6 +177,21 @@ async fn answer(bus: &Bus, served: &Served, message: async_nats::Message) {
     send(bus, name, reply, headers, answer.body).await;
 }
 
+/// One of the node's slots for `served`, waiting at most the function's timeout; `None`
+/// (throttled, and recorded as such) when none freed up in time.
+async fn acquire(served: &Served, request_id: &str, event: &Event) -> Option<OwnedSemaphorePermit> {
+    let function = &served.function;
+    if let Ok(Ok(slot)) = tokio::time::timeout(function.timeout, served.slots.clone().acquire_owned()).await {
+        return Some(slot);
+    }
+    warn!(function = %function.name, request_id = %request_id, "No free slot for a synchronous invocation within the function's timeout: throttled.");
+    let mut note = Record::note(RecordKind::Throttle, function, served.logs.node(), Path::Sync, event, Utc::now());
+    note.request_id = Some(request_id.to_owned());
+    note.outcome = THROTTLED.to_owned();
+    served.logs.write(note);
+    None
+}
+
 /// Runs one synchronous invocation in this process, holding one of the node's `slot`s.
 async fn invoke_here(served: &Served, slot: OwnedSemaphorePermit, request_id: String, event: Event) -> Reply {
     let name = &served.function.name;
@@ -187,7 +200,7 @@ async fn invoke_here(served: &Served, slot: OwnedSemaphorePermit, request_id: St
     let span = tracing::info_span!("sluice.invoke", function = %name, request_id = %request_id, event_id = %event_id, attempt = 1);
     crate::telemetry::set_parent(&span, &event.traceparent);
     let start = Utc::now();
-    let running = crate::telemetry::metrics::in_flight(name);
+    let running = served.logs.in_flight(name);
     let result = served.runtime.invoke(Invocation { request_id: request_id.clone(), attempt: 1, event: event.clone() }).instrument(span).await;
     drop((slot, running));
     if served.logs.enabled() {
@@ -294,12 +307,24 @@ pub enum CallError {
 }
 
 /// Calls `function` with `event` and waits at most `wait` for its reply: in this process
-/// when it serves the function and has a free slot, else through the function's queue group.
+/// when it serves the function, else through the function's queue group.
 pub async fn call(bus: &Bus, local: &Local, function: &str, request_id: &str, event: Event, wait: Duration) -> Result<Reply, CallError> {
-    if let Some((served, slot)) = local.take(function) {
-        return tokio::time::timeout(wait, invoke_here(&served, slot, request_id.to_owned(), event))
-            .await
-            .map_err(|_| CallError::TimedOut { function: function.to_owned(), waited: wait });
+    if let Some(served) = local.get(function) {
+        let here = async {
+            match acquire(&served, request_id, &event).await {
+                Some(slot) => invoke_here(&served, slot, request_id.to_owned(), event).await,
+                None => Reply {
+                    request_id: request_id.to_owned(),
+                    outcome: THROTTLED.to_owned(),
+                    error_type: None,
+                    duration_ms: None,
+                    memory_bytes: None,
+                    log_tail: None,
+                    body: Bytes::from_static(THROTTLED_MESSAGE.as_bytes()),
+                },
+            }
+        };
+        return tokio::time::timeout(wait, here).await.map_err(|_| CallError::TimedOut { function: function.to_owned(), waited: wait });
     }
     let subject = invoke_subject(function);
     let mut headers = event.to_headers();

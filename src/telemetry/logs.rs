@@ -41,6 +41,10 @@ const ACKS_IN_FLIGHT: usize = 64;
 const LINGER: Duration = Duration::from_millis(20);
 /// Records packed at most per batch.
 const MAX_BATCH: usize = 4096;
+/// Bytes packed at most per batch (records carry up to 256 KiB of lines each).
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Room a new message starts with, so that small records are not copied as it grows.
+const INITIAL_MESSAGE_BYTES: usize = 16 * 1024;
 /// How often a count of dropped records is logged, at most.
 const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
 
@@ -252,6 +256,11 @@ impl LogSink {
         self.queue.is_some()
     }
 
+    /// Counts an invocation of `function` as running (in the metrics) until the guard drops.
+    pub fn in_flight(&self, function: &str) -> super::metrics::InFlight {
+        if self.enabled() { super::metrics::in_flight(function) } else { super::metrics::InFlight::none() }
+    }
+
     /// Queues `record` (and counts it in the metrics); never waits.
     pub fn write(&self, record: Record) {
         let Some(queue) = &self.queue else { return };
@@ -266,7 +275,7 @@ async fn publish(bus: Bus, mut receiver: mpsc::Receiver<Record>, dropped: Arc<At
     let mut acks = FuturesUnordered::new();
     let mut last_drop_report = Instant::now();
     let mut failing = false;
-    let mut batch = Vec::new();
+    let mut packer = Packer::default();
     loop {
         let first = tokio::select! {
             biased;
@@ -281,9 +290,12 @@ async fn publish(bus: Bus, mut receiver: mpsc::Receiver<Record>, dropped: Arc<At
             }
         };
         let Some(first) = first else { break };
-        batch.push(first);
+        // Each record is encoded as it arrives, between waits for the next, rather than a
+        // whole batch at once: no long stretch of work on a thread that also serves requests.
+        packer.add(&first);
+        let mut records = 1;
         let until = tokio::time::Instant::now() + LINGER;
-        while batch.len() < MAX_BATCH {
+        while records < MAX_BATCH && packer.bytes < MAX_BATCH_BYTES {
             let more = tokio::select! {
                 biased;
                 record = receiver.recv() => record,
@@ -291,11 +303,14 @@ async fn publish(bus: Bus, mut receiver: mpsc::Receiver<Record>, dropped: Arc<At
                 () = tokio::time::sleep_until(until) => None,
             };
             match more {
-                Some(record) => batch.push(record),
+                Some(record) => {
+                    packer.add(&record);
+                    records += 1;
+                }
                 None => break,
             }
         }
-        for (subject, payload) in pack(&mut batch) {
+        for (subject, payload) in packer.take() {
             while acks.len() >= ACKS_IN_FLIGHT {
                 if let Some(result) = acks.next().await {
                     note_ack(result, &mut failing);
@@ -406,32 +421,51 @@ fn note_ack<E: std::fmt::Display>(result: Result<async_nats::jetstream::publish:
     }
 }
 
-/// Packs `records` (emptied) into messages of newline-delimited JSON, per function.
-fn pack(records: &mut Vec<Record>) -> Vec<(String, Bytes)> {
-    let mut by_function: HashMap<String, Vec<BytesMut>> = HashMap::new();
-    for record in records.drain(..) {
-        let Ok(json) = serde_json::to_vec(&record) else { continue };
-        let messages = by_function.entry(record.function).or_default();
-        match messages.last_mut() {
-            Some(last) if last.len() + json.len() < PACK_BYTES => {
-                last.put_slice(&json);
-                last.put_u8(b'\n');
-            }
-            _ => {
-                let mut message = BytesMut::with_capacity(json.len() + 1);
-                message.put_slice(&json);
-                message.put_u8(b'\n');
-                messages.push(message);
-            }
+/// Records packed into messages of newline-delimited JSON, per function, each message below
+/// [`PACK_BYTES`] (one record may be larger).
+#[derive(Default)]
+struct Packer {
+    by_function: HashMap<String, Vec<BytesMut>>,
+    /// Bytes packed so far.
+    bytes: usize,
+}
+
+impl Packer {
+    fn add(&mut self, record: &Record) {
+        if !self.by_function.contains_key(&record.function) {
+            self.by_function.insert(record.function.clone(), Vec::new());
+        }
+        let Some(messages) = self.by_function.get_mut(&record.function) else { return };
+        if messages.is_empty() {
+            messages.push(BytesMut::with_capacity(INITIAL_MESSAGE_BYTES));
+        }
+        let Some(last) = messages.last_mut() else { return };
+        // Encoded straight into the message; a record that takes it to the size limit starts
+        // the next one instead (the split shares the buffer, nothing is copied).
+        let before = last.len();
+        if serde_json::to_writer((&mut *last).writer(), record).is_err() {
+            last.truncate(before);
+            return;
+        }
+        last.put_u8(b'\n');
+        self.bytes += last.len() - before;
+        if before > 0 && last.len() >= PACK_BYTES {
+            let next = last.split_off(before);
+            messages.push(next);
         }
     }
-    by_function
-        .into_iter()
-        .flat_map(|(function, messages)| {
-            let subject = logs_subject(&function);
-            messages.into_iter().map(move |m| (subject.clone(), m.freeze()))
-        })
-        .collect()
+
+    /// The messages packed so far, with their subjects; the packer is empty after.
+    fn take(&mut self) -> Vec<(String, Bytes)> {
+        self.bytes = 0;
+        self.by_function
+            .drain()
+            .flat_map(|(function, messages)| {
+                let subject = logs_subject(&function);
+                messages.into_iter().map(move |m| (subject.clone(), m.freeze()))
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -467,11 +501,13 @@ pub(crate) mod tests {
 
     #[test]
     fn packed_records_read_back_per_function() {
-        let mut records: Vec<Record> = (0..5).map(|n| record(if n % 2 == 0 { "a" } else { "b" }, n)).collect();
+        let records: Vec<Record> = (0..5).map(|n| record(if n % 2 == 0 { "a" } else { "b" }, n)).collect();
         let expected = records.clone();
-        let messages = pack(&mut records);
-        assert!(records.is_empty());
+        let mut packer = Packer::default();
+        records.iter().for_each(|r| packer.add(r));
+        let messages = packer.take();
         assert_eq!(messages.len(), 2, "one message per function");
+        assert!(packer.take().is_empty() && packer.bytes == 0, "taking empties the packer");
         let mut read: Vec<Record> = Vec::new();
         for (subject, payload) in &messages {
             let here: Vec<Record> = Record::parse_all(payload).collect();
@@ -486,8 +522,12 @@ pub(crate) mod tests {
     fn large_batches_are_split_below_the_pack_size() {
         let mut big = record("a", 1);
         big.lines = vec!["x".repeat(100 * 1024)];
-        let mut records = vec![big.clone(), big.clone(), big.clone(), big];
-        let messages = pack(&mut records);
+        let mut packer = Packer::default();
+        for _ in 0..4 {
+            packer.add(&big);
+        }
+        assert!(packer.bytes > 4 * 100 * 1024);
+        let messages = packer.take();
         assert_eq!(messages.len(), 2, "two records of ~100 KiB per message");
         assert!(messages.iter().all(|(_, m)| m.len() < PACK_BYTES));
         assert_eq!(messages.iter().map(|(_, m)| Record::parse_all(m).count()).sum::<usize>(), 4);

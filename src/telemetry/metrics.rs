@@ -6,13 +6,14 @@
 //! counts, for this node since it started. Gauges of the bus (consumer backlog) and of the
 //! triggers (health, lag) are read when scraped.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use super::logs::{Record, RecordKind};
+use super::logs::{Path, Record, RecordKind};
 
 /// Histogram buckets of durations, in seconds: from a fast wasm call to a long Lambda handler.
 const DURATION_BUCKETS: &[f64] = &[0.000_25, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0];
@@ -67,50 +68,132 @@ fn describe() {
     describe_histogram!("sluice_http_request_duration_seconds", Unit::Seconds, "How long the HTTP gateway took to answer, by route.");
 }
 
+/// One function's metric handles. Each `counter!`/`gauge!` call builds and hashes its labels
+/// and looks the series up in the recorder; on the event path that is done once per function.
+struct FunctionMetrics {
+    /// `sluice_invocations_total` with `outcome = "success"`, per path (event, sync).
+    succeeded: [Counter; 2],
+    duration: Histogram,
+    gb_seconds: Gauge,
+    cold_starts: Counter,
+    retries: Counter,
+    in_flight: Gauge,
+}
+
+impl FunctionMetrics {
+    fn new(function: &str) -> Self {
+        let succeeded = |path: &'static str| counter!("sluice_invocations_total", "function" => function.to_owned(), "outcome" => "success", "path" => path);
+        Self {
+            succeeded: [succeeded(path_label(Path::Event)), succeeded(path_label(Path::Sync))],
+            duration: histogram!("sluice_invocation_duration_seconds", "function" => function.to_owned()),
+            gb_seconds: gauge!("sluice_gb_seconds_total", "function" => function.to_owned()),
+            cold_starts: counter!("sluice_cold_starts_total", "function" => function.to_owned()),
+            retries: counter!("sluice_retries_total", "function" => function.to_owned()),
+            in_flight: gauge!("sluice_invocations_in_flight", "function" => function.to_owned()),
+        }
+    }
+}
+
+/// The handles of every function seen, once the recorder is installed (before that every
+/// metric is a no-op, and a handle taken then would stay one).
+fn function_metrics(function: &str) -> Option<Arc<FunctionMetrics>> {
+    static FUNCTIONS: OnceLock<RwLock<HashMap<String, Arc<FunctionMetrics>>>> = OnceLock::new();
+    if !matches!(HANDLE.get(), Some(Some(_))) {
+        return None;
+    }
+    let functions = FUNCTIONS.get_or_init(RwLock::default);
+    if let Some(found) = functions.read().unwrap_or_else(PoisonError::into_inner).get(function) {
+        return Some(found.clone());
+    }
+    let mut functions = functions.write().unwrap_or_else(PoisonError::into_inner);
+    Some(functions.entry(function.to_owned()).or_insert_with(|| Arc::new(FunctionMetrics::new(function))).clone())
+}
+
+const fn path_label(path: Path) -> &'static str {
+    match path {
+        Path::Event => "event",
+        Path::Sync => "sync",
+    }
+}
+
 /// Counts one invocation record.
 pub fn record(record: &Record) {
-    let function = record.function.clone();
+    let Some(metrics) = function_metrics(&record.function) else { return };
+    let function = || record.function.clone();
     match record.kind {
         RecordKind::Invocation => {
-            let path = match record.path {
-                super::logs::Path::Event => "event",
-                super::logs::Path::Sync => "sync",
-            };
-            counter!("sluice_invocations_total", "function" => function.clone(), "outcome" => record.outcome.clone(), "path" => path).increment(1);
-            histogram!("sluice_invocation_duration_seconds", "function" => function.clone()).record(record.duration_ms / 1000.0);
-            gauge!("sluice_gb_seconds_total", "function" => function.clone()).increment(record.gb_seconds());
+            if record.outcome == "success" {
+                metrics.succeeded[usize::from(record.path == Path::Sync)].increment(1);
+            } else {
+                counter!("sluice_invocations_total", "function" => function(), "outcome" => record.outcome.clone(), "path" => path_label(record.path)).increment(1);
+            }
+            metrics.duration.record(record.duration_ms / 1000.0);
+            metrics.gb_seconds.increment(record.gb_seconds());
             if record.cold() {
-                counter!("sluice_cold_starts_total", "function" => function.clone()).increment(1);
+                metrics.cold_starts.increment(1);
             }
             if record.attempt > 1 {
-                counter!("sluice_retries_total", "function" => function).increment(1);
+                metrics.retries.increment(1);
             }
         }
-        RecordKind::DeadLetter => counter!("sluice_dead_letters_total", "function" => function).increment(1),
-        RecordKind::Throttle => counter!("sluice_throttles_total", "function" => function).increment(1),
+        RecordKind::DeadLetter => counter!("sluice_dead_letters_total", "function" => function()).increment(1),
+        RecordKind::Throttle => counter!("sluice_throttles_total", "function" => function()).increment(1),
     }
 }
 
 /// Counts an invocation of `function` as running until the guard drops.
 pub fn in_flight(function: &str) -> InFlight {
-    let gauge = gauge!("sluice_invocations_in_flight", "function" => function.to_owned());
-    gauge.increment(1.0);
+    let gauge = function_metrics(function).map(|m| m.in_flight.clone());
+    if let Some(gauge) = &gauge {
+        gauge.increment(1.0);
+    }
     InFlight(gauge)
 }
 
 /// See [`in_flight`].
-pub struct InFlight(metrics::Gauge);
+pub struct InFlight(Option<Gauge>);
+
+impl InFlight {
+    /// Counts nothing.
+    pub const fn none() -> Self {
+        Self(None)
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.decrement(1.0);
+        if let Some(gauge) = &self.0 {
+            gauge.decrement(1.0);
+        }
     }
 }
 
 /// Counts one answer of the HTTP gateway.
 pub fn http_request(route: &str, status: u16, took: Duration) {
-    counter!("sluice_http_requests_total", "route" => route.to_owned(), "status" => status.to_string()).increment(1);
-    histogram!("sluice_http_request_duration_seconds", "route" => route.to_owned()).record(took.as_secs_f64());
+    type Series = (Counter, Histogram);
+    /// Per route, the series of each status answered so far.
+    type Routes = HashMap<String, Vec<(u16, Series)>>;
+    static ROUTES: OnceLock<RwLock<Routes>> = OnceLock::new();
+    if !matches!(HANDLE.get(), Some(Some(_))) {
+        return;
+    }
+    let routes = ROUTES.get_or_init(RwLock::default);
+    let lookup = |routes: &Routes| routes.get(route).and_then(|s| s.iter().find(|(code, _)| *code == status)).map(|(_, series)| series.clone());
+    let found = lookup(&routes.read().unwrap_or_else(PoisonError::into_inner));
+    let (requests, duration) = found.unwrap_or_else(|| {
+        let mut routes = routes.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(series) = lookup(&routes) {
+            return series;
+        }
+        let series = (
+            counter!("sluice_http_requests_total", "route" => route.to_owned(), "status" => status.to_string()),
+            histogram!("sluice_http_request_duration_seconds", "route" => route.to_owned()),
+        );
+        routes.entry(route.to_owned()).or_default().push((status, series.clone()));
+        series
+    });
+    requests.increment(1);
+    duration.record(took.as_secs_f64());
 }
 
 /// A function's consumer backlog, as read at scrape time.

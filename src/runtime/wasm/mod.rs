@@ -238,7 +238,7 @@ impl Runtime for WasmFunction {
                 .await
                 .map_err(|_| platform("the runtime is shutting down".into()))?;
             let _permit = permit;
-            // Guest code runs on the async workers and yields at every epoch tick, so a long
+            // Guest code runs on the async workers and yields every few epoch ticks, so a long
             // function shares its thread with the NATS I/O instead of blocking it.
             let init = match self.inner.init_micros.load(Ordering::Relaxed) {
                 WARM => None,
@@ -295,10 +295,10 @@ impl Inner {
         };
         let mut store = Store::new(self.pre.module().engine(), state);
         store.limiter(|state| &mut state.limiter);
-        store.epoch_deadline_async_yield_and_update(1);
+        store.epoch_deadline_async_yield_and_update(engine::YIELD_AFTER_TICKS);
 
         // The timer stops a function at its timeout, whether it is running guest code (which
-        // yields at every epoch tick) or blocked in a host call (a sleep): the call is dropped.
+        // yields every few epoch ticks) or blocked in a host call (a sleep): the call is dropped.
         let mut memory_bytes = 0usize;
         let run = async {
             let instance = self.pre.instantiate_async(&mut store).await.map_err(|e| (e, true))?;

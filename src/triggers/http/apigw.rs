@@ -140,20 +140,30 @@ fn is_text(headers: &HeaderMap, body: &[u8]) -> bool {
 /// The HTTP response for a function's answer, as API Gateway maps format 2.0: an object
 /// with `statusCode` is a response description; any other JSON is a `200` JSON body (a JSON
 /// string is the body's text). An answer that is not JSON is passed through.
-pub fn response(answer: &[u8]) -> Result<Response<Body>, String> {
-    let value: serde_json::Value = match serde_json::from_slice(answer) {
-        Ok(value) => value,
-        Err(_) => return Ok(plain(StatusCode::OK, "application/json", Body::from(answer.to_vec()))),
-    };
-    let described = value.as_object().is_some_and(|o| o.contains_key("statusCode"));
-    if !described {
-        let body = match value {
-            serde_json::Value::String(text) => text,
-            other => other.to_string(),
-        };
-        return Ok(plain(StatusCode::OK, "application/json", Body::from(body)));
+pub fn response(answer: &Bytes) -> Result<Response<Body>, String> {
+    /// Whether the answer is an object with `statusCode`, read without building it.
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(rename = "statusCode")]
+        status_code: Option<serde::de::IgnoredAny>,
     }
-    let mut value = value;
+    let trimmed = answer.slice_ref(answer.trim_ascii());
+    let described = match serde_json::from_slice::<Probe>(&trimmed) {
+        Ok(probe) => probe.status_code.is_some(),
+        // Not an object: a JSON string is the body's text; other JSON (and an answer that is
+        // not JSON) is passed through as it is.
+        Err(_) => {
+            let body = match serde_json::from_slice::<String>(&trimmed) {
+                Ok(text) => Bytes::from(text),
+                Err(_) => trimmed,
+            };
+            return Ok(plain(StatusCode::OK, "application/json", Body::from(body)));
+        }
+    };
+    if !described {
+        return Ok(plain(StatusCode::OK, "application/json", Body::from(trimmed)));
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(&trimmed).map_err(|e| format!("the function's answer is not JSON: {e}"))?;
     if let Some(object) = value.as_object_mut() {
         // The crate wants every field; API Gateway treats missing ones as empty.
         object.entry("cookies").or_insert_with(|| serde_json::Value::Array(Vec::new()));
@@ -276,24 +286,26 @@ mod tests {
 
     #[tokio::test]
     async fn answers_map_back_like_api_gateway() {
-        let r = response(br#"{"statusCode": 201, "headers": {"x-n": 5}, "cookies": ["a=1", "b=2"], "body": "made"}"#).unwrap();
+        let r = response(&Bytes::from_static(br#"{"statusCode": 201, "headers": {"x-n": 5}, "cookies": ["a=1", "b=2"], "body": "made"}"#)).unwrap();
         assert_eq!(r.status(), StatusCode::CREATED);
         assert_eq!(r.headers()["x-n"], "5");
         assert_eq!(r.headers().get_all(header::SET_COOKIE).iter().count(), 2);
         assert_eq!(body_of(r).await, "made");
 
-        let r = response(br#"{"statusCode": 200, "isBase64Encoded": true, "body": "AAEC"}"#).unwrap();
+        let r = response(&Bytes::from_static(br#"{"statusCode": 200, "isBase64Encoded": true, "body": "AAEC"}"#)).unwrap();
         assert_eq!(body_of(r).await.as_ref(), &[0u8, 1, 2]);
 
-        let r = response(br#"{"statusCode": 204, "multiValueHeaders": {"x-m": ["1", "2"]}}"#).unwrap();
+        let r = response(&Bytes::from_static(br#"{"statusCode": 204, "multiValueHeaders": {"x-m": ["1", "2"]}}"#)).unwrap();
         assert_eq!(r.headers().get_all("x-m").iter().count(), 2);
 
-        let r = response(br#"{"hello": "world"}"#).unwrap();
+        // Any other JSON is the body as the function wrote it.
+        let r = response(&Bytes::from_static(b" {\"hello\": \"world\"}\n")).unwrap();
         assert_eq!((r.status(), r.headers()[header::CONTENT_TYPE].clone()), (StatusCode::OK, HeaderValue::from_static("application/json")));
-        assert_eq!(body_of(r).await, r#"{"hello":"world"}"#);
+        assert_eq!(body_of(r).await, r#"{"hello": "world"}"#);
+        assert_eq!(body_of(response(&Bytes::from_static(b"[1, 2]")).unwrap()).await, "[1, 2]");
 
-        assert_eq!(body_of(response(br#""text""#).unwrap()).await, "text");
-        assert!(response(br#"{"statusCode": 99999}"#).is_err());
-        assert!(response(br#"{"statusCode": 200, "isBase64Encoded": true, "body": "!!"}"#).is_err());
+        assert_eq!(body_of(response(&Bytes::from_static(br#""text""#)).unwrap()).await, "text");
+        assert!(response(&Bytes::from_static(br#"{"statusCode": 99999}"#)).is_err());
+        assert!(response(&Bytes::from_static(br#"{"statusCode": 200, "isBase64Encoded": true, "body": "!!"}"#)).is_err());
     }
 }
