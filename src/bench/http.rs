@@ -3,8 +3,8 @@
 //! connections) drives each server:
 //! - closed loop at a fixed concurrency: requests per second and latency;
 //! - open loop at half the gateway's measured rate, the same rate for both, on a fixed set of
-//!   connections: latency of each request from the moment it was due (no coordinated
-//!   omission), so the p99 difference is the gateway's overhead at half load.
+//!   connections, after a warm-up: latency of each request from the moment it was due (no
+//!   coordinated omission), so the p99 difference is the gateway's overhead at half load.
 //!
 //! The gateway serves `GET /hello` from the `hello` example (wasm) through the whole path a
 //! request takes on a node that runs the function: route table, API Gateway event, the
@@ -311,17 +311,21 @@ async fn closed_loop(client: HttpClient, url: String) -> anyhow::Result<Load> {
     run(PERIOD).await
 }
 
-/// Requests due at a fixed `rate` for [`PERIOD`], each timed from when it was due, over
+/// Requests due at a fixed `rate` for [`PERIOD`] after [`WARM_UP`], each timed from when it
+/// was due, over
 /// [`OPEN_LOOP_CONNECTIONS`] connections (as wrk2 does): a request due while every
 /// connection is busy waits for one, and that wait counts in its latency (no coordinated
 /// omission), but a slow spell of the server does not make the client open connections by
 /// the thousand, which would measure the kernel's accept queue rather than the server.
 async fn open_loop(client: HttpClient, url: String, rate: f64) -> anyhow::Result<Load> {
     let interval = Duration::from_secs_f64(1.0 / rate);
-    // In range: at most rate × 3 s requests.
+    // In range: at most rate × 3.5 s requests.
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let count = (rate * PERIOD.as_secs_f64()).ceil() as u64;
-    let started = tokio::time::Instant::now();
+    let count = (rate * (WARM_UP + PERIOD).as_secs_f64()).ceil() as u64;
+    let begun = tokio::time::Instant::now();
+    // Requests due before this are sent but not counted: the connections are opened and
+    // the servers reach their steady state (as the closed loop's warm-up).
+    let started = begun + WARM_UP;
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let workers = (0..OPEN_LOOP_CONNECTIONS).map(|_| {
         let (client, url, next) = (client.clone(), url.to_owned(), next.clone());
@@ -334,9 +338,13 @@ async fn open_loop(client: HttpClient, url: String, rate: f64) -> anyhow::Result
                     break;
                 }
                 #[allow(clippy::cast_precision_loss)]
-                let due = started + interval.mul_f64(i as f64);
+                let due = begun + interval.mul_f64(i as f64);
                 tokio::time::sleep_until(due).await;
-                match get(&client, &url).await {
+                let answer = get(&client, &url).await;
+                if due < started {
+                    continue;
+                }
+                match answer {
                     Ok((StatusCode::OK, _)) => samples.push(due.elapsed()),
                     _ => errors += 1,
                 }

@@ -36,11 +36,14 @@ const QUEUE: usize = 16 * 1024;
 const PACK_BYTES: usize = 256 * 1024;
 /// Publishes awaiting their JetStream ack at once.
 const ACKS_IN_FLIGHT: usize = 64;
-/// How long the publisher waits for more records after the first of a batch: one message
-/// per function every few milliseconds instead of one per invocation.
+/// How long the publisher lets records gather after the first of a batch: one message per
+/// function every few milliseconds instead of one per invocation, and one wake-up of the
+/// publisher instead of one per record.
 const LINGER: Duration = Duration::from_millis(20);
 /// Records packed at most per batch.
 const MAX_BATCH: usize = 4096;
+/// Records encoded between two yields to the executor.
+const YIELD_EVERY: usize = 64;
 /// Bytes packed at most per batch (records carry up to 256 KiB of lines each).
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Room a new message starts with, so that small records are not copied as it grows.
@@ -290,24 +293,23 @@ async fn publish(bus: Bus, mut receiver: mpsc::Receiver<Record>, dropped: Arc<At
             }
         };
         let Some(first) = first else { break };
-        // Each record is encoded as it arrives, between waits for the next, rather than a
-        // whole batch at once: no long stretch of work on a thread that also serves requests.
         packer.add(&first);
+        // The records of the next few milliseconds are taken together once they have
+        // waited: listening for each would wake this task (and often a parked worker thread)
+        // once per invocation.
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => {}
+            () = tokio::time::sleep(LINGER) => {}
+        }
         let mut records = 1;
-        let until = tokio::time::Instant::now() + LINGER;
         while records < MAX_BATCH && packer.bytes < MAX_BATCH_BYTES {
-            let more = tokio::select! {
-                biased;
-                record = receiver.recv() => record,
-                () = shutdown.cancelled() => receiver.try_recv().ok(),
-                () = tokio::time::sleep_until(until) => None,
-            };
-            match more {
-                Some(record) => {
-                    packer.add(&record);
-                    records += 1;
-                }
-                None => break,
+            let Ok(record) = receiver.try_recv() else { break };
+            packer.add(&record);
+            records += 1;
+            // No long stretch of encoding on a thread that also serves requests.
+            if records % YIELD_EVERY == 0 {
+                tokio::task::yield_now().await;
             }
         }
         for (subject, payload) in packer.take() {
