@@ -707,13 +707,20 @@ async fn logs_cost(load: &Bus, platform: &Bus, host: &WasmHost, noop: &[u8], dat
         for logged in [round % 2 == 0, round % 2 == 1] {
             let id = format!("{run_id}-{}{round}", if logged { "log" } else { "nolog" });
             let shutdown = CancellationToken::new();
-            let (logs, logs_task) = if logged { LogSink::start(platform.clone(), shutdown.clone()) } else { (LogSink::default(), tokio::spawn(async {})) };
+            let (logs, logs_task) = if logged {
+                let (logs, task) = LogSink::start(platform.clone(), shutdown.clone());
+                (logs, Some(task))
+            } else {
+                (LogSink::default(), None)
+            };
             let mut running = Running::start(load, platform, host, noop, options, &id, logs, options.events).await?;
             let phase = if logged { "with logs" } else { "without logs" };
             let rate = running.max_rate(load, &id, data, options, options.events, phase).await?;
             running.stop(load).await?;
             shutdown.cancel();
-            let _ = logs_task.await;
+            if let Some(task) = logs_task {
+                let _ = task.await;
+            }
             if logged { with_per_sec = rate } else { without_per_sec = rate }
         }
         rounds.push(LogsRound { with_per_sec: with_per_sec.round(), without_per_sec: without_per_sec.round(), cost: round3(1.0 - ratio(with_per_sec, without_per_sec)) });

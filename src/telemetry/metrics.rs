@@ -94,11 +94,10 @@ impl FunctionMetrics {
     }
 }
 
-/// The handles of every function seen, once the recorder is installed (before that every
-/// metric is a no-op, and a handle taken then would stay one).
+/// The handles of every function seen, once the recorder is [`installed`].
 fn function_metrics(function: &str) -> Option<Arc<FunctionMetrics>> {
     static FUNCTIONS: OnceLock<RwLock<HashMap<String, Arc<FunctionMetrics>>>> = OnceLock::new();
-    if !matches!(HANDLE.get(), Some(Some(_))) {
+    if !installed() {
         return None;
     }
     let functions = FUNCTIONS.get_or_init(RwLock::default);
@@ -107,6 +106,12 @@ fn function_metrics(function: &str) -> Option<Arc<FunctionMetrics>> {
     }
     let mut functions = functions.write().unwrap_or_else(PoisonError::into_inner);
     Some(functions.entry(function.to_owned()).or_insert_with(|| Arc::new(FunctionMetrics::new(function))).clone())
+}
+
+/// Whether this process's recorder is installed: before, every metric is a no-op, and a
+/// handle taken then would stay one.
+fn installed() -> bool {
+    matches!(HANDLE.get(), Some(Some(_)))
 }
 
 const fn path_label(path: Path) -> &'static str {
@@ -174,7 +179,7 @@ pub fn http_request(route: &str, status: u16, took: Duration) {
     /// Per route, the series of each status answered so far.
     type Routes = HashMap<String, Vec<(u16, Series)>>;
     static ROUTES: OnceLock<RwLock<Routes>> = OnceLock::new();
-    if !matches!(HANDLE.get(), Some(Some(_))) {
+    if !installed() {
         return;
     }
     let routes = ROUTES.get_or_init(RwLock::default);
