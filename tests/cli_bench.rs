@@ -84,7 +84,21 @@ fn the_report_is_complete_and_every_event_ran_once() {
     for path in ["http.plain_axum.errors", "http.axum_bare_wasmtime.errors", "http.gateway.errors", "http.gateway_via_nats.errors", "http.half_load.plain_axum.errors", "http.half_load.gateway.errors"] {
         assert_eq!(number(path), 0.0, "{path}: every request is answered 200: {report:#}");
     }
-    assert!(number("http.p99_overhead_ms_at_half_load").is_finite());
+    // The p99 overhead at half load: five rounds, each gateway p99 − plain p99, and their median.
+    let rounds = report["http"]["half_load"]["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 5, "{report:#}");
+    let mut overheads: Vec<f64> = rounds
+        .iter()
+        .map(|r| {
+            let (plain, gateway) = (r["plain_axum_p99_ms"].as_f64().unwrap(), r["gateway_p99_ms"].as_f64().unwrap());
+            assert!(plain > 0.0 && gateway > 0.0, "{r}");
+            let overhead = r["p99_overhead_ms"].as_f64().unwrap();
+            assert!((overhead - (gateway - plain)).abs() < 0.002, "{r}");
+            overhead
+        })
+        .collect();
+    overheads.sort_by(f64::total_cmp);
+    assert_eq!(number("http.p99_overhead_ms_at_half_load"), overheads[2], "the median round's overhead: {report:#}");
     // The cost of records and metrics: five rounds, each with both runs, and their medians.
     let rounds = report["logs_and_metrics"]["rounds"].as_array().unwrap();
     assert_eq!(rounds.len(), 5, "{report:#}");

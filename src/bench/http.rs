@@ -39,8 +39,14 @@ pub const CONCURRENCY: usize = 32;
 /// Connections of the open-loop phase: twice the closed loop's, so that at half its rate
 /// they are rarely all busy.
 const OPEN_LOOP_CONNECTIONS: usize = 2 * CONCURRENCY;
-/// How long each closed-loop and open-loop measurement runs.
+/// How long each closed-loop measurement runs.
 const PERIOD: Duration = Duration::from_secs(3);
+/// Rounds of the half-load comparison, each an open loop on plain axum and one on the
+/// gateway, back to back (which goes first alternates): a slow spell of a shared machine
+/// then spoils one round's comparison rather than the figure.
+pub const HALF_LOAD_ROUNDS: usize = 5;
+/// How long each open loop of a round runs (after its warm-up).
+const HALF_LOAD_PERIOD: Duration = Duration::from_secs(2);
 /// Unmeasured warm-up before each closed-loop measurement.
 const WARM_UP: Duration = Duration::from_millis(500);
 
@@ -69,7 +75,7 @@ pub struct HttpReport {
     pub axum_bare_wasmtime_vs_plain_axum: f64,
     /// gateway req/s ÷ axum + bare wasmtime req/s: what the gateway's own work leaves.
     pub gateway_vs_axum_bare_wasmtime: f64,
-    /// gateway p99 − plain axum p99 at half load, in ms (goal ≤ 1).
+    /// Median over the half-load rounds of gateway p99 − plain axum p99, in ms (goal ≤ 1).
     pub p99_overhead_ms_at_half_load: f64,
 }
 
@@ -86,19 +92,33 @@ pub struct Load {
 #[derive(Debug, Serialize)]
 pub struct HalfLoad {
     pub rate_per_sec: f64,
+    /// Every round's requests together.
     pub plain_axum: Load,
     pub gateway: Load,
+    pub rounds: Vec<HalfLoadRound>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HalfLoadRound {
+    pub plain_axum_p99_ms: f64,
+    pub gateway_p99_ms: f64,
+    /// gateway p99 − plain axum p99 in this round.
+    pub p99_overhead_ms: f64,
 }
 
 /// Runs the phase with `hello_module` (the `hello` example's compiled module).
 pub async fn run(bus: &Bus, host: &WasmHost, hello_module: &Path, work_dir: &Path) -> anyhow::Result<HttpReport> {
     let shutdown = CancellationToken::new();
-    let result = measure(bus, host, hello_module, work_dir, &shutdown).await;
+    // Each call leaves its record in SLUICE_LOGS, as under `sluice up`.
+    let (logs, logs_task) = crate::telemetry::logs::LogSink::start(bus.clone(), shutdown.clone());
+    let result = measure(bus, host, hello_module, work_dir, logs, &shutdown).await;
     shutdown.cancel();
+    // Its last records are stored before the bench closes the connection.
+    let _ = logs_task.await;
     result
 }
 
-async fn measure(bus: &Bus, host: &WasmHost, hello_module: &Path, work_dir: &Path, shutdown: &CancellationToken) -> anyhow::Result<HttpReport> {
+async fn measure(bus: &Bus, host: &WasmHost, hello_module: &Path, work_dir: &Path, logs: crate::telemetry::logs::LogSink, shutdown: &CancellationToken) -> anyhow::Result<HttpReport> {
     // A project of one function and one route, as `sluice up` would load it.
     let dir = work_dir.join("http");
     std::fs::create_dir_all(&dir)?;
@@ -118,8 +138,6 @@ async fn measure(bus: &Bus, host: &WasmHost, hello_module: &Path, work_dir: &Pat
     };
     let function = Arc::new(host.load(&config, hello_module).context("loading the hello example")?);
     let local = crate::dispatch::sync::Local::default();
-    // Each call leaves its record in SLUICE_LOGS, as under `sluice up`.
-    let (logs, _) = crate::telemetry::logs::LogSink::start(bus.clone(), shutdown.clone());
     tokio::spawn(crate::dispatch::sync::serve(bus.clone(), local.clone(), logs, Arc::new(config), function, shutdown.clone()));
     let gateway = crate::triggers::http::Gateway::bind("127.0.0.1:0", &project, bus.clone(), local, None).await?;
     let gateway_addr = gateway.addr;
@@ -148,12 +166,8 @@ async fn measure(bus: &Bus, host: &WasmHost, hello_module: &Path, work_dir: &Pat
     let gateway = generator.run(closed_loop(client.clone(), gateway_url.clone())).await?;
     let gateway_via_nats = generator.run(closed_loop(client.clone(), remote_url)).await?;
     let rate = (gateway.requests_per_sec / 2.0).max(1.0);
-    let half_load = HalfLoad {
-        rate_per_sec: rate.round(),
-        plain_axum: generator.run(open_loop(client.clone(), plain_url, rate)).await?,
-        gateway: generator.run(open_loop(client, gateway_url, rate)).await?,
-    };
-    let p99_overhead = half_load.gateway.p99_ms - half_load.plain_axum.p99_ms;
+    let half_load = half_load(&generator, &client, &plain_url, &gateway_url, rate).await?;
+    let p99_overhead = super::median(half_load.rounds.iter().map(|r| r.p99_overhead_ms));
     Ok(HttpReport {
         concurrency: CONCURRENCY,
         gateway_vs_plain_axum: super::ratio(gateway.requests_per_sec, plain_axum.requests_per_sec),
@@ -262,7 +276,6 @@ async fn bare_server(host: &WasmHost, module: &Path, gateway_addr: SocketAddr, s
         api_id: "bench",
         time: chrono::Utc::now(),
     });
-    let event = Bytes::from(event.to_string());
     let app = axum::Router::new().route(
         "/hello",
         axum::routing::get(move || {
@@ -276,6 +289,27 @@ async fn bare_server(host: &WasmHost, module: &Path, gateway_addr: SocketAddr, s
         }),
     );
     serve(app, shutdown).await
+}
+
+/// [`HALF_LOAD_ROUNDS`] rounds of an open loop at `rate` on plain axum and on the gateway.
+async fn half_load(generator: &Generator, client: &HttpClient, plain_url: &str, gateway_url: &str, rate: f64) -> anyhow::Result<HalfLoad> {
+    let mut plain_all = Samples::default();
+    let mut gateway_all = Samples::default();
+    let mut rounds = Vec::with_capacity(HALF_LOAD_ROUNDS);
+    for round in 0..HALF_LOAD_ROUNDS {
+        let mut plain = Samples::default();
+        let mut gateway = Samples::default();
+        for on_gateway in [round % 2 == 1, round % 2 == 0] {
+            let url = if on_gateway { gateway_url } else { plain_url };
+            let samples = generator.run(open_loop(client.clone(), url.to_owned(), rate)).await?;
+            if on_gateway { gateway = samples } else { plain = samples }
+        }
+        let (plain_p99, gateway_p99) = (plain.load().p99_ms, gateway.load().p99_ms);
+        rounds.push(HalfLoadRound { plain_axum_p99_ms: plain_p99, gateway_p99_ms: gateway_p99, p99_overhead_ms: super::round3(gateway_p99 - plain_p99) });
+        plain_all.extend(plain);
+        gateway_all.extend(gateway);
+    }
+    Ok(HalfLoad { rate_per_sec: rate.round(), plain_axum: plain_all.load(), gateway: gateway_all.load(), rounds })
 }
 
 /// [`CONCURRENCY`] connections, each sending its next request when the last is answered.
@@ -311,17 +345,16 @@ async fn closed_loop(client: HttpClient, url: String) -> anyhow::Result<Load> {
     run(PERIOD).await
 }
 
-/// Requests due at a fixed `rate` for [`PERIOD`] after [`WARM_UP`], each timed from when it
-/// was due, over
-/// [`OPEN_LOOP_CONNECTIONS`] connections (as wrk2 does): a request due while every
+/// Requests due at a fixed `rate` for [`HALF_LOAD_PERIOD`] after [`WARM_UP`], each timed
+/// from when it was due, over [`OPEN_LOOP_CONNECTIONS`] connections (as wrk2 does): a request due while every
 /// connection is busy waits for one, and that wait counts in its latency (no coordinated
 /// omission), but a slow spell of the server does not make the client open connections by
 /// the thousand, which would measure the kernel's accept queue rather than the server.
-async fn open_loop(client: HttpClient, url: String, rate: f64) -> anyhow::Result<Load> {
+async fn open_loop(client: HttpClient, url: String, rate: f64) -> anyhow::Result<Samples> {
     let interval = Duration::from_secs_f64(1.0 / rate);
-    // In range: at most rate × 3.5 s requests.
+    // In range: at most rate × 2.5 s requests.
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let count = (rate * (WARM_UP + PERIOD).as_secs_f64()).ceil() as u64;
+    let count = (rate * (WARM_UP + HALF_LOAD_PERIOD).as_secs_f64()).ceil() as u64;
     let begun = tokio::time::Instant::now();
     // Requests due before this are sent but not counted: the connections are opened and
     // the servers reach their steady state (as the closed loop's warm-up).
@@ -352,14 +385,34 @@ async fn open_loop(client: HttpClient, url: String, rate: f64) -> anyhow::Result
             (samples, errors)
         })
     });
-    let mut samples = Vec::new();
-    let mut errors = 0;
+    let mut samples = Samples::default();
     for worker in futures::future::join_all(workers).await {
-        let (s, e) = worker.context("a load generator task failed")?;
-        samples.extend(s);
-        errors += e;
+        let (latencies, errors) = worker.context("a load generator task failed")?;
+        samples.latencies.extend(latencies);
+        samples.errors += errors;
     }
-    Ok(load(samples, errors, started.elapsed()))
+    samples.elapsed = started.elapsed();
+    Ok(samples)
+}
+
+/// What one or more open loops measured.
+#[derive(Default)]
+struct Samples {
+    latencies: Vec<Duration>,
+    errors: usize,
+    elapsed: Duration,
+}
+
+impl Samples {
+    fn extend(&mut self, other: Samples) {
+        self.latencies.extend(other.latencies);
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+    }
+
+    fn load(&self) -> Load {
+        load(self.latencies.clone(), self.errors, self.elapsed)
+    }
 }
 
 fn load(mut samples: Vec<Duration>, errors: usize, elapsed: Duration) -> Load {

@@ -445,7 +445,7 @@ impl Bare {
             .stdout(stdout.clone())
             .build_p1();
         let mut store = wasmtime::Store::new(&self.engine, wasi);
-        store.epoch_deadline_async_yield_and_update(crate::runtime::wasm::engine::YIELD_AFTER_TICKS);
+        crate::runtime::wasm::engine::yield_every_few_ticks(&mut store);
         let instance = self.pre.instantiate_async(&mut store).await.map_err(|e| anyhow::anyhow!("bare wasmtime: {e:?}"))?;
         let start = instance.get_typed_func::<(), ()>(&mut store, "_start").map_err(|e| anyhow::anyhow!("{e:?}"))?;
         if let Err(error) = start.call_async(&mut store, ()).await {
@@ -725,12 +725,19 @@ async fn logs_cost(load: &Bus, platform: &Bus, host: &WasmHost, noop: &[u8], dat
         }
         rounds.push(LogsRound { with_per_sec: with_per_sec.round(), without_per_sec: without_per_sec.round(), cost: round3(1.0 - ratio(with_per_sec, without_per_sec)) });
     }
-    let median = |figure: fn(&LogsRound) -> f64| {
-        let mut values: Vec<f64> = rounds.iter().map(figure).collect();
-        values.sort_by(f64::total_cmp);
-        values[values.len() / 2]
-    };
-    Ok(LogsCost { with_per_sec: median(|r| r.with_per_sec), without_per_sec: median(|r| r.without_per_sec), throughput_cost: median(|r| r.cost), rounds })
+    Ok(LogsCost {
+        with_per_sec: median(rounds.iter().map(|r| r.with_per_sec)),
+        without_per_sec: median(rounds.iter().map(|r| r.without_per_sec)),
+        throughput_cost: median(rounds.iter().map(|r| r.cost)),
+        rounds,
+    })
+}
+
+/// The middle value (the upper of the two middle ones for an even count); 0 for none.
+fn median(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.into_iter().collect();
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn percentiles(rate: f64, mut latencies: Vec<Duration>) -> Percentiles {

@@ -349,7 +349,7 @@ pub fn server_addrs(url: &str) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
 /// Connection options every Sluice connection uses: bounded connect time, the ping interval
 /// above, and a log line for every change of the connection.
 pub fn connect_options(url: &str) -> async_nats::ConnectOptions {
-    let state = std::sync::Arc::new(std::sync::Mutex::new(ConnectionLog { seeds: url.to_owned(), lost_at: None }));
+    let state = std::sync::Arc::new(std::sync::Mutex::new(ConnectionLog { seeds: url.to_owned(), lost_at: None, draining: false }));
     async_nats::ConnectOptions::new()
         .name("sluice")
         .connection_timeout(Duration::from_secs(5))
@@ -369,6 +369,8 @@ struct ConnectionLog {
     seeds: String,
     /// When the connection was lost, while it is.
     lost_at: Option<std::time::Instant>,
+    /// The client is closing on purpose (drain): its end is not a lost connection.
+    draining: bool,
 }
 
 impl ConnectionLog {
@@ -384,7 +386,7 @@ impl ConnectionLog {
                 }
             }
             Event::Disconnected => {
-                if self.lost_at.is_none() {
+                if self.lost_at.is_none() && !self.draining {
                     self.lost_at = Some(std::time::Instant::now());
                     warn!(servers = %servers, "Lost the connection to NATS; reconnecting. Events wait in JetStream meanwhile.");
                 }
@@ -395,7 +397,8 @@ impl ConnectionLog {
             // Every failed reconnect attempt is one; the outage itself is logged once.
             Event::ClientError(error) if self.lost_at.is_some() => tracing::debug!(servers = %servers, %error, "NATS client error while reconnecting."),
             Event::ClientError(error) => warn!(servers = %servers, %error, "NATS client error."),
-            Event::Draining | Event::Closed => {}
+            Event::Draining => self.draining = true,
+            Event::Closed => {}
         }
     }
 }
@@ -630,7 +633,7 @@ mod tests {
 
     #[test]
     fn an_outage_is_timed_from_its_first_disconnect() {
-        let mut log = ConnectionLog { seeds: "nats://a:4222".into(), lost_at: None };
+        let mut log = ConnectionLog { seeds: "nats://a:4222".into(), lost_at: None, draining: false };
         log.log(&async_nats::Event::Connected);
         assert!(log.lost_at.is_none(), "the first connect is no recovery");
         log.log(&async_nats::Event::Disconnected);
@@ -639,5 +642,14 @@ mod tests {
         assert_eq!(log.lost_at, Some(lost_at), "a second disconnect during the outage keeps its start");
         log.log(&async_nats::Event::Connected);
         assert!(log.lost_at.is_none(), "the outage ends with the reconnect");
+    }
+
+    #[test]
+    fn a_drained_client_has_not_lost_its_connection() {
+        let mut log = ConnectionLog { seeds: "nats://a:4222".into(), lost_at: None, draining: false };
+        log.log(&async_nats::Event::Connected);
+        log.log(&async_nats::Event::Draining);
+        log.log(&async_nats::Event::Disconnected);
+        assert!(log.lost_at.is_none(), "closing on purpose is no outage");
     }
 }

@@ -82,7 +82,10 @@ async fn measure(ctx: &Context, args: &Args, work_dir: &std::path::Path) -> anyh
         http: if args.http { Some(hello_module(ctx)?) } else { None },
     };
     let report = bench::run(&load, &platform, &options, work_dir).await;
-    drop((load, platform));
+    // Closed before the server stops, so that they do not report it as a lost connection.
+    for bus in [load, platform] {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), bus.client.drain()).await;
+    }
     drop(server);
     report
 }

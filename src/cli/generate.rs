@@ -728,7 +728,7 @@ fn http(args: &Args, time: Option<DateTime<Utc>>) -> Result<Value, UsageError> {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     }
     let request_id = uuid::Uuid::new_v4().to_string();
-    Ok(apigw::event(&apigw::Request {
+    let event = apigw::event(&apigw::Request {
         method: &method,
         uri: &uri,
         headers: &headers,
@@ -739,7 +739,8 @@ fn http(args: &Args, time: Option<DateTime<Utc>>) -> Result<Value, UsageError> {
         source_ip: "127.0.0.1".to_owned(),
         api_id: name,
         time: time.unwrap_or_else(Utc::now),
-    }))
+    });
+    serde_json::from_slice(&event).map_err(|e| internal(Kind::Http, e))
 }
 
 /// A request's method, in capitals as on the wire.

@@ -16,6 +16,15 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// most two before it yields.
 pub const YIELD_AFTER_TICKS: u64 = 2;
 
+/// Makes a store's guest yield to the executor every [`YIELD_AFTER_TICKS`] epoch ticks,
+/// from its start. The first deadline must be set as well as the behaviour: a store's
+/// deadline starts at 0, already passed, and without it every guest yielded at its first
+/// instruction and waited behind every other ready task before it could start.
+pub fn yield_every_few_ticks<T>(store: &mut wasmtime::Store<T>) {
+    store.epoch_deadline_async_yield_and_update(YIELD_AFTER_TICKS);
+    store.set_epoch_deadline(YIELD_AFTER_TICKS);
+}
+
 /// Linear memory per slot that is zeroed in place rather than returned to the kernel.
 const KEEP_RESIDENT: usize = 1 << 20;
 /// The same for tables and async stacks.

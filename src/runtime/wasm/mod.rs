@@ -295,7 +295,7 @@ impl Inner {
         };
         let mut store = Store::new(self.pre.module().engine(), state);
         store.limiter(|state| &mut state.limiter);
-        store.epoch_deadline_async_yield_and_update(engine::YIELD_AFTER_TICKS);
+        engine::yield_every_few_ticks(&mut store);
 
         // The timer stops a function at its timeout, whether it is running guest code (which
         // yields every few epoch ticks) or blocked in a host call (a sleep): the call is dropped.
@@ -412,4 +412,45 @@ fn trim_ascii(bytes: &[u8]) -> &[u8] {
 /// Splits captured stderr into lines.
 fn split_logs(bytes: &[u8]) -> Vec<String> {
     String::from_utf8_lossy(bytes).lines().map(str::to_owned).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::event::Event;
+
+    /// A guest that runs for microseconds keeps its thread until it ends. A store's first
+    /// epoch deadline is 0, already passed: without setting one, every guest yielded at its
+    /// first instruction and waited behind every other ready task before it could start.
+    #[test]
+    fn a_short_guest_runs_to_its_end_without_yielding() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let host = WasmHost::new(HostConfig { max_concurrent: 1, max_memory_mb: 16, cache_dir: dir.path().join("cache"), buckets_dir: None }).unwrap();
+        let config: FunctionConfig = toml::from_str("name = \"noop\"\nruntime = \"wasm\"\nmodule = \"noop.wasm\"\n").unwrap();
+        let function = host.load_bytes(&config, &crate::bench::noop::module(None).unwrap()).unwrap();
+        let event = Arc::new(Event::new("test", "test", Bytes::from_static(b"{}")));
+        runtime.block_on(async {
+            const RUNS: usize = 20;
+            let mut yielded = 0;
+            for run in 0..RUNS {
+                // On this one thread the task runs only if the invocation gives the thread away.
+                let ran = Arc::new(AtomicBool::new(false));
+                let flag = ran.clone();
+                tokio::spawn(async move { flag.store(true, Ordering::Relaxed) });
+                let invocation = Invocation { request_id: format!("r{run}"), attempt: 1, event: event.clone() };
+                let response = function.invoke(invocation).await.unwrap();
+                assert!(response.body.starts_with(b"{\"entered_ns\":"));
+                if ran.load(Ordering::Relaxed) {
+                    yielded += 1;
+                }
+                tokio::task::yield_now().await;
+                assert!(ran.load(Ordering::Relaxed));
+            }
+            // Not 0: a guest descheduled by a busy machine for two epoch ticks yields, as it should.
+            assert!(yielded < RUNS / 2, "{yielded} of {RUNS} invocations of a guest that runs for microseconds yielded");
+        });
+    }
 }

@@ -2,15 +2,17 @@
 //! behind API Gateway receives, and the handler's answer becomes the response the way API
 //! Gateway maps it.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 
-use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpRequestContext, ApiGatewayV2httpRequestContextHttpDescription, ApiGatewayV2httpResponse};
+use aws_lambda_events::apigw::ApiGatewayV2httpResponse;
 use aws_lambda_events::encodings::Body as LambdaBody;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
 use base64::Engine as _;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use serde::ser::SerializeMap as _;
+use serde::Serialize;
 
 /// What the gateway knows about one request.
 pub struct Request<'a> {
@@ -28,96 +30,175 @@ pub struct Request<'a> {
     pub time: DateTime<Utc>,
 }
 
-/// Fields of the crate's type that belong to other payloads (custom authorizers, REST
-/// APIs), never sent by an HTTP API.
-const NOT_IN_V2: &[&str] = &["type", "methodArn", "httpMethod", "identitySource", "authorizationToken", "resource"];
-
-/// The format 2.0 event of a request, as JSON.
-pub fn event(request: &Request<'_>) -> serde_json::Value {
-    let mut headers = HeaderMap::new();
-    let mut cookies = Vec::new();
-    for (name, value) in request.headers {
-        if name == header::COOKIE {
-            cookies.extend(String::from_utf8_lossy(value.as_bytes()).split(';').map(str::trim).filter(|c| !c.is_empty()).map(str::to_owned));
-            continue;
-        }
-        // Repeated headers are joined with commas, as API Gateway does.
-        match headers.get_mut(name) {
-            Some(existing) => {
-                let joined = [existing.as_bytes(), b",", value.as_bytes()].concat();
-                if let Ok(joined) = HeaderValue::from_bytes(&joined) {
-                    *existing = joined;
-                }
-            }
-            None => {
-                headers.insert(name.clone(), value.clone());
-            }
-        }
-    }
+/// The format 2.0 event of a request, as the JSON API Gateway sends: the fields of
+/// `aws_lambda_events`' `ApiGatewayV2httpRequest` that an HTTP API fills (a test reads it
+/// back with that type), written straight from the request with no tree in between.
+pub fn event(request: &Request<'_>) -> Bytes {
     let raw_query = request.uri.query().unwrap_or_default();
-    let mut query: Vec<(String, Vec<String>)> = Vec::new();
+    let mut query: Vec<(Cow<'_, str>, Vec<Cow<'_, str>>)> = Vec::new();
     for (name, value) in form_urlencoded::parse(raw_query.as_bytes()) {
         match query.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, values)) => values.push(value.into_owned()),
-            None => query.push((name.into_owned(), vec![value.into_owned()])),
+            Some((_, values)) => values.push(value),
+            None => query.push((name, vec![value])),
         }
     }
     let (body, is_base64_encoded) = if request.body.is_empty() {
         (None, false)
     } else if is_text(request.headers, request.body) {
-        (Some(String::from_utf8_lossy(request.body).into_owned()), false)
+        (Some(String::from_utf8_lossy(request.body)), false)
     } else {
-        (Some(base64::engine::general_purpose::STANDARD.encode(request.body)), true)
+        (Some(Cow::Owned(base64::engine::general_purpose::STANDARD.encode(request.body))), true)
     };
-
-    let mut http = ApiGatewayV2httpRequestContextHttpDescription::default();
-    http.method = request.method.clone();
-    http.path = Some(request.uri.path().to_owned());
-    http.protocol = Some("HTTP/1.1".to_owned());
-    http.source_ip = Some(request.source_ip.clone());
-    http.user_agent = request.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let mut context = ApiGatewayV2httpRequestContext::default();
-    context.route_key = Some(request.route_key.to_owned());
-    context.account_id = Some(crate::runtime::lambda::ACCOUNT_ID.to_owned());
-    context.stage = Some("$default".to_owned());
-    context.request_id = Some(request.request_id.to_owned());
-    context.apiid = Some(request.api_id.to_owned());
     let host = request.headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
-    context.domain_name = Some(host.to_owned());
-    context.domain_prefix = Some(host.split('.').next().unwrap_or(host).to_owned());
-    context.time = Some(request.time.format("%d/%b/%Y:%H:%M:%S %z").to_string());
-    context.time_epoch = request.time.timestamp_millis();
-    context.http = http;
-
-    let mut event = ApiGatewayV2httpRequest::default();
-    event.version = Some("2.0".to_owned());
-    event.route_key = Some(request.route_key.to_owned());
-    event.raw_path = Some(request.uri.path().to_owned());
-    event.raw_query_string = Some(raw_query.to_owned());
-    event.cookies = (!cookies.is_empty()).then_some(cookies);
-    event.headers = headers;
-    event.path_parameters = request.path_parameters.iter().cloned().collect::<HashMap<_, _>>();
-    event.request_context = context;
-    event.body = body;
-    event.is_base64_encoded = is_base64_encoded;
-    let mut value = serde_json::to_value(&event).unwrap_or_default();
-    if let Some(object) = value.as_object_mut() {
-        for field in NOT_IN_V2 {
-            object.remove(*field);
-        }
-        // Comma-joined like API Gateway (the crate's query map would pick one value).
-        if query.is_empty() {
-            object.remove("queryStringParameters");
-        } else {
-            let joined: serde_json::Map<String, serde_json::Value> =
-                query.into_iter().map(|(name, values)| (name, serde_json::Value::String(values.join(",")))).collect();
-            object.insert("queryStringParameters".to_owned(), serde_json::Value::Object(joined));
-        }
-        if object.get("stageVariables").is_some_and(|v| v.as_object().is_some_and(serde_json::Map::is_empty)) {
-            object.remove("stageVariables");
-        }
+    let path = request.uri.path();
+    let event = EventV2 {
+        version: "2.0",
+        route_key: request.route_key,
+        raw_path: path,
+        raw_query_string: raw_query,
+        cookies: cookies(request.headers),
+        headers: Headers(request.headers),
+        query_string_parameters: QueryParameters(&query),
+        path_parameters: PathParameters(request.path_parameters),
+        request_context: ContextV2 {
+            route_key: request.route_key,
+            account_id: crate::runtime::lambda::ACCOUNT_ID,
+            stage: "$default",
+            request_id: request.request_id,
+            api_id: request.api_id,
+            domain_name: host,
+            domain_prefix: host.split('.').next().unwrap_or(host),
+            time: request.time.format("%d/%b/%Y:%H:%M:%S %z").to_string(),
+            time_epoch: request.time.timestamp_millis(),
+            http: HttpV2 {
+                method: request.method.as_str(),
+                path,
+                protocol: "HTTP/1.1",
+                source_ip: &request.source_ip,
+                user_agent: request.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()),
+            },
+        },
+        body,
+        is_base64_encoded,
+    };
+    let mut out = Vec::with_capacity(512 + request.body.len() * 4 / 3);
+    // Writing into a Vec fails only if serializing fails, which these types never do.
+    match serde_json::to_writer(&mut out, &event) {
+        Ok(()) => Bytes::from(out),
+        Err(_) => Bytes::from_static(b"{}"),
     }
-    value
+}
+
+/// Format 2.0 as API Gateway writes it for an HTTP API (no `stageVariables`, no fields of
+/// the authorizer and REST payloads; `cookies`, `queryStringParameters`, `pathParameters`
+/// and `body` only when there are some).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EventV2<'a> {
+    version: &'static str,
+    route_key: &'a str,
+    raw_path: &'a str,
+    raw_query_string: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    cookies: Vec<String>,
+    headers: Headers<'a>,
+    #[serde(skip_serializing_if = "QueryParameters::is_empty")]
+    query_string_parameters: QueryParameters<'a>,
+    #[serde(skip_serializing_if = "PathParameters::is_empty")]
+    path_parameters: PathParameters<'a>,
+    request_context: ContextV2<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<Cow<'a, str>>,
+    is_base64_encoded: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ContextV2<'a> {
+    route_key: &'a str,
+    account_id: &'a str,
+    stage: &'a str,
+    request_id: &'a str,
+    api_id: &'a str,
+    domain_name: &'a str,
+    domain_prefix: &'a str,
+    time: String,
+    time_epoch: i64,
+    http: HttpV2<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HttpV2<'a> {
+    method: &'a str,
+    path: &'a str,
+    protocol: &'a str,
+    source_ip: &'a str,
+    user_agent: Option<&'a str>,
+}
+
+/// The cookies of the `Cookie` headers, one string each.
+fn cookies(headers: &HeaderMap) -> Vec<String> {
+    let mut cookies = Vec::new();
+    for value in headers.get_all(header::COOKIE) {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        cookies.extend(text.split(';').map(str::trim).filter(|c| !c.is_empty()).map(str::to_owned));
+    }
+    cookies
+}
+
+/// Headers by lower-case name, repeated ones joined with commas as API Gateway does; the
+/// cookies are in `cookies` instead.
+struct Headers<'a>(&'a HeaderMap);
+
+impl Serialize for Headers<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        for name in self.0.keys() {
+            if name == header::COOKIE {
+                continue;
+            }
+            let mut values = self.0.get_all(name).iter();
+            let first = values.next().map(|v| String::from_utf8_lossy(v.as_bytes()));
+            let joined = values.fold(first.unwrap_or_default(), |mut joined, value| {
+                let joined_mut = joined.to_mut();
+                joined_mut.push(',');
+                joined_mut.push_str(&String::from_utf8_lossy(value.as_bytes()));
+                joined
+            });
+            map.serialize_entry(name.as_str(), &joined)?;
+        }
+        map.end()
+    }
+}
+
+/// Query parameters, repeated ones joined with commas as API Gateway does.
+struct QueryParameters<'a>(&'a [(Cow<'a, str>, Vec<Cow<'a, str>>)]);
+
+impl QueryParameters<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for QueryParameters<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(name, values)| (name, values.join(","))))
+    }
+}
+
+struct PathParameters<'a>(&'a [(String, String)]);
+
+impl PathParameters<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for PathParameters<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(name, value)| (name, value)))
+    }
 }
 
 /// Whether API Gateway would pass the body as text: it is UTF-8 and its content type is
@@ -243,7 +324,7 @@ mod tests {
         let uri: Uri = "/users/42?x=1&x=2&y=%20z".parse().unwrap();
         let body = Bytes::from_static(b"{\"k\":1}");
         let params = vec![("id".to_owned(), "42".to_owned())];
-        let event = event(&Request {
+        let json = event(&Request {
             method: &Method::GET,
             uri: &uri,
             headers: &headers,
@@ -255,6 +336,7 @@ mod tests {
             api_id: "api",
             time: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
         });
+        let event: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(event["version"], "2.0");
         assert_eq!(event["routeKey"], "GET /users/{id}");
         assert_eq!(event["rawPath"], "/users/42");
@@ -271,6 +353,46 @@ mod tests {
         assert_eq!(event["body"], "{\"k\":1}");
         assert_eq!(event["isBase64Encoded"], false);
         assert!(event.get("httpMethod").is_none() && event.get("type").is_none());
+        assert!(event.get("stageVariables").is_none());
+        assert_eq!(event["requestContext"]["domainPrefix"], "api");
+
+        // What a Rust handler reads with aws_lambda_events' own type.
+        let typed: aws_lambda_events::apigw::ApiGatewayV2httpRequest = serde_json::from_slice(&json).unwrap();
+        assert_eq!(typed.raw_path.as_deref(), Some("/users/42"));
+        assert_eq!(typed.cookies, Some(vec!["a=1".to_owned(), "b=2".to_owned()]));
+        assert_eq!(typed.headers["x-a"], "1,2");
+        assert_eq!(typed.query_string_parameters.first("y"), Some(" z"));
+        assert_eq!(typed.path_parameters["id"], "42");
+        assert_eq!(typed.request_context.http.method, Method::GET);
+        assert_eq!(typed.request_context.http.source_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(typed.request_context.request_id.as_deref(), Some("rid"));
+        assert_eq!(typed.body.as_deref(), Some("{\"k\":1}"));
+    }
+
+    #[test]
+    fn a_bare_request_leaves_out_what_it_lacks() {
+        let uri: Uri = "/".parse().unwrap();
+        let json = event(&Request {
+            method: &Method::POST,
+            uri: &uri,
+            headers: &HeaderMap::new(),
+            body: &Bytes::new(),
+            route_key: "$default",
+            path_parameters: &[],
+            request_id: "rid",
+            source_ip: "::1".into(),
+            api_id: "api",
+            time: DateTime::from_timestamp(0, 0).unwrap(),
+        });
+        let event: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        for absent in ["cookies", "queryStringParameters", "pathParameters", "body"] {
+            assert!(event.get(absent).is_none(), "{absent} in {event}");
+        }
+        assert_eq!(event["headers"], serde_json::json!({}));
+        assert_eq!(event["rawQueryString"], "");
+        assert_eq!(event["requestContext"]["domainName"], "localhost");
+        assert_eq!(event["requestContext"]["http"]["userAgent"], serde_json::Value::Null);
+        assert_eq!(event["isBase64Encoded"], false);
     }
 
     #[test]

@@ -36,7 +36,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse as _, Response};
 use axum::serve::ListenerExt as _;
 use axum::Router;
-use bytes::Bytes;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
@@ -390,7 +389,7 @@ async fn target(State(state): State<Arc<RouteState>>, request: Request) -> Respo
         api_id: &route.trigger,
         time: Utc::now(),
     });
-    let mut event = Event::new(format!("{SOURCE_PREFIX}{}", route.trigger), EVENT_TYPE, Bytes::from(data.to_string()));
+    let mut event = Event::new(format!("{SOURCE_PREFIX}{}", route.trigger), EVENT_TYPE, data);
     event.id = id.clone();
     event.subject = Some(route.key.clone());
     if let Some(parent) = parts.headers.get("traceparent").and_then(|v| v.to_str().ok()).filter(|t| crate::event::valid_traceparent(t)) {
