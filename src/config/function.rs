@@ -140,6 +140,9 @@ impl std::str::FromStr for RuntimeKind {
             }
         };
         kind.ok_or_else(|| {
+            if text == "component" {
+                return "runtime \"component\" (wit/sluice.wit) is not available in this version of Sluice yet: build the function as a WASI preview-1 command for runtime \"wasm\", or run a Python or Node.js handler with a Lambda runtime (\"python3.N\", \"nodejsN.x\")".to_owned();
+            }
             format!(
                 "unknown runtime {text:?}: use \"wasm\", \"python3.N\" (e.g. \"python3.11\"), \"nodejsN.x\" (e.g. \"nodejs20.x\"), \"provided\" or \"provided.al2023\""
             )
@@ -503,6 +506,8 @@ mod tests {
             let error = bad.parse::<RuntimeKind>().unwrap_err();
             assert!(error.contains(&format!("{bad:?}")) && error.contains("nodejsN.x"), "{bad}: {error}");
         }
+        let error = "component".parse::<RuntimeKind>().unwrap_err();
+        assert!(error.contains("not available") && error.contains("\"wasm\""), "{error}");
     }
 
     #[test]
