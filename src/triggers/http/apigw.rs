@@ -35,11 +35,16 @@ pub struct Request<'a> {
 /// back with that type), written straight from the request with no tree in between.
 pub fn event(request: &Request<'_>) -> Bytes {
     let raw_query = request.uri.query().unwrap_or_default();
-    let mut query: Vec<(Cow<'_, str>, Vec<Cow<'_, str>>)> = Vec::new();
+    // Repeated parameters are joined with commas, as API Gateway does.
+    let mut query: Vec<(Cow<'_, str>, Cow<'_, str>)> = Vec::new();
     for (name, value) in form_urlencoded::parse(raw_query.as_bytes()) {
         match query.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, values)) => values.push(value),
-            None => query.push((name, vec![value])),
+            Some((_, values)) => {
+                let values = values.to_mut();
+                values.push(',');
+                values.push_str(&value);
+            }
+            None => query.push((name, value)),
         }
     }
     let (body, is_base64_encoded) = if request.body.is_empty() {
@@ -58,8 +63,8 @@ pub fn event(request: &Request<'_>) -> Bytes {
         raw_query_string: raw_query,
         cookies: cookies(request.headers),
         headers: Headers(request.headers),
-        query_string_parameters: QueryParameters(&query),
-        path_parameters: PathParameters(request.path_parameters),
+        query_string_parameters: Pairs(&query),
+        path_parameters: Pairs(request.path_parameters),
         request_context: ContextV2 {
             route_key: request.route_key,
             account_id: crate::runtime::lambda::ACCOUNT_ID,
@@ -102,10 +107,10 @@ struct EventV2<'a> {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     cookies: Vec<String>,
     headers: Headers<'a>,
-    #[serde(skip_serializing_if = "QueryParameters::is_empty")]
-    query_string_parameters: QueryParameters<'a>,
-    #[serde(skip_serializing_if = "PathParameters::is_empty")]
-    path_parameters: PathParameters<'a>,
+    #[serde(skip_serializing_if = "Pairs::is_empty")]
+    query_string_parameters: Pairs<'a, Cow<'a, str>, Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Pairs::is_empty")]
+    path_parameters: Pairs<'a, String, String>,
     request_context: ContextV2<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     body: Option<Cow<'a, str>>,
@@ -172,30 +177,16 @@ impl Serialize for Headers<'_> {
     }
 }
 
-/// Query parameters, repeated ones joined with commas as API Gateway does.
-struct QueryParameters<'a>(&'a [(Cow<'a, str>, Vec<Cow<'a, str>>)]);
+/// Name-value pairs as a JSON object (query and path parameters), in their order.
+struct Pairs<'a, K, V>(&'a [(K, V)]);
 
-impl QueryParameters<'_> {
+impl<K, V> Pairs<'_, K, V> {
     fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }
 
-impl Serialize for QueryParameters<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.0.iter().map(|(name, values)| (name, values.join(","))))
-    }
-}
-
-struct PathParameters<'a>(&'a [(String, String)]);
-
-impl PathParameters<'_> {
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl Serialize for PathParameters<'_> {
+impl<K: Serialize, V: Serialize> Serialize for Pairs<'_, K, V> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_map(self.0.iter().map(|(name, value)| (name, value)))
     }
