@@ -4,6 +4,7 @@
 //! absolute numbers do not.
 
 pub mod http;
+pub mod component;
 pub mod lambda;
 pub mod noop;
 pub mod postgres;
@@ -55,6 +56,8 @@ pub struct Options {
     pub tools_dir: std::path::PathBuf,
     /// The `hello` example's module, for the HTTP gateway's phase (none: no such phase).
     pub http: Option<PathBuf>,
+    /// The example components (name, built artifact), measured when built.
+    pub components: Vec<(String, PathBuf)>,
 }
 
 /// The report; field names are documented in docs/performance.md.
@@ -72,6 +75,8 @@ pub struct Report {
     pub cold_start: ColdStart,
     /// The Lambda runtimes (Python, Node.js) whose clients are installed.
     pub lambda: lambda::LambdaReport,
+    /// The example components (Python, JavaScript) that are built.
+    pub component: component::ComponentReport,
     pub ratios: Ratios,
     pub noop: &'static str,
     /// The `postgres` trigger against reading its slot alone (with `--postgres`).
@@ -213,6 +218,7 @@ pub async fn run(load: &Bus, platform: &Bus, options: &Options, work_dir: &std::
     let logs_and_metrics = logs_cost(load, platform, &host, &noop, &data, options, &run_id).await?;
     let cold_start = cold_start(options, work_dir).await?;
     let lambda = lambda::run(options, &options.tools_dir, work_dir).await.context("lambda phase")?;
+    let component = component::run(options, &host).await.context("component phase")?;
     let postgres = match &options.postgres {
         Some(dsn) => Some(postgres::run(dsn, platform, options.events, &run_id).await.context("postgres phase")?),
         None => None,
@@ -243,6 +249,7 @@ pub async fn run(load: &Bus, platform: &Bus, options: &Options, work_dir: &std::
         logs_and_metrics,
         cold_start,
         lambda,
+        component,
         ratios,
         noop: NOOP_DESCRIPTION,
         postgres,
@@ -878,7 +885,7 @@ async fn cold_start(options: &Options, work_dir: &std::path::Path) -> anyhow::Re
     let variants: Vec<Vec<u8>> =
         (0..COLD_FUNCTIONS).map(|v| noop::module(Some(COLD_FUNCTIONS + v))).collect::<anyhow::Result<_>>()?;
     for bytes in &variants {
-        cache::precompile(host.engine(), &work_dir.join("cold-precompiled"), bytes)?;
+        cache::precompile::<wasmtime::Module>(host.engine(), &work_dir.join("cold-precompiled"), bytes)?;
     }
     let mut precompiled = Vec::with_capacity(COLD_FUNCTIONS);
     for bytes in &variants {

@@ -80,6 +80,7 @@ async fn measure(ctx: &Context, args: &Args, work_dir: &std::path::Path) -> anyh
         postgres: args.postgres.clone(),
         tools_dir: crate::config::Project::tools_dir_of(&ctx.dir),
         http: if args.http { Some(hello_module(ctx)?) } else { None },
+        components: bench::component::examples(&ctx.dir),
     };
     let report = bench::run(&load, &platform, &options, work_dir).await;
     // Closed before the server stops, so that they do not report it as a lost connection.
@@ -143,6 +144,15 @@ fn render(r: &Report) -> String {
     }
     for skipped in &r.lambda.skipped {
         row("lambda", "skipped", skipped.clone());
+    }
+    for c in &r.component.components {
+        let phase = format!("component {}", c.function);
+        row(&phase, "cold start (precompiled → first response)", format!("p50 {:.3} / p99 {:.3} ms", c.cold_start.p50_ms, c.cold_start.p99_ms));
+        row(&phase, "of which map + link", format!("p50 {:.3} / p99 {:.3} ms", c.load.p50_ms, c.load.p99_ms));
+        row(&phase, "warm invoke p50 / p99", format!("{:.3} / {:.3} ms", c.warm_p50_ms, c.warm_p99_ms));
+    }
+    for skipped in &r.component.skipped {
+        row("component", "skipped", skipped.clone());
     }
     row("ratios", "end to end ÷ raw overlapped", format!("{:.3}", r.ratios.end_to_end_vs_raw_jetstream));
     row("ratios", "invoke CPU ÷ bare wasmtime", format!("{:.3}", r.ratios.invoke_cpu_vs_bare_wasmtime));

@@ -14,7 +14,7 @@ use super::Context;
 use crate::error::UsageError;
 use crate::event::Event;
 use crate::runtime::wasm::{HostConfig, WasmHost};
-use crate::runtime::{lambda, Hosts, Invocation};
+use crate::runtime::{Hosts, Invocation};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -38,6 +38,9 @@ struct Output {
     memory_bytes: Option<u64>,
     response: Option<serde_json::Value>,
     error: Option<String>,
+    /// Lambda's `errorType` of a failure, where the runtime knows it (`ValueError`,
+    /// `Sandbox.Timedout`).
+    error_type: Option<String>,
     logs: Vec<String>,
 }
 
@@ -61,7 +64,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         buckets_dir: Some(project.buckets_dir()),
     })?;
     // A Lambda function runs in one cold execution environment, stopped on exit.
-    let hosts = Hosts { wasm, lambda: lambda::LambdaHost::new(project.lambda_host_config()) };
+    let hosts = Hosts::new(wasm, project.lambda_host_config());
     let function = hosts.load(def)?;
     let mut event = Event::new("sluice.invoke", "sluice.invoke", data);
     if args.raw {
@@ -86,6 +89,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
                 memory_bytes: Some(r.memory_bytes),
                 response: serde_json::from_slice(&r.body).ok(),
                 error: None,
+                error_type: None,
                 logs: r.logs.clone(),
             },
             Err(e) => Output {
@@ -96,6 +100,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
                 memory_bytes: None,
                 response: None,
                 error: Some(e.message.clone()),
+                error_type: e.error_type.clone(),
                 logs: e.logs.clone(),
             },
         };

@@ -25,7 +25,7 @@ use crate::config::{ConfigError, FunctionConfig, Project};
 use crate::error::UsageError;
 use crate::dispatch::Dispatcher;
 use crate::runtime::wasm::{HostConfig, WasmHost};
-use crate::runtime::{lambda, Hosts, Runtime};
+use crate::runtime::{Hosts, Runtime};
 use crate::telemetry::logs::LogSink;
 use crate::triggers::http::Gateway;
 
@@ -194,11 +194,11 @@ async fn start(ctx: &Context, project: &Project, server: &mut Option<EmbeddedNat
     let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
     let wasm = WasmHost::new(HostConfig {
         max_concurrent: project.settings.runtime.max_concurrent.unwrap_or(2 * cpus),
-        max_memory_mb: project.functions.iter().filter(|f| !f.config.runtime.is_lambda()).map(|f| f.config.memory_mb).max().unwrap_or(128),
+        max_memory_mb: project.functions.iter().filter(|f| f.config.runtime == crate::config::RuntimeKind::Wasm).map(|f| f.config.memory_mb).max().unwrap_or(128),
         cache_dir: project.cache_dir(),
         buckets_dir: Some(project.buckets_dir()),
     })?;
-    let hosts = Hosts { wasm, lambda: lambda::LambdaHost::new(project.lambda_host_config()) };
+    let hosts = Hosts::new(wasm, project.lambda_host_config());
 
     let mut functions = Vec::new();
     for def in &project.functions {

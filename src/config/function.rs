@@ -13,18 +13,21 @@ pub struct FunctionConfig {
     /// Unique name; becomes the consumer name and the `sluice.direct.<name>` subject.
     /// 1 to 64 ASCII letters, digits, `-` or `_`.
     pub name: String,
-    /// How the function runs: `wasm` (a WASI preview-1 command module), or one of Lambda's
-    /// runtimes: `python3.N`, `nodejsN.x`, `provided` / `provided.al2023` / `provided.al2`
-    /// (an executable `bootstrap` in the folder).
+    /// How the function runs: `wasm` (a WASI preview-1 command module), `component` (a
+    /// WebAssembly component exporting `wit/sluice.wit`, prebuilt or built from a Python or
+    /// JavaScript handler), or one of Lambda's runtimes: `python3.N`, `nodejsN.x`, `provided` /
+    /// `provided.al2023` / `provided.al2` (an executable `bootstrap` in the folder).
     pub runtime: RuntimeKind,
     /// The wasm artifact, relative to the function's folder (an absolute path also works).
-    /// Required for `wasm`; not used by Lambda runtimes.
+    /// Required for `wasm`; for `component`, a prebuilt component (instead of `handler`); not
+    /// used by Lambda runtimes.
     #[serde(default)]
     pub module: Option<PathBuf>,
     /// Lambda runtimes: the handler as Lambda reads it, `file.function` (`app.lambda_handler`
     /// is `lambda_handler` in `app.py`; `index.handler` is `handler` exported by `index.js`,
     /// `.mjs` or `.cjs`). Required for `python3.N` and `nodejsN.x`; passed to a `provided`
-    /// runtime's `bootstrap` as `_HANDLER`.
+    /// runtime's `bootstrap` as `_HANDLER`. For `component`, the Python (`app.lambda_handler`)
+    /// or JavaScript (`index.handler`) handler `sluice build` makes the component from.
     #[serde(default)]
     pub handler: Option<String>,
     /// Memory limit in MiB. wasm: linear memory cannot grow past it. Lambda runtimes: a hard
@@ -97,6 +100,8 @@ impl BucketGrant {
 pub enum RuntimeKind {
     /// WASI preview-1 command module: event on stdin, response on stdout.
     Wasm,
+    /// A WebAssembly component exporting the Sluice world (`wit/sluice.wit`).
+    Component,
     /// `python3.N`: a Python handler run through `awslambdaric`.
     Python { minor: u32 },
     /// `nodejsN.x`: a Node.js handler run through `aws-lambda-ric`.
@@ -117,7 +122,7 @@ pub enum ProvidedVariant {
 impl RuntimeKind {
     /// Whether the function runs as a process speaking the Lambda Runtime API.
     pub fn is_lambda(self) -> bool {
-        !matches!(self, RuntimeKind::Wasm)
+        !matches!(self, RuntimeKind::Wasm | RuntimeKind::Component)
     }
 }
 
@@ -128,6 +133,7 @@ impl std::str::FromStr for RuntimeKind {
         let number = |digits: &str| (!digits.is_empty() && digits.len() <= 3 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse::<u32>().ok()).flatten();
         let kind = match text {
             "wasm" => Some(RuntimeKind::Wasm),
+            "component" => Some(RuntimeKind::Component),
             "provided" => Some(RuntimeKind::Provided { variant: ProvidedVariant::Plain }),
             "provided.al2" => Some(RuntimeKind::Provided { variant: ProvidedVariant::Al2 }),
             "provided.al2023" => Some(RuntimeKind::Provided { variant: ProvidedVariant::Al2023 }),
@@ -140,11 +146,8 @@ impl std::str::FromStr for RuntimeKind {
             }
         };
         kind.ok_or_else(|| {
-            if text == "component" {
-                return "runtime \"component\" (wit/sluice.wit) is not available in this version of Sluice yet: build the function as a WASI preview-1 command for runtime \"wasm\", or run a Python or Node.js handler with a Lambda runtime (\"python3.N\", \"nodejsN.x\")".to_owned();
-            }
             format!(
-                "unknown runtime {text:?}: use \"wasm\", \"python3.N\" (e.g. \"python3.11\"), \"nodejsN.x\" (e.g. \"nodejs20.x\"), \"provided\" or \"provided.al2023\""
+                "unknown runtime {text:?}: use \"wasm\", \"component\", \"python3.N\" (e.g. \"python3.11\"), \"nodejsN.x\" (e.g. \"nodejs20.x\"), \"provided\" or \"provided.al2023\""
             )
         })
     }
@@ -154,6 +157,7 @@ impl std::fmt::Display for RuntimeKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RuntimeKind::Wasm => f.write_str("wasm"),
+            RuntimeKind::Component => f.write_str("component"),
             RuntimeKind::Python { minor } => write!(f, "python3.{minor}"),
             RuntimeKind::Node { major } => write!(f, "nodejs{major}.x"),
             RuntimeKind::Provided { variant: ProvidedVariant::Plain } => f.write_str("provided"),
@@ -277,6 +281,28 @@ impl FunctionConfig {
                 }
                 if self.min_warm > 0 {
                     return Err(("min_warm", "is for Lambda runtimes; a wasm function starts a fresh sandbox per event in microseconds".into()));
+                }
+            }
+            RuntimeKind::Component => {
+                match (&self.module, &self.handler) {
+                    (None, None) => {
+                        return Err((
+                            "handler",
+                            "missing: a component function names the handler to build it from, e.g. handler = \"app.lambda_handler\" \
+                             (app.py) or handler = \"index.handler\" (index.js), or a prebuilt component as module = \"handler.wasm\""
+                                .into(),
+                        ))
+                    }
+                    (Some(_), Some(_)) => {
+                        return Err(("handler", "and `module` exclude each other: `handler` is built into a component by `sluice build`, `module` is a component built already; keep one".into()))
+                    }
+                    (None, Some(handler)) => {
+                        crate::runtime::component::source::parse(handler).map_err(|m| ("handler", m))?;
+                    }
+                    (Some(_), None) => {}
+                }
+                if self.min_warm > 0 {
+                    return Err(("min_warm", "is for Lambda runtimes; a component starts a fresh instance per event from its precompiled image".into()));
                 }
             }
             RuntimeKind::Python { .. } | RuntimeKind::Node { .. } | RuntimeKind::Provided { .. } => {
@@ -502,12 +528,13 @@ mod tests {
             assert_eq!(kind.to_string(), text);
             assert_eq!(kind.is_lambda(), text != "wasm");
         }
+        assert_eq!("component".parse::<RuntimeKind>(), Ok(RuntimeKind::Component));
+        assert_eq!(RuntimeKind::Component.to_string(), "component");
+        assert!(!RuntimeKind::Component.is_lambda());
         for bad in ["python2.7", "python3", "python3.x", "nodejs20", "nodejs.x", "nodejsx.x", "java21", "provided.al2024", "WASM", "python3.1234"] {
             let error = bad.parse::<RuntimeKind>().unwrap_err();
             assert!(error.contains(&format!("{bad:?}")) && error.contains("nodejsN.x"), "{bad}: {error}");
         }
-        let error = "component".parse::<RuntimeKind>().unwrap_err();
-        assert!(error.contains("not available") && error.contains("\"wasm\""), "{error}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{read_toml, ConfigError, FunctionConfig};
+use super::{read_toml, ConfigError, FunctionConfig, RuntimeKind};
 
 /// `sluice.toml`, every section optional.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -311,8 +311,19 @@ fn load_functions(dir: &Path, built: bool) -> Result<Vec<FunctionDef>, ConfigErr
             ));
         }
         let folder = path.parent().unwrap_or(dir).to_path_buf();
-        let module_path = config.module.as_ref().map(|module| folder.join(module));
-        if let Some(module_path) = &module_path {
+        let mut module_path = config.module.as_ref().map(|module| folder.join(module));
+        if let (RuntimeKind::Component, Some(handler)) = (config.runtime, &config.handler) {
+            crate::runtime::component::source::find(handler, &folder).map_err(|m| ConfigError::new(&path, Some("handler"), m))?;
+            let component = folder.join(crate::runtime::component::BUILT_COMPONENT);
+            if built && !component.is_file() {
+                return Err(ConfigError::new(
+                    &path,
+                    Some("handler"),
+                    format!("{} does not exist; build the function first (`sluice build {}`)", component.display(), config.name),
+                ));
+            }
+            module_path = Some(component);
+        } else if let Some(module_path) = &module_path {
             if !module_path.is_file() {
                 if built {
                     return Err(ConfigError::new(
@@ -346,6 +357,10 @@ const MIB: u64 = 1024 * 1024;
 fn check_module(config: &FunctionConfig, module_path: &Path) -> Result<(), (&'static str, String)> {
     let shown = module_path.display();
     let bytes = std::fs::read(module_path).map_err(|e| ("module", format!("cannot read {shown}: {e}")))?;
+    if config.runtime == RuntimeKind::Component {
+        // Its memories are many and made at instantiation; the runtime caps their sum.
+        return check_component_header(&bytes).map_err(|m| ("module", format!("{shown} {m}")));
+    }
     let binary = if module_path.extension().is_some_and(|e| e == "wat") {
         wat::parse_bytes(&bytes)
             .map_err(|e| ("module", format!("{shown} is not valid WebAssembly text: {e}")))?
@@ -388,6 +403,19 @@ fn check_header(bytes: &[u8]) -> Result<(), String> {
             "is a WebAssembly component, but runtime \"wasm\" runs core modules; {BUILD}"
         )),
         _ => Err(format!("is not a WebAssembly module this runtime can run: it starts with {}", first_bytes(bytes))),
+    }
+}
+
+/// Checks the preamble of a binary component: `\0asm` and a component's version and layer.
+fn check_component_header(bytes: &[u8]) -> Result<(), String> {
+    const BUILD: &str = "give `handler` (a Python or JavaScript handler `sluice build` makes the component from) or a component built for wit/sluice.wit";
+    if !bytes.starts_with(b"\0asm") {
+        return Err(format!("is not a WebAssembly component: it starts with {}; {BUILD}", first_bytes(bytes)));
+    }
+    match bytes.get(4..8) {
+        Some([_, _, 1, 0]) => Ok(()),
+        Some([1, 0, 0, 0]) => Err("is a core WebAssembly module, but runtime \"component\" runs components; a WASI preview-1 command module runs under runtime = \"wasm\"".to_owned()),
+        _ => Err(format!("is not a WebAssembly component this runtime can run: it starts with {}", first_bytes(bytes))),
     }
 }
 

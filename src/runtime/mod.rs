@@ -4,6 +4,7 @@
 //! A runtime never retries and never talks to NATS; the dispatcher decides what a failure
 //! means for the event.
 
+pub mod component;
 pub mod lambda;
 pub mod wasm;
 
@@ -99,21 +100,34 @@ pub trait Runtime: Send + Sync {
 /// The runtimes of one node, shared by all functions.
 pub struct Hosts {
     pub wasm: wasm::WasmHost,
+    pub component: component::ComponentHost,
     pub lambda: lambda::LambdaHost,
 }
 
 impl Hosts {
+    /// Components share the `wasm` host's sandbox limit and cache, and Lambda's region.
+    pub fn new(wasm: wasm::WasmHost, lambda: lambda::HostConfig) -> Self {
+        Self { component: component::ComponentHost::new(&wasm, lambda.region.clone()), wasm, lambda: lambda::LambdaHost::new(lambda) }
+    }
+
     /// Loads a function into the runtime its `function.toml` names; an error names the
     /// file and the field to fix.
     pub fn load(&self, def: &crate::config::FunctionDef) -> Result<Arc<dyn Runtime>, crate::config::ConfigError> {
+        use crate::config::{ConfigError, RuntimeKind};
         if def.config.runtime.is_lambda() {
-            let function = self.lambda.load(def).map_err(|e| crate::config::ConfigError::new(&def.path, Some(e.field), e.message))?;
+            let function = self.lambda.load(def).map_err(|e| ConfigError::new(&def.path, Some(e.field), e.message))?;
             return Ok(Arc::new(function));
         }
         let Some(module_path) = &def.module_path else {
-            return Err(crate::config::ConfigError::new(&def.path, Some("module"), "missing: a wasm function names its compiled module"));
+            return Err(ConfigError::new(&def.path, Some("module"), "missing: a wasm function names its compiled module"));
         };
-        let function = self.wasm.load(&def.config, module_path).map_err(|e| crate::config::ConfigError::new(&def.path, Some("module"), format!("{e:#}")))?;
+        if def.config.runtime == RuntimeKind::Component {
+            // A component built from `handler` is `sluice build`'s output: blame the handler.
+            let field = if def.config.module.is_some() { "module" } else { "handler" };
+            let function = self.component.load(&def.config, module_path).map_err(|e| ConfigError::new(&def.path, Some(field), format!("{e:#}")))?;
+            return Ok(Arc::new(function));
+        }
+        let function = self.wasm.load(&def.config, module_path).map_err(|e| ConfigError::new(&def.path, Some("module"), format!("{e:#}")))?;
         Ok(Arc::new(function))
     }
 }

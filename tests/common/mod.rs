@@ -7,6 +7,7 @@ pub mod fuzz;
 pub mod http;
 pub mod lambda;
 pub mod cluster;
+pub mod component;
 pub mod dispatch;
 pub mod netns;
 pub mod postgres;

@@ -71,7 +71,7 @@ pub struct HandlerName {
 
 impl HandlerName {
     pub fn parse(runtime: RuntimeKind, handler: &str) -> Result<Self, String> {
-        let example = if matches!(runtime, RuntimeKind::Python { .. }) { "app.lambda_handler" } else { "index.handler" };
+        let example = if matches!(runtime, RuntimeKind::Python { .. } | RuntimeKind::Component) { "app.lambda_handler" } else { "index.handler" };
         let Some((module, function)) = handler.rsplit_once('.') else {
             return Err(format!("{handler:?} is not file.function (Lambda's form), e.g. {example:?}"));
         };
@@ -94,7 +94,7 @@ impl HandlerName {
     }
 
     /// The files that may hold the module, relative to the task root.
-    fn candidates(&self, runtime: RuntimeKind) -> Vec<PathBuf> {
+    pub(crate) fn candidates(&self, runtime: RuntimeKind) -> Vec<PathBuf> {
         match runtime {
             RuntimeKind::Python { .. } => vec![format!("{}.py", self.module).into(), Path::new(&self.module).join("__init__.py")],
             _ => ["js", "mjs", "cjs"].iter().map(|ext| PathBuf::from(format!("{}.{ext}", self.module))).collect(),
@@ -102,7 +102,7 @@ impl HandlerName {
     }
 
     /// The module's file in `folder` (or, for Python, its `package/`), if there is one.
-    fn find(&self, runtime: RuntimeKind, folder: &Path) -> Option<PathBuf> {
+    pub(crate) fn find(&self, runtime: RuntimeKind, folder: &Path) -> Option<PathBuf> {
         let roots = [folder.to_path_buf(), folder.join(PYTHON_PACKAGE_DIR)];
         self.candidates(runtime).iter().flat_map(|c| roots.iter().map(move |root| root.join(c))).find(|path| path.is_file())
     }
@@ -263,7 +263,7 @@ impl LambdaHost {
                 (node.path, args, Some(("NODE_PATH", search)), false)
             }
             RuntimeKind::Provided { .. } => (task_root.join("bootstrap"), Vec::new(), None, true),
-            RuntimeKind::Wasm => return Err(runtime_error("runtime wasm is not a Lambda runtime".into())),
+            RuntimeKind::Wasm | RuntimeKind::Component => return Err(runtime_error(format!("runtime {} is not a Lambda runtime", config.runtime))),
         };
         env.push(("PATH".into(), path));
         if let Some((name, value)) = search_path {

@@ -35,7 +35,7 @@ pub fn client_dir(tools: &Path, runtime: RuntimeKind) -> Option<PathBuf> {
     match runtime {
         RuntimeKind::Python { minor } => Some(lambda.join(format!("python3.{minor}"))),
         RuntimeKind::Node { major } => Some(lambda.join(format!("nodejs{major}"))),
-        RuntimeKind::Wasm | RuntimeKind::Provided { .. } => None,
+        RuntimeKind::Wasm | RuntimeKind::Component | RuntimeKind::Provided { .. } => None,
     }
 }
 
@@ -63,7 +63,7 @@ fn find_interpreter(runtime: RuntimeKind) -> Result<Interpreter, String> {
             format!("3.{minor}."),
         ),
         RuntimeKind::Node { major } => ("node".to_owned(), "", format!("{major}.")),
-        RuntimeKind::Wasm | RuntimeKind::Provided { .. } => return Err(format!("runtime {runtime} has no interpreter")),
+        RuntimeKind::Wasm | RuntimeKind::Component | RuntimeKind::Provided { .. } => return Err(format!("runtime {runtime} has no interpreter")),
     };
     let output = match runtime {
         RuntimeKind::Node { .. } => Command::new(&program).args(["-p", "process.execPath + '\\n' + process.versions.node"]).output(),

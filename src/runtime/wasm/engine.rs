@@ -64,7 +64,22 @@ pub fn build(limits: EngineLimits) -> wasmtime::Result<Engine> {
     Ok(engine)
 }
 
-fn config(limits: EngineLimits, pooling: bool) -> Config {
+/// Builds the engine of the `component` runtime and starts its epoch ticker.
+///
+/// Instances are allocated on demand rather than from the pool: a component built from
+/// Python or JavaScript carries an interpreter made of a dozen core instances, with tables
+/// of tens of thousands of functions and a memory image of tens of MiB, beyond the
+/// per-slot sizes the pool reserves for every `wasm` sandbox. The image is still not copied
+/// per instance: it is mapped copy-on-write (wasmtime's default), so only the pages a
+/// handler writes cost anything.
+pub fn build_for_components() -> wasmtime::Result<Engine> {
+    let engine = Engine::new(&base_config())?;
+    start_epoch_ticker(&engine);
+    Ok(engine)
+}
+
+/// The settings both engines share.
+fn base_config() -> Config {
     let mut config = Config::new();
     // Preemption: the compiled code checks the epoch at loop headers and calls, which costs
     // far less than fuel metering; at each tick a guest yields, so timers (timeouts) fire
@@ -73,6 +88,11 @@ fn config(limits: EngineLimits, pooling: bool) -> Config {
     // Optimised code; compiled once per module and cached on disk, so compile time matters
     // only on a cold start from source.
     config.cranelift_opt_level(OptLevel::Speed);
+    config
+}
+
+fn config(limits: EngineLimits, pooling: bool) -> Config {
+    let mut config = base_config();
     if pooling {
         // A fresh instance per event is affordable only when instantiation is a slot reuse
         // (≈1 µs) rather than an mmap of a new address space (≈6 µs plus page faults).

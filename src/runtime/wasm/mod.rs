@@ -10,7 +10,7 @@
 
 pub mod cache;
 pub mod engine;
-mod output;
+pub(crate) mod output;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -85,6 +85,15 @@ impl WasmHost {
         &self.engine
     }
 
+    /// The host-wide limit on sandboxes running at once, which components share.
+    pub(crate) fn slots(&self) -> Arc<Semaphore> {
+        self.slots.clone()
+    }
+
+    pub(crate) fn cache_dir(&self) -> &std::path::Path {
+        &self.cache_dir
+    }
+
     /// Compiles (or loads from the cache) and links a function's module.
     pub fn load(&self, config: &FunctionConfig, module_path: &std::path::Path) -> anyhow::Result<WasmFunction> {
         let bytes = std::fs::read(module_path)
@@ -133,7 +142,7 @@ impl WasmHost {
 
 impl WasmHost {
     /// The host folders of a function's bucket grants, created if missing.
-    fn mounts(&self, config: &FunctionConfig) -> anyhow::Result<Vec<Mount>> {
+    pub(crate) fn mounts(&self, config: &FunctionConfig) -> anyhow::Result<Vec<Mount>> {
         let grants = config.bucket_grants();
         if grants.is_empty() {
             return Ok(Vec::new());
@@ -155,10 +164,10 @@ impl WasmHost {
 }
 
 /// A host folder visible in the sandbox.
-struct Mount {
-    host: PathBuf,
-    guest: String,
-    perms: FsPerms,
+pub(crate) struct Mount {
+    pub(crate) host: PathBuf,
+    pub(crate) guest: String,
+    pub(crate) perms: FsPerms,
 }
 
 /// A function ready to run: its linked module and limits.
@@ -190,20 +199,32 @@ pub struct State {
     limiter: MemoryLimiter,
 }
 
-/// Caps linear memory at `memory_mb`, remembering the peak and whether the cap was hit.
-struct MemoryLimiter {
+/// Caps linear memory at `memory_mb`, remembering the peak and whether the cap was hit. The
+/// cap is on the sum of an instance's memories: a component has several (its interpreter's
+/// and its adapters').
+pub(crate) struct MemoryLimiter {
     limit: usize,
-    peak: usize,
-    refused: Option<usize>,
+    total: usize,
+    pub(crate) peak: usize,
+    /// The total a refused growth asked for.
+    pub(crate) refused: Option<usize>,
+}
+
+impl MemoryLimiter {
+    pub(crate) fn new(limit: usize) -> Self {
+        Self { limit, total: 0, peak: 0, refused: None }
+    }
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.limit || maximum.is_some_and(|max| desired > max) {
-            self.refused = Some(desired);
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let total = (self.total.saturating_sub(current)).saturating_add(desired);
+        if total > self.limit || maximum.is_some_and(|max| desired > max) {
+            self.refused = Some(total);
             return Ok(false);
         }
-        self.peak = self.peak.max(desired);
+        self.total = total;
+        self.peak = self.peak.max(total);
         Ok(true)
     }
 
@@ -291,7 +312,7 @@ impl Inner {
         }
         let state = State {
             wasi: wasi.build_p1(),
-            limiter: MemoryLimiter { limit: self.memory_limit, peak: 0, refused: None },
+            limiter: MemoryLimiter::new(self.memory_limit),
         };
         let mut store = Store::new(self.pre.module().engine(), state);
         store.limiter(|state| &mut state.limiter);
@@ -410,7 +431,7 @@ fn trim_ascii(bytes: &[u8]) -> &[u8] {
 }
 
 /// Splits captured stderr into lines.
-fn split_logs(bytes: &[u8]) -> Vec<String> {
+pub(crate) fn split_logs(bytes: &[u8]) -> Vec<String> {
     String::from_utf8_lossy(bytes).lines().map(str::to_owned).collect()
 }
 

@@ -8,6 +8,7 @@
 //!   folder, and a `requirements.txt` into the folder's `package/`.
 //! - `nodejsN.x`: the runtime interface client (`aws-lambda-ric`) into the tools folder, and
 //!   a `package.json`'s dependencies into the folder's `node_modules/`.
+//! - `component`: the handler made into a component and precompiled (see [`component`]).
 //!
 //! Tool output (cargo, pip, npm) goes to stderr as it comes; stdout has one line per function
 //! (or, with `--json`, one document).
@@ -19,6 +20,8 @@ use std::time::{Instant, SystemTime};
 use anyhow::{bail, Context as _};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
+
+mod component;
 
 use super::output::print_json;
 use super::Context;
@@ -125,6 +128,7 @@ fn build(project: &Project, def: &FunctionDef, force: bool, steps: &mut Vec<Step
                 bail!("{} does not exist and there is no Cargo.toml in {} to build it from", module.display(), def.dir.display());
             }
         }
+        RuntimeKind::Component => component::build(project, def, force, steps)?,
         RuntimeKind::Provided { .. } => {
             let bootstrap = def.dir.join("bootstrap");
             if crate_manifest.is_file() {
