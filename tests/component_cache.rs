@@ -41,6 +41,12 @@ async fn a_second_start_maps_the_precompiled_component() {
     results.wait_for(1, Duration::from_secs(30)).await;
     assert!(first.terminate().success(), "{}", first.log());
     assert_eq!(cached(&project.path().join("cache")), 1);
+    let inode = || {
+        use std::os::unix::fs::MetadataExt as _;
+        let file = std::fs::read_dir(project.path().join("cache")).unwrap().flatten().find(|e| e.path().extension().is_some_and(|x| x == "cwasm")).unwrap();
+        file.metadata().unwrap().ino()
+    };
+    let compiled = inode();
 
     // The second start maps it: no compile line, and the function answers.
     let second = project.up(Some(&nats.url()));
@@ -50,4 +56,6 @@ async fn a_second_start_maps_the_precompiled_component() {
     assert_eq!(results.received[1].1, serde_json::json!({"echo": {"n": 2}}));
     let log = second.log();
     assert!(!log.contains(COMPILING), "the second start compiled again:\n{log}");
+    // A compile would have stored its result anew (a new file replaces the old one).
+    assert_eq!(inode(), compiled, "the second start rewrote the precompiled artifact");
 }

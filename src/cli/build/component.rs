@@ -246,10 +246,11 @@ fn sources(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
             let meta = std::fs::symlink_metadata(&path).with_context(|| format!("reading {}", path.display()))?;
             if meta.is_dir() {
                 walk(root, &path, found)?;
-            } else if dir != root || !matches!(name.as_ref(), "function.toml" | "requirements.txt" | BUILT_COMPONENT) {
-                if !name.ends_with(".partial") && path.is_file() {
-                    found.push(path);
-                }
+            } else if (dir != root || !matches!(name.as_ref(), "function.toml" | "requirements.txt" | BUILT_COMPONENT))
+                && !name.ends_with(".partial")
+                && path.is_file()
+            {
+                found.push(path);
             }
         }
         Ok(())
