@@ -114,6 +114,35 @@ fn bad_lambda_functions() {
 }
 
 #[test]
+fn bad_component_functions() {
+    // (function.toml after `name`, files in the folder, the field to blame, words the message must hold)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a [u8])], &'a str, &'a str);
+    let core_module: &[u8] = b"\0asm\x01\0\0\0";
+    let cases: &[Case] = &[
+        ("runtime = \"component\"", &[], "handler", "app.lambda_handler"),
+        ("runtime = \"component\"\nhandler = \"app.h\"\nmodule = \"a.wasm\"", &[("app.py", b""), ("a.wasm", b"")], "handler", "exclude each other"),
+        ("runtime = \"component\"\nhandler = \"main.handler\"", &[("app.py", b"")], "handler", "neither main.py nor main.js"),
+        ("runtime = \"component\"\nhandler = \"app\"", &[("app.py", b"")], "handler", "file.function"),
+        // Not built yet: `sluice build` makes component.wasm from the handler.
+        ("runtime = \"component\"\nhandler = \"app.h\"", &[("app.py", b"")], "handler", "sluice build a"),
+        ("runtime = \"component\"\nmodule = \"a.wasm\"", &[("a.wasm", core_module)], "module", "runtime = \"wasm\""),
+        ("runtime = \"component\"\nmodule = \"a.wasm\"", &[("a.wasm", b"#!/bin/sh\n")], "module", "not a WebAssembly component"),
+        ("runtime = \"component\"\nhandler = \"app.h\"\nmin_warm = 1", &[("app.py", b"")], "min_warm", "Lambda runtimes"),
+    ];
+    for (toml, files, field, words) in cases {
+        let project = Project::new();
+        let dir = project.path().join("functions/a");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, content) in *files {
+            std::fs::write(dir.join(file), content).unwrap();
+        }
+        let path = project.raw_function("a", &format!("name = \"a\"\n{toml}\n"));
+        let stderr = assert_config_error(&project, &path, field);
+        assert!(stderr.contains(words), "{toml}: {stderr}");
+    }
+}
+
+#[test]
 fn overlapping_subscriptions() {
     // JetStream refuses a consumer whose filter subjects overlap; the function's own file says so.
     for (subscribe, says) in [
@@ -245,7 +274,14 @@ fn the_example_project_loads() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let project = sluice::config::Project::load(root).unwrap();
     let names: Vec<&str> = project.functions.iter().map(|f| f.config.name.as_str()).collect();
-    assert_eq!(names, ["flaky", "hello", "hello-node", "hello-python", "http-echo", "inbox-python", "wordcount"]);
+    assert_eq!(names, ["flaky", "hello", "hello-node", "hello-node-component", "hello-python", "hello-python-component", "http-echo", "inbox-python", "wordcount"]);
+    // The component examples are the Lambda examples' very files.
+    for (component, lambda, file) in [("hello-python-component", "hello-python", "app.py"), ("hello-node-component", "hello-node", "index.js")] {
+        let def = project.function(component).unwrap();
+        assert_eq!(def.config.runtime.to_string(), "component");
+        let read = |function: &str| std::fs::read(root.join("functions").join(function).join(file)).unwrap();
+        assert_eq!(read(component), read(lambda), "{component}/{file} differs from {lambda}/{file}");
+    }
     assert_eq!(project.function("hello-python").unwrap().config.handler.as_deref(), Some("app.lambda_handler"));
     assert_eq!(project.function("hello-node").unwrap().config.runtime.to_string(), "nodejs20.x");
     assert!(project.function("hello").unwrap().config.subscribe.contains(&"greetings".to_owned()));
