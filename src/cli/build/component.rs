@@ -22,7 +22,7 @@ use wasmtime::component::Component;
 use super::{replace_dir, run_tool, Step, STAMP};
 use crate::config::{FunctionDef, Project};
 use crate::runtime::component::source::{self, Language, Source};
-use crate::runtime::component::BUILT_COMPONENT;
+use crate::runtime::component::{while_running, BUILT_COMPONENT};
 use crate::runtime::wasm::{cache, engine};
 
 /// The tool versions `sluice build` installs (measured on these machines: docs/functions.md).
@@ -68,7 +68,11 @@ fn precompile(project: &Project, component: &Path) -> anyhow::Result<Step> {
     }
     eprintln!("  precompiling {} for this machine ({} MB; an interpreter takes several seconds)", component.display(), bytes.len() >> 20);
     let started = std::time::Instant::now();
-    let path = cache::precompile::<Component>(&engine, &cache_dir, &bytes).with_context(|| format!("precompiling {}", component.display()))?;
+    let path = while_running(
+        || cache::precompile::<Component>(&engine, &cache_dir, &bytes),
+        |elapsed| eprintln!("  still precompiling ({} s)", elapsed.as_secs()),
+    )
+    .with_context(|| format!("precompiling {}", component.display()))?;
     Ok(Step::Built(format!("precompiled into {} in {:.1}s", path.display(), started.elapsed().as_secs_f64())))
 }
 

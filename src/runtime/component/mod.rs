@@ -112,16 +112,20 @@ impl ComponentHost {
         let started = Instant::now();
         let compiling = !self.is_precompiled(&bytes)?;
         if compiling {
-            tracing::info!(
+            // A warning: every command shows it, and a deployment should have precompiled.
+            tracing::warn!(
                 function = %config.name,
                 component = %path.display(),
                 size_mb = bytes.len() / MIB,
                 "Compiling the component: it is not in the precompiled cache (`sluice build` fills it); this takes seconds for a Python or JavaScript component."
             );
         }
-        let function = self
-            .load_bytes(config, &bytes)
-            .with_context(|| format!("function {}: component {}", config.name, path.display()))?;
+        let load = || self.load_bytes(config, &bytes).with_context(|| format!("function {}: component {}", config.name, path.display()));
+        let function = if compiling {
+            while_running(load, |elapsed| tracing::warn!(function = %config.name, seconds = elapsed.as_secs(), "Still compiling the component."))?
+        } else {
+            load()?
+        };
         if compiling {
             tracing::info!(function = %config.name, seconds = started.elapsed().as_secs_f64(), "Compiled the component.");
         }
@@ -176,6 +180,26 @@ impl ComponentHost {
         function.inner.init_micros.store(micros, Ordering::Relaxed);
         Ok(function)
     }
+}
+
+/// How often a long step says it is still running.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Runs `step` on this thread while another calls `tick` every [`PROGRESS_EVERY`] with the
+/// time spent so far, so that a compile of many seconds is never silent.
+pub fn while_running<T>(step: impl FnOnce() -> T, tick: impl Fn(Duration) + Send) -> T {
+    let started = Instant::now();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(PROGRESS_EVERY) {
+                tick(started.elapsed());
+            }
+        });
+        let result = step();
+        drop(done);
+        result
+    })
 }
 
 /// A component ready to run: linked, with its limits.
