@@ -24,6 +24,20 @@ fn assert_config_error(project: &Project, path: &std::path::Path, field: &str) -
     stderr
 }
 
+/// Function `a` with `toml` after its name and `files` in its folder is refused, naming
+/// `field`, with a message that holds `words`.
+fn assert_function_error(toml: &str, files: &[(&str, &[u8])], field: &str, words: &str) {
+    let project = Project::new();
+    let dir = project.path().join("functions/a");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (file, content) in files {
+        std::fs::write(dir.join(file), content).unwrap();
+    }
+    let path = project.raw_function("a", &format!("name = \"a\"\n{toml}\n"));
+    let stderr = assert_config_error(&project, &path, field);
+    assert!(stderr.contains(words), "{toml}: {stderr}");
+}
+
 #[test]
 fn unknown_field() {
     let project = Project::new();
@@ -95,15 +109,8 @@ fn bad_lambda_functions() {
         ("runtime = \"wasm\"\nhandler = \"app.h\"\nmodule = \"a.wasm\"", &[], "handler", "Lambda runtimes"),
     ];
     for (toml, files, field, words) in cases {
-        let project = Project::new();
-        let dir = project.path().join("functions/a");
-        std::fs::create_dir_all(&dir).unwrap();
-        for (file, content) in *files {
-            std::fs::write(dir.join(file), content).unwrap();
-        }
-        let path = project.raw_function("a", &format!("name = \"a\"\n{toml}\n"));
-        let stderr = assert_config_error(&project, &path, field);
-        assert!(stderr.contains(words), "{toml}: {stderr}");
+        let files: Vec<(&str, &[u8])> = files.iter().map(|(file, content)| (*file, content.as_bytes())).collect();
+        assert_function_error(toml, &files, field, words);
     }
     // A bootstrap that cannot be executed.
     let project = Project::new();
@@ -130,15 +137,7 @@ fn bad_component_functions() {
         ("runtime = \"component\"\nhandler = \"app.h\"\nmin_warm = 1", &[("app.py", b"")], "min_warm", "Lambda runtimes"),
     ];
     for (toml, files, field, words) in cases {
-        let project = Project::new();
-        let dir = project.path().join("functions/a");
-        std::fs::create_dir_all(&dir).unwrap();
-        for (file, content) in *files {
-            std::fs::write(dir.join(file), content).unwrap();
-        }
-        let path = project.raw_function("a", &format!("name = \"a\"\n{toml}\n"));
-        let stderr = assert_config_error(&project, &path, field);
-        assert!(stderr.contains(words), "{toml}: {stderr}");
+        assert_function_error(toml, files, field, words);
     }
 }
 

@@ -237,14 +237,6 @@ impl WasiView for State {
     }
 }
 
-impl ComponentFunction {
-    /// Runs one invocation on the current (non-async) thread, bypassing the host-wide limit:
-    /// for benchmarks and tools.
-    pub fn invoke_on_this_thread(&self, handle: &tokio::runtime::Handle, invocation: &Invocation) -> Result<Response, InvokeError> {
-        handle.block_on(self.inner.run(invocation))
-    }
-}
-
 impl Runtime for ComponentFunction {
     fn invoke(&self, invocation: Invocation) -> BoxFuture<'_, Result<Response, InvokeError>> {
         Box::pin(async move {
