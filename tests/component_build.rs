@@ -47,6 +47,7 @@ fn handlers_build_into_components_with_their_dependencies() {
     assert!(stdout.contains("py: FAILED: requirements.txt: markupsafe contains native code"), "{stdout}");
 
     // An import error fails the build, with the traceback.
+    std::fs::remove_file(py.join("requirements.txt")).unwrap();
     std::fs::write(py.join("app.py"), format!("import sluice_no_such_module\n{PYTHON}")).unwrap();
     let out = project.sluice_within(&["build", "py"], Duration::from_secs(300));
     let output = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
