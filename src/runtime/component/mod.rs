@@ -93,7 +93,12 @@ impl ComponentHost {
 
     /// Whether the component in `bytes` is compiled in the cache already.
     pub fn is_precompiled(&self, bytes: &[u8]) -> anyhow::Result<bool> {
-        Ok(cache::cache_path(&self.engine()?, self.wasm.cache_dir(), bytes).is_file())
+        Ok(self.cached(bytes)?.is_file())
+    }
+
+    /// Where the component in `bytes` is cached (the digest of all of its bytes).
+    fn cached(&self, bytes: &[u8]) -> anyhow::Result<std::path::PathBuf> {
+        Ok(cache::cache_path(&self.engine()?, self.wasm.cache_dir(), bytes))
     }
 
     /// Compiles a component into the cache (at build time), unless it is there already.
@@ -110,7 +115,8 @@ impl ComponentHost {
     pub fn load(&self, config: &FunctionConfig, path: &Path) -> anyhow::Result<ComponentFunction> {
         let bytes = std::fs::read(path).with_context(|| format!("reading the component {}", path.display()))?;
         let started = Instant::now();
-        let compiling = !self.is_precompiled(&bytes)?;
+        let cached = self.cached(&bytes)?;
+        let compiling = !cached.is_file();
         if compiling {
             // A warning: every command shows it, and a deployment should have precompiled.
             tracing::warn!(
@@ -120,7 +126,7 @@ impl ComponentHost {
                 "Compiling the component: it is not in the precompiled cache (`sluice build` fills it); this takes seconds for a Python or JavaScript component."
             );
         }
-        let load = || self.load_bytes(config, &bytes).with_context(|| format!("function {}: component {}", config.name, path.display()));
+        let load = || self.link(config, &bytes, &cached, started).with_context(|| format!("function {}: component {}", config.name, path.display()));
         let function = if compiling {
             while_running(load, |elapsed| tracing::warn!(function = %config.name, seconds = elapsed.as_secs(), "Still compiling the component."))?
         } else {
@@ -135,6 +141,13 @@ impl ComponentHost {
     /// Like [`ComponentHost::load`] from bytes in memory.
     pub fn load_bytes(&self, config: &FunctionConfig, bytes: &[u8]) -> anyhow::Result<ComponentFunction> {
         let started = Instant::now();
+        let cached = self.cached(bytes)?;
+        self.link(config, bytes, &cached, started)
+    }
+
+    /// Loads the component from `cached` (compiling it there if missing) and links it; the
+    /// load time reported by its first invocation counts from `started`.
+    fn link(&self, config: &FunctionConfig, bytes: &[u8], cached: &Path, started: Instant) -> anyhow::Result<ComponentFunction> {
         let parts = self.parts()?;
         if !wasmparser::Parser::is_component(bytes) {
             anyhow::bail!(
@@ -142,7 +155,7 @@ impl ComponentHost {
                  a core module (WASI preview 1) runs under runtime \"wasm\""
             );
         }
-        let component: Component = cache::load(&parts.engine, self.wasm.cache_dir(), bytes)?;
+        let component: Component = cache::load_at(&parts.engine, cached, bytes)?;
         let pre = parts.linker.instantiate_pre(&component).map_err(|e| anyhow::anyhow!("{e:?}")).context(
             "linking the component: it imports something other than WASI preview 2 (wasi:cli, wasi:clocks, wasi:random, wasi:io, wasi:filesystem, wasi:sockets)",
         )?;

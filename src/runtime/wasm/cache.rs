@@ -67,13 +67,17 @@ pub fn cache_path(engine: &Engine, cache_dir: &Path, bytes: &[u8]) -> PathBuf {
 /// file is called unreadable only when a fresh compile of the same bytes does load, and only
 /// a compiled module that loads is stored.
 pub fn load<T: Compiled>(engine: &Engine, cache_dir: &Path, bytes: &[u8]) -> anyhow::Result<T> {
-    let path = cache_path(engine, cache_dir, bytes);
+    load_at(engine, &cache_path(engine, cache_dir, bytes), bytes)
+}
+
+/// [`load`] with the cache path already known (hashing a large artifact once, not twice).
+pub fn load_at<T: Compiled>(engine: &Engine, path: &Path, bytes: &[u8]) -> anyhow::Result<T> {
     let mut unreadable = None;
     if path.is_file() {
         // SAFETY: the file was written by `store` below from `Compiled::precompile` output,
         // under a name that includes the hash of the engine's compatibility settings;
         // wasmtime additionally checks its header (module or component) before running it.
-        match unsafe { T::deserialize_file(engine, &path) } {
+        match unsafe { T::deserialize_file(engine, path) } {
             Ok(module) => return Ok(module),
             Err(error) => unreadable = Some(error),
         }
@@ -88,7 +92,7 @@ pub fn load<T: Compiled>(engine: &Engine, cache_dir: &Path, bytes: &[u8]) -> any
     if let Some(error) = unreadable {
         tracing::warn!(path = %path.display(), %error, "Replacing an unreadable cached module.");
     }
-    if let Err(error) = store(&path, &compiled) {
+    if let Err(error) = store(path, &compiled) {
         tracing::warn!(path = %path.display(), %error, "Cannot cache the compiled module.");
     }
     Ok(module)
