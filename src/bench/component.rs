@@ -4,7 +4,7 @@
 //! its first event answered, as at a `sluice up` start; warm: further events (each in a
 //! fresh instance, as always), beside the Lambda and wasm figures of the same run.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,13 +49,13 @@ pub async fn run(options: &Options, host: &WasmHost) -> anyhow::Result<Component
     let components = ComponentHost::new(host, "us-east-1".into());
     let mut report = ComponentReport { components: Vec::new(), skipped: Vec::new() };
     for (name, path) in &options.components {
-        let Ok(bytes) = std::fs::read(path) else {
+        if !path.is_file() {
             report.skipped.push(format!("{name}: {} is not built (`sluice build {name}`)", path.display()));
             continue;
-        };
+        }
         // Deployed ahead, as `sluice build` does: not timed.
-        components.precompile(&bytes)?;
-        report.components.push(measure(options, &components, name, &bytes).await?);
+        components.precompile(path)?;
+        report.components.push(measure(options, &components, name, path).await?);
     }
     Ok(report)
 }
@@ -68,7 +68,7 @@ pub fn examples(dir: &std::path::Path) -> Vec<(String, PathBuf)> {
         .collect()
 }
 
-async fn measure(options: &Options, host: &ComponentHost, name: &str, bytes: &[u8]) -> anyhow::Result<ComponentRuntimeReport> {
+async fn measure(options: &Options, host: &ComponentHost, name: &str, path: &Path) -> anyhow::Result<ComponentRuntimeReport> {
     let config: FunctionConfig = toml::from_str(&format!("name = {name:?}\nruntime = \"component\"\nmodule = \"component.wasm\"\nmemory_mb = 128\ntimeout = \"10s\"\n"))?;
     let event = Arc::new(Event::new("sluice.bench", "sluice.bench", Bytes::from_static(br#"{"name":"bench"}"#)));
     let bar = progress(options, COLD_SAMPLES + WARM_SAMPLES, &format!("component {name}"));
@@ -76,13 +76,13 @@ async fn measure(options: &Options, host: &ComponentHost, name: &str, bytes: &[u
     let mut load = Vec::with_capacity(COLD_SAMPLES);
     for i in 0..COLD_SAMPLES {
         let started = Instant::now();
-        let function = host.load_bytes(&config, bytes)?;
+        let function = host.load(&config, path)?;
         load.push(started.elapsed());
         invoke(&function, &event, i).await?;
         cold.push(started.elapsed());
         bar.inc(1);
     }
-    let function = host.load_bytes(&config, bytes)?;
+    let function = host.load(&config, path)?;
     invoke(&function, &event, 0).await?;
     let mut warm = Vec::with_capacity(WARM_SAMPLES);
     for i in 0..WARM_SAMPLES {
@@ -99,7 +99,7 @@ async fn measure(options: &Options, host: &ComponentHost, name: &str, bytes: &[u
     let warm = stats(warm);
     Ok(ComponentRuntimeReport {
         function: name.to_owned(),
-        size_bytes: bytes.len() as u64,
+        size_bytes: std::fs::metadata(path)?.len(),
         cold_start: stats(cold),
         load: stats(load),
         warm_invocations: WARM_SAMPLES,

@@ -356,11 +356,17 @@ const MIB: u64 = 1024 * 1024;
 /// `*.wat` may hold the text format.
 fn check_module(config: &FunctionConfig, module_path: &Path) -> Result<(), (&'static str, String)> {
     let shown = module_path.display();
-    let bytes = std::fs::read(module_path).map_err(|e| ("module", format!("cannot read {shown}: {e}")))?;
     if config.runtime == RuntimeKind::Component {
-        // Its memories are many and made at instantiation; the runtime caps their sum.
-        return check_component_header(&bytes).map_err(|m| ("module", format!("{shown} {m}")));
+        // Its memories are many and made at instantiation; the runtime caps their sum. Only
+        // the header is read: a component of tens of MB is mapped, not read, at start.
+        use std::io::Read as _;
+        let mut head = Vec::with_capacity(8);
+        std::fs::File::open(module_path)
+            .and_then(|file| file.take(8).read_to_end(&mut head))
+            .map_err(|e| ("module", format!("cannot read {shown}: {e}")))?;
+        return check_component_header(&head).map_err(|m| ("module", format!("{shown} {m}")));
     }
+    let bytes = std::fs::read(module_path).map_err(|e| ("module", format!("cannot read {shown}: {e}")))?;
     let binary = if module_path.extension().is_some_and(|e| e == "wat") {
         wat::parse_bytes(&bytes)
             .map_err(|e| ("module", format!("{shown} is not valid WebAssembly text: {e}")))?

@@ -23,7 +23,8 @@ use super::{replace_dir, run_tool, Step, STAMP};
 use crate::config::{FunctionDef, Project};
 use crate::runtime::component::source::{self, Language, Source};
 use crate::runtime::component::{while_running, BUILT_COMPONENT};
-use crate::runtime::wasm::{cache, engine};
+use crate::runtime::wasm::cache::{self, Artifact};
+use crate::runtime::wasm::engine;
 
 /// The tool versions `sluice build` installs (measured on these machines: docs/functions.md).
 pub const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
@@ -59,20 +60,24 @@ pub(super) fn build(project: &Project, def: &FunctionDef, force: bool, steps: &m
 
 /// Compiles the component into the project's cache, so `sluice up` only maps it.
 fn precompile(project: &Project, component: &Path) -> anyhow::Result<Step> {
-    let bytes = std::fs::read(component).with_context(|| format!("reading {}", component.display()))?;
     let engine = engine::build_for_components().map_err(|e| anyhow::anyhow!("{e:?}")).context("creating the component engine")?;
     let cache_dir = project.cache_dir();
-    let path = cache::cache_path(&engine, &cache_dir, &bytes);
+    let mut artifact = Artifact::open(&cache_dir, component).with_context(|| format!("reading {}", component.display()))?;
+    let path = artifact.cache_path(&engine, &cache_dir);
     if path.is_file() {
         return Ok(Step::UpToDate(format!("precompiled in {}", path.display())));
     }
+    let bytes = artifact.bytes().with_context(|| format!("reading {}", component.display()))?;
     eprintln!("  precompiling {} for this machine ({} MB; an interpreter takes several seconds)", component.display(), bytes.len() >> 20);
     let started = std::time::Instant::now();
     let path = while_running(
-        || cache::precompile::<Component>(&engine, &cache_dir, &bytes),
+        || cache::precompile::<Component>(&engine, &cache_dir, bytes),
         |elapsed| eprintln!("  still precompiling ({} s)", elapsed.as_secs()),
     )
     .with_context(|| format!("precompiling {}", component.display()))?;
+    // Opened again now that the file has settled, its digest is remembered: `sluice up`
+    // then maps the compiled form without reading the component.
+    Artifact::open(&cache_dir, component).with_context(|| format!("reading {}", component.display()))?;
     Ok(Step::Built(format!("precompiled into {} in {:.1}s", path.display(), started.elapsed().as_secs_f64())))
 }
 

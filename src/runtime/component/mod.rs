@@ -24,12 +24,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::wasm::output::CappedOutput;
+use super::wasm::cache::Artifact;
 use super::wasm::{cache, engine, split_logs, MemoryLimiter, Mount, WasmHost, MAX_LOG_BYTES, MAX_RESPONSE_BYTES};
 use super::{FailureKind, Invocation, InvokeError, Response, Runtime};
 use crate::config::FunctionConfig;
@@ -91,42 +92,39 @@ impl ComponentHost {
         Ok(self.parts()?.engine)
     }
 
-    /// Whether the component in `bytes` is compiled in the cache already.
-    pub fn is_precompiled(&self, bytes: &[u8]) -> anyhow::Result<bool> {
-        Ok(self.cached(bytes)?.is_file())
-    }
-
-    /// Where the component in `bytes` is cached (the digest of all of its bytes).
-    fn cached(&self, bytes: &[u8]) -> anyhow::Result<std::path::PathBuf> {
-        Ok(cache::cache_path(&self.engine()?, self.wasm.cache_dir(), bytes))
-    }
-
-    /// Compiles a component into the cache (at build time), unless it is there already.
-    pub fn precompile(&self, bytes: &[u8]) -> anyhow::Result<bool> {
-        if self.is_precompiled(bytes)? {
+    /// Compiles the component at `path` into the cache (at build time), unless it is there
+    /// already; says whether it compiled.
+    pub fn precompile(&self, path: &Path) -> anyhow::Result<bool> {
+        let engine = self.engine()?;
+        let cache_dir = self.wasm.cache_dir();
+        let mut artifact = Artifact::open(cache_dir, path).with_context(|| format!("reading the component {}", path.display()))?;
+        if artifact.cache_path(&engine, cache_dir).is_file() {
             return Ok(false);
         }
-        cache::precompile::<Component>(&self.engine()?, self.wasm.cache_dir(), bytes)?;
+        let bytes = artifact.bytes().with_context(|| format!("reading the component {}", path.display()))?;
+        cache::precompile::<Component>(&engine, cache_dir, bytes)?;
         Ok(true)
     }
 
     /// Loads a component from the cache (compiling it there first if it is missing, which
-    /// is said in the log: it takes seconds for an interpreter) and links it.
+    /// is said in the log: it takes seconds for an interpreter) and links it. A component
+    /// in the cache is not read: its digest is remembered and its compiled form mapped.
     pub fn load(&self, config: &FunctionConfig, path: &Path) -> anyhow::Result<ComponentFunction> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading the component {}", path.display()))?;
         let started = Instant::now();
-        let cached = self.cached(&bytes)?;
-        let compiling = !cached.is_file();
+        let engine = self.engine()?;
+        let cache_dir = self.wasm.cache_dir();
+        let mut artifact = Artifact::open(cache_dir, path).with_context(|| format!("reading the component {}", path.display()))?;
+        let compiling = !artifact.cache_path(&engine, cache_dir).is_file();
         if compiling {
             // A warning: every command shows it, and a deployment should have precompiled.
             tracing::warn!(
                 function = %config.name,
                 component = %path.display(),
-                size_mb = bytes.len() / MIB,
+                size_mb = std::fs::metadata(path).map_or(0, |m| m.len()) >> 20,
                 "Compiling the component: it is not in the precompiled cache (`sluice build` fills it); this takes seconds for a Python or JavaScript component."
             );
         }
-        let load = || self.link(config, &bytes, &cached, started).with_context(|| format!("function {}: component {}", config.name, path.display()));
+        let mut load = || self.link(config, &mut artifact, started).with_context(|| format!("function {}: component {}", config.name, path.display()));
         let function = if compiling {
             while_running(load, |elapsed| tracing::warn!(function = %config.name, seconds = elapsed.as_secs(), "Still compiling the component."))?
         } else {
@@ -138,24 +136,17 @@ impl ComponentHost {
         Ok(function)
     }
 
-    /// Like [`ComponentHost::load`] from bytes in memory.
-    pub fn load_bytes(&self, config: &FunctionConfig, bytes: &[u8]) -> anyhow::Result<ComponentFunction> {
-        let started = Instant::now();
-        let cached = self.cached(bytes)?;
-        self.link(config, bytes, &cached, started)
-    }
-
-    /// Loads the component from `cached` (compiling it there if missing) and links it; the
+    /// Loads the component from the cache (compiling it there if missing) and links it; the
     /// load time reported by its first invocation counts from `started`.
-    fn link(&self, config: &FunctionConfig, bytes: &[u8], cached: &Path, started: Instant) -> anyhow::Result<ComponentFunction> {
+    fn link(&self, config: &FunctionConfig, artifact: &mut Artifact, started: Instant) -> anyhow::Result<ComponentFunction> {
         let parts = self.parts()?;
-        if !wasmparser::Parser::is_component(bytes) {
+        if !wasmparser::Parser::is_component(&artifact.head(8).context("reading the component's header")?) {
             anyhow::bail!(
                 "not a WebAssembly component: runtime \"component\" runs components exporting wit/sluice.wit; \
                  a core module (WASI preview 1) runs under runtime \"wasm\""
             );
         }
-        let component: Component = cache::load_at(&parts.engine, cached, bytes)?;
+        let component: Component = cache::load_artifact(&parts.engine, self.wasm.cache_dir(), artifact)?;
         let pre = parts.linker.instantiate_pre(&component).map_err(|e| anyhow::anyhow!("{e:?}")).context(
             "linking the component: it imports something other than WASI preview 2 (wasi:cli, wasi:clocks, wasi:random, wasi:io, wasi:filesystem, wasi:sockets)",
         )?;
@@ -253,14 +244,14 @@ impl WasiView for State {
 impl Runtime for ComponentFunction {
     fn invoke(&self, invocation: Invocation) -> BoxFuture<'_, Result<Response, InvokeError>> {
         Box::pin(async move {
-            let Ok(_permit) = self.slots.clone().acquire_owned().await else {
+            let Ok(permit) = self.slots.clone().acquire_owned().await else {
                 return Err(failure(FailureKind::Platform, None, "the runtime is shutting down".into(), Vec::new(), Duration::ZERO));
             };
             let init = match self.inner.init_micros.swap(WARM, Ordering::Relaxed) {
                 WARM => None,
                 micros => Some(Duration::from_micros(micros)),
             };
-            let mut result = self.inner.run(&invocation).await;
+            let mut result = self.inner.run(&invocation, permit).await;
             match &mut result {
                 Ok(response) => response.init = init,
                 Err(error) => error.init = init,
@@ -275,7 +266,9 @@ fn failure(kind: FailureKind, error_type: Option<&str>, message: String, logs: V
 }
 
 impl Inner {
-    async fn run(&self, invocation: &Invocation) -> Result<Response, InvokeError> {
+    /// Runs one invocation in a fresh instance; `slot` is its sandbox slot, given back once
+    /// the instance is gone.
+    async fn run(&self, invocation: &Invocation, slot: OwnedSemaphorePermit) -> Result<Response, InvokeError> {
         let started = Instant::now();
         let event = &invocation.event;
         // A component takes its event as text; Lambda hands an empty body over as `{}`.
@@ -332,7 +325,10 @@ impl Inner {
         };
         let refused = store.data().limiter.refused;
         let memory_bytes = store.data().limiter.peak;
-        drop(store);
+        // Tearing an interpreter's instance down (its fibers, then its memories unmapped)
+        // takes a few hundred microseconds; the answer does not wait for it. The slot is
+        // held until it is done, so memory stays bounded by `max_concurrent`.
+        tokio::task::spawn_blocking(move || drop((store, slot)));
 
         let duration = started.elapsed();
         let mut logs = split_logs(&log.contents());

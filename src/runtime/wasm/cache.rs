@@ -4,7 +4,9 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
@@ -53,10 +55,102 @@ impl Compiled for Component {
 
 /// Where an artifact's compiled form is cached.
 pub fn cache_path(engine: &Engine, cache_dir: &Path, bytes: &[u8]) -> PathBuf {
+    cache_path_for(engine, cache_dir, &hex::encode(Sha256::digest(bytes)))
+}
+
+/// [`cache_path`] for an artifact whose SHA-256 (hex) is known.
+fn cache_path_for(engine: &Engine, cache_dir: &Path, digest: &str) -> PathBuf {
     let mut hasher = DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
-    let content = hex::encode(Sha256::digest(bytes));
-    cache_dir.join(format!("{content}-{:016x}.cwasm", hasher.finish()))
+    cache_dir.join(format!("{digest}-{:016x}.cwasm", hasher.finish()))
+}
+
+/// An artifact on disk, identified by its content without reading it when it can be helped.
+///
+/// Hashing a 19 MB Python component takes longer than everything else in its cold start, so
+/// the digest of each file is remembered under the cache's `digests/` by the file's identity:
+/// device, inode, size and modification time, as `make` and git trust a file unchanged. A
+/// file modified less than [`SETTLED`] before it was hashed is not remembered (its time
+/// stamp may not tell a second write within the same clock tick apart), so it is hashed again
+/// at its next load; `sluice build` hashes long after it wrote.
+pub struct Artifact {
+    path: PathBuf,
+    digest: String,
+    bytes: Option<Vec<u8>>,
+}
+
+/// How old a file must be before its digest is trusted by its time stamp.
+const SETTLED: Duration = Duration::from_secs(2);
+
+impl Artifact {
+    /// The artifact at `path`: its remembered digest, or its bytes read and hashed (and the
+    /// digest remembered). A memo that cannot be read or written only costs a hash.
+    pub fn open(cache_dir: &Path, path: &Path) -> std::io::Result<Self> {
+        let metadata = std::fs::metadata(path)?;
+        let memo = cache_dir.join("digests").join(memo_name(path));
+        let known = identity(path, &metadata);
+        if let Some(digest) = std::fs::read_to_string(&memo).ok().and_then(|memo| memo.strip_prefix(&known).map(str::to_owned)) {
+            if digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Ok(Self { path: path.to_owned(), digest, bytes: None });
+            }
+        }
+        let bytes = std::fs::read(path)?;
+        let digest = hex::encode(Sha256::digest(&bytes));
+        let settled = metadata.modified().ok().and_then(|modified| SystemTime::now().duration_since(modified).ok()).is_some_and(|age| age >= SETTLED);
+        // The file may have changed while it was read: remember only what was stat-ed before
+        // and after alike.
+        let unchanged = std::fs::metadata(path).is_ok_and(|after| identity(path, &after) == known);
+        if settled && unchanged {
+            if let Err(error) = store(&memo, format!("{known}{digest}").as_bytes()) {
+                tracing::debug!(path = %memo.display(), %error, "Cannot remember the artifact's digest.");
+            }
+        }
+        Ok(Self { path: path.to_owned(), digest, bytes: Some(bytes) })
+    }
+
+    /// The artifact's bytes (read now if its digest came from the memo).
+    pub fn bytes(&mut self) -> std::io::Result<&[u8]> {
+        match &mut self.bytes {
+            Some(bytes) => Ok(bytes),
+            none => Ok(none.insert(std::fs::read(&self.path)?)),
+        }
+    }
+
+    /// Its first bytes (a header check), without reading the rest.
+    pub fn head(&self, len: usize) -> std::io::Result<Vec<u8>> {
+        if let Some(bytes) = &self.bytes {
+            return Ok(bytes[..len.min(bytes.len())].to_vec());
+        }
+        let mut head = Vec::with_capacity(len);
+        std::fs::File::open(&self.path)?.take(len as u64).read_to_end(&mut head)?;
+        Ok(head)
+    }
+
+    /// Where its compiled form is cached for `engine`.
+    pub fn cache_path(&self, engine: &Engine, cache_dir: &Path) -> PathBuf {
+        cache_path_for(engine, cache_dir, &self.digest)
+    }
+}
+
+/// The memo's file name: a hash of the artifact's path (the memo also holds the path).
+fn memo_name(path: &Path) -> String {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    hex::encode(&Sha256::digest(absolute.as_os_str().as_encoded_bytes())[..16])
+}
+
+/// What the memo is keyed by, as the memo's first line (the digest follows it).
+fn identity(path: &Path, metadata: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    format!(
+        "{} dev={} ino={} size={} mtime={}.{:09}\n",
+        absolute.display(),
+        metadata.dev(),
+        metadata.ino(),
+        metadata.size(),
+        metadata.mtime(),
+        metadata.mtime_nsec()
+    )
 }
 
 /// Loads `bytes` as a module, from the cache when it holds it, compiling and storing it
@@ -67,11 +161,17 @@ pub fn cache_path(engine: &Engine, cache_dir: &Path, bytes: &[u8]) -> PathBuf {
 /// file is called unreadable only when a fresh compile of the same bytes does load, and only
 /// a compiled module that loads is stored.
 pub fn load<T: Compiled>(engine: &Engine, cache_dir: &Path, bytes: &[u8]) -> anyhow::Result<T> {
-    load_at(engine, &cache_path(engine, cache_dir, bytes), bytes)
+    load_with(engine, &cache_path(engine, cache_dir, bytes), || Ok(bytes))
 }
 
-/// [`load`] with the cache path already known (hashing a large artifact once, not twice).
-pub fn load_at<T: Compiled>(engine: &Engine, path: &Path, bytes: &[u8]) -> anyhow::Result<T> {
+/// [`load`] for an artifact on disk, which is read only when it must be compiled.
+pub fn load_artifact<T: Compiled>(engine: &Engine, cache_dir: &Path, artifact: &mut Artifact) -> anyhow::Result<T> {
+    let path = artifact.cache_path(engine, cache_dir);
+    let source = artifact.path.clone();
+    load_with(engine, &path, || artifact.bytes().with_context(|| format!("reading {}", source.display())))
+}
+
+fn load_with<'a, T: Compiled>(engine: &Engine, path: &Path, bytes: impl FnOnce() -> anyhow::Result<&'a [u8]>) -> anyhow::Result<T> {
     let mut unreadable = None;
     if path.is_file() {
         // SAFETY: the file was written by `store` below from `Compiled::precompile` output,
@@ -82,7 +182,7 @@ pub fn load_at<T: Compiled>(engine: &Engine, path: &Path, bytes: &[u8]) -> anyho
             Err(error) => unreadable = Some(error),
         }
     }
-    let compiled = T::precompile(engine, bytes)
+    let compiled = T::precompile(engine, bytes()?)
         .map_err(|e| anyhow::anyhow!("{e:?}"))
         .context("compiling the module")?;
     // SAFETY: `compiled` was produced by this engine a moment ago.
@@ -154,5 +254,60 @@ mod tests {
         load::<Module>(&engine, dir.path(), &bytes).unwrap();
         // SAFETY: written by `load` from this engine's output just now.
         unsafe { Module::deserialize_file(&engine, &path) }.unwrap();
+    }
+
+    fn age(path: &Path, by: Duration) {
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(SystemTime::now() - by).unwrap();
+    }
+
+    #[test]
+    fn a_settled_artifact_is_not_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, path) = (dir.path().join("cache"), dir.path().join("component.wasm"));
+        std::fs::write(&path, b"first").unwrap();
+        age(&path, Duration::from_secs(60));
+        let first = Artifact::open(&cache, &path).unwrap();
+        assert!(first.bytes.is_some());
+        assert_eq!(first.digest, hex::encode(Sha256::digest(b"first")));
+        let again = Artifact::open(&cache, &path).unwrap();
+        assert!(again.bytes.is_none(), "the remembered digest was not used");
+        assert_eq!(again.digest, first.digest);
+        assert_eq!(again.head(3).unwrap(), b"fir");
+
+        // Rewritten (another size, another time): hashed anew.
+        std::fs::write(&path, b"second!").unwrap();
+        age(&path, Duration::from_secs(30));
+        let changed = Artifact::open(&cache, &path).unwrap();
+        assert_eq!(changed.digest, hex::encode(Sha256::digest(b"second!")));
+        // Same size, only the time differs: hashed anew as well.
+        std::fs::write(&path, b"third!!").unwrap();
+        age(&path, Duration::from_secs(20));
+        assert_eq!(Artifact::open(&cache, &path).unwrap().digest, hex::encode(Sha256::digest(b"third!!")));
+    }
+
+    #[test]
+    fn a_fresh_artifact_is_hashed_until_it_settles() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, path) = (dir.path().join("cache"), dir.path().join("component.wasm"));
+        std::fs::write(&path, b"just written").unwrap();
+        Artifact::open(&cache, &path).unwrap();
+        let mut again = Artifact::open(&cache, &path).unwrap();
+        assert!(again.bytes.is_some(), "a file written this instant was trusted by its time stamp");
+        assert_eq!(again.bytes().unwrap(), b"just written");
+    }
+
+    #[test]
+    fn a_damaged_memo_costs_only_a_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, path) = (dir.path().join("cache"), dir.path().join("component.wasm"));
+        std::fs::write(&path, b"content").unwrap();
+        age(&path, Duration::from_secs(60));
+        Artifact::open(&cache, &path).unwrap();
+        let memo = std::fs::read_dir(cache.join("digests")).unwrap().flatten().next().unwrap().path();
+        let text = std::fs::read_to_string(&memo).unwrap();
+        std::fs::write(&memo, text.replace(&hex::encode(Sha256::digest(b"content")), "not a digest")).unwrap();
+        let artifact = Artifact::open(&cache, &path).unwrap();
+        assert_eq!(artifact.digest, hex::encode(Sha256::digest(b"content")));
     }
 }
