@@ -261,12 +261,21 @@ mod tests {
         file.set_modified(SystemTime::now() - by).unwrap();
     }
 
-    #[test]
-    fn a_settled_artifact_is_not_read_again() {
+    /// A temporary folder with a cache folder and an artifact holding `content`, modified
+    /// `age_by` ago.
+    fn artifact(content: &[u8], age_by: Duration) -> (tempfile::TempDir, PathBuf, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let (cache, path) = (dir.path().join("cache"), dir.path().join("component.wasm"));
-        std::fs::write(&path, b"first").unwrap();
-        age(&path, Duration::from_secs(60));
+        std::fs::write(&path, content).unwrap();
+        if !age_by.is_zero() {
+            age(&path, age_by);
+        }
+        (dir, cache, path)
+    }
+
+    #[test]
+    fn a_settled_artifact_is_not_read_again() {
+        let (_dir, cache, path) = artifact(b"first", Duration::from_secs(60));
         let first = Artifact::open(&cache, &path).unwrap();
         assert!(first.bytes.is_some());
         assert_eq!(first.digest, hex::encode(Sha256::digest(b"first")));
@@ -288,9 +297,7 @@ mod tests {
 
     #[test]
     fn a_fresh_artifact_is_hashed_until_it_settles() {
-        let dir = tempfile::tempdir().unwrap();
-        let (cache, path) = (dir.path().join("cache"), dir.path().join("component.wasm"));
-        std::fs::write(&path, b"just written").unwrap();
+        let (_dir, cache, path) = artifact(b"just written", Duration::ZERO);
         Artifact::open(&cache, &path).unwrap();
         let mut again = Artifact::open(&cache, &path).unwrap();
         assert!(again.bytes.is_some(), "a file written this instant was trusted by its time stamp");
@@ -299,10 +306,7 @@ mod tests {
 
     #[test]
     fn a_damaged_memo_costs_only_a_hash() {
-        let dir = tempfile::tempdir().unwrap();
-        let (cache, path) = (dir.path().join("cache"), dir.path().join("component.wasm"));
-        std::fs::write(&path, b"content").unwrap();
-        age(&path, Duration::from_secs(60));
+        let (_dir, cache, path) = artifact(b"content", Duration::from_secs(60));
         Artifact::open(&cache, &path).unwrap();
         let memo = std::fs::read_dir(cache.join("digests")).unwrap().flatten().next().unwrap().path();
         let text = std::fs::read_to_string(&memo).unwrap();
