@@ -87,8 +87,9 @@ impl Artifact {
     /// digest remembered). A memo that cannot be read or written only costs a hash.
     pub fn open(cache_dir: &Path, path: &Path) -> std::io::Result<Self> {
         let metadata = std::fs::metadata(path)?;
-        let memo = cache_dir.join("digests").join(memo_name(path));
-        let known = identity(path, &metadata);
+        let absolute = std::path::absolute(path)?;
+        let memo = cache_dir.join("digests").join(memo_name(&absolute));
+        let known = identity(&absolute, &metadata);
         if let Some(digest) = std::fs::read_to_string(&memo).ok().and_then(|memo| memo.strip_prefix(&known).map(str::to_owned)) {
             if digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Ok(Self { path: path.to_owned(), digest, bytes: None });
@@ -99,7 +100,7 @@ impl Artifact {
         let settled = metadata.modified().ok().and_then(|modified| SystemTime::now().duration_since(modified).ok()).is_some_and(|age| age >= SETTLED);
         // The file may have changed while it was read: remember only what was stat-ed before
         // and after alike.
-        let unchanged = std::fs::metadata(path).is_ok_and(|after| identity(path, &after) == known);
+        let unchanged = std::fs::metadata(path).is_ok_and(|after| identity(&absolute, &after) == known);
         if settled && unchanged {
             if let Err(error) = store(&memo, format!("{known}{digest}").as_bytes()) {
                 tracing::debug!(path = %memo.display(), %error, "Cannot remember the artifact's digest.");
@@ -132,16 +133,14 @@ impl Artifact {
     }
 }
 
-/// The memo's file name: a hash of the artifact's path (the memo also holds the path).
-fn memo_name(path: &Path) -> String {
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+/// The memo's file name: a hash of the artifact's absolute path (the memo also holds it).
+fn memo_name(absolute: &Path) -> String {
     hex::encode(&Sha256::digest(absolute.as_os_str().as_encoded_bytes())[..16])
 }
 
 /// What the memo is keyed by, as the memo's first line (the digest follows it).
-fn identity(path: &Path, metadata: &std::fs::Metadata) -> String {
+fn identity(absolute: &Path, metadata: &std::fs::Metadata) -> String {
     use std::os::unix::fs::MetadataExt as _;
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
     format!(
         "{} dev={} ino={} size={} mtime={}.{:09}\n",
         absolute.display(),
