@@ -16,7 +16,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -428,7 +428,7 @@ fn check_sluice(doc: &Value, nats: &[String], workdir: &str, longest_timeout: Du
             }
         }
         let ports = node["ports"].as_array().cloned().unwrap_or_default();
-        let container_port = listen_port(node).ok_or_else(|| format!("{name} sets no SLUICE_HTTP_LISTEN"))?;
+        let container_port = listen_port(*node).ok_or_else(|| format!("{name} sets no SLUICE_HTTP_LISTEN"))?;
         if ports.len() != 1 || ports[0].as_str().map(port_of) != Some(container_port.as_str()) {
             return Err(format!("{name} publishes {ports:?}; it should publish its gateway's port {container_port} only"));
         }
@@ -678,7 +678,7 @@ fn the_flags_and_variables_given_to_sluice_exist() {
     for (name, service) in services(&doc).iter().filter(|(_, s)| image(s) == tag) {
         let command = words(&service["command"]);
         let subcommand = command.first().cloned().unwrap_or_default();
-        let Some(text) = help(&[&subcommand, "--help"]) else {
+        let Some(text) = help(&[subcommand.as_str(), "--help"]) else {
             missing.push(format!("{name}: `sluice {subcommand}` does not exist"));
             continue;
         };
@@ -730,18 +730,18 @@ fn each_check_fails_on_a_broken_copy() {
     };
     // The schema: a misspelled key, an unknown condition, an unknown top-level key.
     for (what, copy) in [
-        ("healthcheck.intervall", broken(&|d| {
+        ("healthcheck.intervall", broken(&|d: &mut Value| {
             let check = d.pointer_mut("/services/nats-1/healthcheck").unwrap().as_object_mut().unwrap();
             let interval = check.remove("interval").unwrap();
             check.insert("intervall".to_owned(), interval);
         })),
-        ("condition service_is_healthy", broken(&|d| {
+        ("condition service_is_healthy", broken(&|d: &mut Value| {
             *d.pointer_mut("/services/sluice-1/depends_on/nats-1/condition").unwrap() = Value::from("service_is_healthy");
         })),
-        ("top-level servics", broken(&|d| {
+        ("top-level servics", broken(&|d: &mut Value| {
             d.as_object_mut().unwrap().insert("servics".to_owned(), serde_json::json!({}));
         })),
-        ("ports as a map", broken(&|d| {
+        ("ports as a map", broken(&|d: &mut Value| {
             *d.pointer_mut("/services/sluice-1/ports").unwrap() = serde_json::json!({"8080": 8080});
         })),
     ] {
@@ -764,32 +764,32 @@ fn each_check_fails_on_a_broken_copy() {
     ] {
         assert!(check_nats(&doc, &copy).is_err(), "check_nats accepts {what}");
     }
-    let published = broken(&|d| d["services"]["nats-2"]["ports"] = serde_json::json!(["4222:4222"]));
+    let published = broken(&|d: &mut Value| d["services"]["nats-2"]["ports"] = serde_json::json!(["4222:4222"]));
     assert!(check_nats(&published, &confs).is_err(), "check_nats accepts a published NATS port");
-    let old = broken(&|d| d["services"]["nats-3"]["image"] = Value::from("nats:2.9-alpine"));
+    let old = broken(&|d: &mut Value| d["services"]["nats-3"]["image"] = Value::from("nats:2.9-alpine"));
     assert!(check_nats(&old, &confs).is_err(), "check_nats accepts nats-server 2.9");
-    let two = broken(&|d| {
+    let two = broken(&|d: &mut Value| {
         d["services"].as_object_mut().unwrap().remove("nats-3");
     });
     assert!(check_nats(&two, &confs).is_err(), "check_nats accepts 2 servers");
 
     // The sluice services.
     let workdir = "/srv/sluice";
-    let one_node = broken(&|d| {
+    let one_node = broken(&|d: &mut Value| {
         d["services"].as_object_mut().unwrap().remove("sluice-2");
     });
-    let no_registry = broken(&|d| d["services"]["sluice-2"]["command"] = serde_json::json!(["up", "--roles", "workers,triggers,gateway"]));
-    let no_wait = broken(&|d| {
+    let no_registry = broken(&|d: &mut Value| d["services"]["sluice-2"]["command"] = serde_json::json!(["up", "--roles", "workers,triggers,gateway"]));
+    let no_wait = broken(&|d: &mut Value| {
         d["services"]["sluice-1"]["depends_on"].as_object_mut().unwrap().remove("deploy");
     });
-    let short_grace = broken(&|d| d["services"]["sluice-1"]["stop_grace_period"] = Value::from("5s"));
-    let postgres_published = broken(&|d| d["services"]["postgres"]["ports"] = serde_json::json!(["5432:5432"]));
+    let short_grace = broken(&|d: &mut Value| d["services"]["sluice-1"]["stop_grace_period"] = Value::from("5s"));
+    let postgres_published = broken(&|d: &mut Value| d["services"]["postgres"]["ports"] = serde_json::json!(["5432:5432"]));
     for (what, copy) in [("one node", one_node), ("a node without --registry", no_registry), ("a node not waiting for deploy", no_wait), ("a short stop_grace_period", short_grace), ("a published postgres", postgres_published)] {
         assert!(check_sluice(&copy, &nats, workdir, longest).is_err(), "check_sluice accepts {what}");
     }
-    let replica = broken(&|d| d["services"]["postgres"]["command"] = serde_json::json!(["postgres", "-c", "wal_level=replica"]));
+    let replica = broken(&|d: &mut Value| d["services"]["postgres"]["command"] = serde_json::json!(["postgres", "-c", "wal_level=replica"]));
     assert!(check_postgres(&replica).is_err(), "check_postgres accepts wal_level=replica");
-    let undeclared = broken(&|d| {
+    let undeclared = broken(&|d: &mut Value| {
         d["volumes"].as_object_mut().unwrap().remove("postgres-data");
     });
     assert!(check_volumes(&undeclared).is_err(), "check_volumes accepts an undeclared volume");
@@ -798,7 +798,7 @@ fn each_check_fails_on_a_broken_copy() {
     let mut triggers = compose_triggers();
     triggers.get_mut("orders-kafka").unwrap()["brokers"] = toml::Value::from("kafka:9092");
     assert!(check_triggers(&doc, &triggers).is_err(), "check_triggers accepts a broker that is no service");
-    let no_dsn = broken(&|d| {
+    let no_dsn = broken(&|d: &mut Value| {
         d["services"]["sluice-1"]["environment"].as_object_mut().unwrap().remove("SLUICE_PG_DSN");
     });
     assert!(check_triggers(&no_dsn, &compose_triggers()).is_err(), "check_triggers accepts an unset $SLUICE_PG_DSN");
