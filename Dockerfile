@@ -74,12 +74,13 @@ FROM scratch AS debug
 COPY --from=builder /out/sluice.debug /sluice.debug
 
 # ---------------------------------------------------------------------------------------------
-# Runtime: what running needs. ca-certificates for TLS to NATS, S3, Kafka and PostgreSQL;
-# libcurl for librdkafka; python3 (3.11 on bookworm) and node (20) for the Lambda runtimes.
+# Runtime: what running needs. The binary links only libc, libm, libgcc_s and zlib (librdkafka
+# is built into it); ca-certificates for TLS to NATS, S3, Kafka and PostgreSQL; python3 (3.11
+# on bookworm) and node (20) for the Lambda runtimes.
 FROM debian:bookworm-slim AS runtime
 
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates libcurl4 python3 \
+ && apt-get install -y --no-install-recommends ca-certificates python3 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 sluice \
  && useradd --system --uid 10001 --gid sluice --home-dir /srv/sluice --no-create-home \

@@ -875,7 +875,7 @@ async fn the_compose_nats_files_form_a_jetstream_cluster() {
     let started = Instant::now();
     for (name, own) in &ports {
         loop {
-            let status = http.get(format!("http://{host}:{}/healthz", own.http)).send().await.map(|r| r.status().as_u16());
+            let status = http.get(format!("http://{host}:{}/healthz", own.http)).send().await.map(|r| r.status().as_u16()).map_err(|e| e.to_string());
             if status == Ok(200) {
                 break;
             }
