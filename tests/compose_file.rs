@@ -428,7 +428,7 @@ fn check_sluice(doc: &Value, nats: &[String], workdir: &str, longest_timeout: Du
             }
         }
         let ports = node["ports"].as_array().cloned().unwrap_or_default();
-        let container_port = listen_port(*node).ok_or_else(|| format!("{name} sets no SLUICE_HTTP_LISTEN"))?;
+        let container_port = listen_port(node).ok_or_else(|| format!("{name} sets no SLUICE_HTTP_LISTEN"))?;
         if ports.len() != 1 || ports[0].as_str().map(port_of) != Some(container_port.as_str()) {
             return Err(format!("{name} publishes {ports:?}; it should publish its gateway's port {container_port} only"));
         }
