@@ -167,8 +167,8 @@ struct Started {
 /// Connects to NATS (starting the embedded server when none is configured), sets up the
 /// streams and loads every function with its consumer.
 async fn start(ctx: &Context, project: &Project, server: &mut Option<EmbeddedNats>) -> anyhow::Result<Started> {
-    let url = match ctx.configured_nats(&project.settings) {
-        Some(url) => url,
+    let target = match ctx.configured_nats(&project.settings) {
+        Some(url) => ctx.nats_target(&url, &project.settings)?,
         None => match embedded::discover(&ctx.dir) {
             Some(url) => {
                 // Its server stops with it; workers that must outlive each other share a
@@ -185,11 +185,13 @@ async fn start(ctx: &Context, project: &Project, server: &mut Option<EmbeddedNat
                 info!(url = %started.url(), store = %ctx.dir.join(".sluice/nats").display(), "Started the embedded NATS server.");
                 let url = started.url().to_owned();
                 *server = Some(started);
-                url
+                crate::bus::NatsTarget::plain(&url)
             }
         },
     };
-    let bus = Bus::connect(&url, &project.settings.bus, StreamSetup::CreateOrUpdate).await?;
+    let bus = Bus::connect(&target, &project.settings.bus, StreamSetup::CreateOrUpdate).await?;
+    // Shown in the banner: without the credentials of the URL.
+    let url = bus.url.clone();
 
     let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
     let wasm = WasmHost::new(HostConfig {
