@@ -173,6 +173,7 @@ async fn tls_with_a_private_ca_and_client_certificates() {
     let pki = Pki::new(certs.path());
     let nats = NatsServer::start_with_config(Some(&pki.server_config()));
     let url = nats.url();
+    sluice::bus::connection::install_crypto_provider();
     let client = async_nats::ConnectOptions::new()
         .add_root_certificates(pki.ca.clone())
         .add_client_certificate(pki.client_cert.clone(), pki.client_key.clone())

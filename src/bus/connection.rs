@@ -261,6 +261,7 @@ impl NatsTarget {
 
     /// `options` with this target's authentication and TLS.
     pub fn apply(&self, options: async_nats::ConnectOptions) -> anyhow::Result<async_nats::ConnectOptions> {
+        install_crypto_provider();
         let mut options = match &self.auth {
             Auth::None => options,
             Auth::UserPassword { user, password, .. } => options.user_and_password(user.clone(), password.expose().to_owned()),
@@ -327,7 +328,10 @@ impl NatsTarget {
                      (a CA certificate, the client certificate and its key)"
                 )
             }
-            (Kind::TimedOut, _) => format!("NATS at {url} did not answer within the connect timeout: is the address right and the server up?"),
+            (Kind::TimedOut, _) => {
+                return anyhow::Error::new(error)
+                    .context(format!("NATS at {url} did not answer in time: is the address right and the server up?"))
+            }
             _ => {
                 return anyhow::Error::new(error).context(format!(
                     "cannot reach NATS at {url}: is the server running? (`sluice up` starts one; or pass --nats URL)"
@@ -369,6 +373,14 @@ impl NatsTarget {
             ),
         }
     }
+}
+
+/// Chooses rustls' cryptography for the process (ring, async-nats' own): several crates
+/// enable both of rustls' providers, and then rustls picks none and a TLS connection panics.
+/// A server may ask for TLS when none is configured, so this runs before every connection.
+pub fn install_crypto_provider() {
+    // Already installed (by an earlier connection, or by another part of the process): fine.
+    let _ = async_nats::rustls::crypto::ring::default_provider().install_default();
 }
 
 /// `SLUICE_NATS_TOKEN`.

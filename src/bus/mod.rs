@@ -607,6 +607,27 @@ mod tests {
     }
 
     #[test]
+    fn replicas_are_held_to_the_cluster_size() {
+        let url = "nats://a:4222";
+        let alone = async_nats::ServerInfo::default();
+        assert!(check_cluster_size(&alone, 1, url).is_ok());
+        let error = check_cluster_size(&alone, 3, url).unwrap_err();
+        assert!(error.is::<crate::error::UsageError>());
+        assert_eq!(
+            error.to_string(),
+            "[bus] replicas = 3 but the NATS cluster at nats://a:4222 has 1 JetStream server(s): lower replicas in sluice.toml \
+             or add servers to the cluster"
+        );
+        let urls = |n: usize| (0..n).map(|i| format!("10.0.0.{i}:4222")).collect::<Vec<_>>();
+        let three = async_nats::ServerInfo { cluster: Some("c".into()), connect_urls: urls(3), ..Default::default() };
+        assert!(check_cluster_size(&three, 3, url).is_ok());
+        assert!(check_cluster_size(&three, 5, url).unwrap_err().to_string().contains("has 3 JetStream server(s)"));
+        // A cluster that advertises nothing is left to JetStream to judge.
+        let silent = async_nats::ServerInfo { cluster: Some("c".into()), ..Default::default() };
+        assert!(check_cluster_size(&silent, 5, url).is_ok());
+    }
+
+    #[test]
     fn several_seed_urls() {
         assert_eq!(server_addrs("nats://a:4222, nats://b:4223,").unwrap().len(), 2);
         assert_eq!(server_addrs("nats://127.0.0.1:4222").unwrap().len(), 1);
