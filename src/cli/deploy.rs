@@ -51,8 +51,8 @@ pub struct UndeployArgs {
 /// The registry of the cluster `ctx` points at, created when missing.
 async fn connect(ctx: &Context) -> anyhow::Result<(Bus, Registry)> {
     let settings = ctx.settings()?;
-    let url = ctx.nats_url(&settings)?;
-    let bus = Bus::connect(&url, &settings.bus, StreamSetup::CreateMissing).await?;
+    let target = ctx.nats_connection(&settings)?;
+    let bus = Bus::connect(&target, &settings.bus, StreamSetup::CreateMissing).await?;
     let registry = Registry::open(&bus, true).await?.context("opening the registry")?;
     Ok((bus, registry))
 }

@@ -78,7 +78,8 @@ async fn deployed(ctx: &Context) -> anyhow::Result<Option<Vec<DeployedRow>>> {
             None => return Ok(None),
         },
     };
-    let bus = crate::bus::Bus::connect(&url, &settings.bus, crate::bus::StreamSetup::CreateMissing).await?;
+    let target = ctx.nats_target(&url, &settings)?;
+    let bus = crate::bus::Bus::connect(&target, &settings.bus, crate::bus::StreamSetup::CreateMissing).await?;
     let Some(registry) = crate::registry::Registry::open(&bus, false).await? else { return Ok(None) };
     let mut rows = Vec::new();
     for deployed in registry.deployed(crate::registry::Kind::Function).await? {

@@ -26,14 +26,67 @@ pub struct Settings {
     pub http: HttpSettings,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+/// `[nats]`: where the server is and how to connect to it (see docs/nats.md). Every field
+/// is overridden by its `SLUICE_NATS_*` variable, and that by its `--nats-*` flag. Give at
+/// most one way to authenticate: `user` (+ `password`), `token`, `nkey` or `creds` (or the
+/// credentials in the URL). Relative paths are relative to the project directory.
+#[derive(Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatsSettings {
     /// NATS URL, e.g. "nats://127.0.0.1:4222", or several seed URLs of a cluster: a list
     /// (`["nats://a:4222", "nats://b:4222"]`) or one comma-separated string. Overridden by
-    /// `SLUICE_NATS_URL` and `--nats`.
+    /// `SLUICE_NATS_URL` and `--nats`. `tls://` asks for TLS; `nats://user:password@host`
+    /// still works, but is better written as `user` and `password`.
     #[serde(default, deserialize_with = "seed_urls")]
     pub url: Option<String>,
+    /// User name, with `password` (`SLUICE_NATS_USER`, `--nats-user`).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Password of `user` (`SLUICE_NATS_PASSWORD`, `--nats-password`). Never printed;
+    /// better kept out of the file, in the variable.
+    #[serde(default, skip_serializing)]
+    pub password: Option<String>,
+    /// Authentication token (`SLUICE_NATS_TOKEN`, `--nats-token`). Never printed.
+    #[serde(default, skip_serializing)]
+    pub token: Option<String>,
+    /// Path to an NKey seed file (`SU...`, as `nk -gen user` writes); the server must list its
+    /// public key (`SLUICE_NATS_NKEY`, `--nats-nkey`).
+    #[serde(default)]
+    pub nkey: Option<PathBuf>,
+    /// Path to a `.creds` file: a user JWT and its NKey seed, as `nsc generate creds` writes,
+    /// for servers in operator (decentralized JWT) mode (`SLUICE_NATS_CREDS`, `--nats-creds`).
+    #[serde(default)]
+    pub creds: Option<PathBuf>,
+    /// Path to a PEM file of the CA certificate(s) that signed the server's certificate,
+    /// trusted instead of the system's roots (`SLUICE_NATS_TLS_CA`, `--nats-tls-ca`). Setting
+    /// any `tls_*` field requires TLS of the server.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// Path to a PEM client certificate, for servers that verify clients; needs `tls_key`
+    /// (`SLUICE_NATS_TLS_CERT`, `--nats-tls-cert`).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// Path to the PEM private key of `tls_cert` (`SLUICE_NATS_TLS_KEY`, `--nats-tls-key`).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// Secrets and the credentials of a URL are not shown.
+impl std::fmt::Debug for NatsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |value: &Option<String>| value.as_ref().map(|_| "***");
+        f.debug_struct("NatsSettings")
+            .field("url", &self.url.as_deref().map(crate::bus::connection::redact_url))
+            .field("user", &self.user)
+            .field("password", &hidden(&self.password))
+            .field("token", &hidden(&self.token))
+            .field("nkey", &self.nkey)
+            .field("creds", &self.creds)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .finish()
+    }
 }
 
 /// `url = "a"`, `url = "a,b"` or `url = ["a", "b"]`, kept as one comma-separated string.

@@ -206,8 +206,8 @@ async fn start(
     shutdown: CancellationToken,
     logs_shutdown: CancellationToken,
 ) -> anyhow::Result<Started> {
-    let url = match ctx.configured_nats(&project.settings) {
-        Some(url) => url,
+    let target = match ctx.configured_nats(&project.settings) {
+        Some(url) => ctx.nats_target(&url, &project.settings)?,
         None => match embedded::discover(&ctx.dir) {
             Some(url) => {
                 // Its server stops with it; workers that must outlive each other share a
@@ -224,11 +224,13 @@ async fn start(
                 info!(url = %started.url(), store = %ctx.dir.join(".sluice/nats").display(), "Started the embedded NATS server.");
                 let url = started.url().to_owned();
                 *server = Some(started);
-                url
+                crate::bus::NatsTarget::plain(&url)
             }
         },
     };
-    let bus = Bus::connect(&url, &project.settings.bus, StreamSetup::CreateOrUpdate).await?;
+    let bus = Bus::connect(&target, &project.settings.bus, StreamSetup::CreateOrUpdate).await?;
+    // Shown in the banner: without the credentials of the URL.
+    let url = bus.url.clone();
     let registry = if from_registry {
         let registry = Registry::open(&bus, true).await?.ok_or_else(|| anyhow::anyhow!("cannot open the registry"))?;
         Some(registry)
