@@ -88,7 +88,8 @@ RUN apt-get update \
 COPY --from=node /usr/local/bin/node /usr/local/bin/node
 COPY --from=builder /out/sluice /usr/local/bin/sluice
 # The project is read-only for the user; it writes only under .sluice/ (the module cache,
-# .sluice/cache, is a volume in docker-compose.yml) and buckets/ (local buckets).
+# .sluice/cache, a volume in docker-compose.yml; artifacts fetched from the registry,
+# .sluice/registry/) and buckets/ (local buckets).
 COPY --from=builder /srv/sluice /srv/sluice
 RUN mkdir -p /srv/sluice/.sluice/cache /srv/sluice/buckets \
  && chown sluice:sluice /srv/sluice/.sluice /srv/sluice/.sluice/cache /srv/sluice/buckets

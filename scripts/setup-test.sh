@@ -55,6 +55,14 @@ fi
 export SLUICE_MOSQUITTO
 echo "setup: mosquitto: $SLUICE_MOSQUITTO" >&2
 
+# openssl, which the NATS TLS tests (tests/nats_auth.rs) make their CA and certificates with.
+if ! command -v openssl >/dev/null 2>&1; then
+  echo "setup: installing the Debian package openssl" >&2
+  sluice_sudo=; [ "$(id -u)" = 0 ] || sluice_sudo=sudo
+  $sluice_sudo apt-get install -y -q openssl >&2 \
+    || { $sluice_sudo apt-get update -q >&2 && $sluice_sudo apt-get install -y -q openssl >&2; }
+fi
+
 # PostgreSQL with logical decoding, for the postgres trigger's tests: the local cluster
 # (started if it is down), switched to wal_level = logical with a restart if it is not
 # already. Tests use their own tables, publications and slots named sluice_test_* (and

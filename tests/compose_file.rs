@@ -444,14 +444,21 @@ fn check_sluice(doc: &Value, nats: &[String], workdir: &str, longest_timeout: Du
     if environment(nodes[0].1) != environment(nodes[1].1) {
         return Err("the two nodes have different environments".to_owned());
     }
-    for (name, service) in nodes.iter().chain(built.iter()) {
+    // `deploy` stores the project's triggers in the registry; the nodes run them from there
+    // and need only the project's settings.
+    let project_mounts = |service: &Value, files: &[&str]| -> Result<(), String> {
         let mounts = mounts(service);
-        for (source, target) in [("./deploy/project/sluice.toml", "sluice.toml"), ("./deploy/project/triggers", "triggers")] {
-            let target = format!("{workdir}/{target}");
-            if !mounts.iter().any(|(s, t)| s == source && *t == target) {
-                return Err(format!("{name} does not mount {source} at {target}"));
+        for file in files {
+            let (source, target) = (format!("./deploy/project/{file}"), format!("{workdir}/{file}"));
+            if !mounts.iter().any(|(s, t)| *s == source && *t == target) {
+                return Err(format!("{source} is not mounted at {target}"));
             }
         }
+        Ok(())
+    };
+    project_mounts(deploy, &["sluice.toml", "triggers"]).map_err(|e| format!("{deploy_name}: {e}"))?;
+    for (name, node) in &nodes {
+        project_mounts(node, &["sluice.toml"]).map_err(|e| format!("{name}: {e}"))?;
     }
     for (name, service) in services.iter().filter(|(_, s)| !nodes.iter().any(|(_, n)| std::ptr::eq(*n, *s))) {
         if service.get("ports").is_some() {
@@ -645,7 +652,7 @@ fn the_compose_file_keeps_its_promises() {
 #[test]
 fn the_compose_projects_triggers_load_and_name_services_of_the_file() {
     // Sluice's own loader: sluice.toml, every trigger (parsed and checked), and the functions
-    // the triggers name, as `sluice up` in the container loads them.
+    // the triggers name, as `sluice deploy` in the `deploy` container loads them.
     let dir = compose_project();
     let project = sluice::config::Project::load_sources(dir.path()).unwrap_or_else(|e| panic!("the compose project does not load: {e}"));
     let names: Vec<&str> = project.triggers.iter().map(|t| t.name.as_str()).collect();
@@ -783,8 +790,11 @@ fn each_check_fails_on_a_broken_copy() {
         d["services"]["sluice-1"]["depends_on"].as_object_mut().unwrap().remove("deploy");
     });
     let short_grace = broken(&|d: &mut Value| d["services"]["sluice-1"]["stop_grace_period"] = Value::from("5s"));
+    let no_triggers = broken(&|d: &mut Value| {
+        d["services"]["deploy"]["volumes"].as_array_mut().unwrap().retain(|v| !v.as_str().unwrap_or_default().contains("triggers"));
+    });
     let postgres_published = broken(&|d: &mut Value| d["services"]["postgres"]["ports"] = serde_json::json!(["5432:5432"]));
-    for (what, copy) in [("one node", one_node), ("a node without --registry", no_registry), ("a node not waiting for deploy", no_wait), ("a short stop_grace_period", short_grace), ("a published postgres", postgres_published)] {
+    for (what, copy) in [("one node", one_node), ("a node without --registry", no_registry), ("a node not waiting for deploy", no_wait), ("a short stop_grace_period", short_grace), ("deploy without the project's triggers", no_triggers), ("a published postgres", postgres_published)] {
         assert!(check_sluice(&copy, &nats, workdir, longest).is_err(), "check_sluice accepts {what}");
     }
     let replica = broken(&|d: &mut Value| d["services"]["postgres"]["command"] = serde_json::json!(["postgres", "-c", "wal_level=replica"]));

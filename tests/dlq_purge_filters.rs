@@ -74,7 +74,7 @@ async fn purge_filters_remove_only_the_selected_entries() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_removal_tells_gone_from_refused() {
     let (_nats, url, _project, js) = dlq_world().await;
-    let bus = sluice::bus::Bus::connect(&url, &sluice::config::BusSettings::default(), sluice::bus::StreamSetup::CreateMissing)
+    let bus = sluice::bus::Bus::connect(&sluice::bus::NatsTarget::plain(&url), &sluice::config::BusSettings::default(), sluice::bus::StreamSetup::CreateMissing)
         .await
         .unwrap();
     let dlq = sluice::dlq::Dlq::open(&bus).await.unwrap();

@@ -6,8 +6,11 @@
 //! `sluice.dlq.<function>`, results on `sluice.results.<function>` (core NATS).
 //! Streams are created or brought up to date idempotently by every process that needs them.
 
+pub mod connection;
 pub mod embedded;
 pub mod payload;
+
+pub use connection::NatsTarget;
 
 use std::time::Duration;
 
@@ -61,6 +64,7 @@ pub fn subject_topic(subject: &str) -> Option<&str> {
 pub struct Bus {
     pub client: async_nats::Client,
     pub js: jetstream::Context,
+    /// The seed URLs, credentials redacted: safe to print and log.
     pub url: String,
     /// Replicas of what this connection creates (streams, the payload store).
     replicas: usize,
@@ -95,30 +99,36 @@ impl Bus {
     /// Connects, checks the server version and ensures Sluice's streams exist as configured;
     /// `up` also creates the payload store and KV `sluice_state`, so both exist once it is up.
     ///
-    /// `url` holds one or more seed URLs separated by commas; the client also learns the
-    /// other servers of a cluster from the one it reaches, and moves to another one when its
-    /// server dies or goes silent (see [`PING_INTERVAL`]). Every change of the connection is
-    /// logged.
-    pub async fn connect(url: &str, settings: &BusSettings, setup: StreamSetup) -> anyhow::Result<Self> {
-        let addrs = server_addrs(url)?;
-        let client = connect_options(url)
-            .connect(addrs)
-            .await
-            .with_context(|| format!("cannot reach NATS at {url}: is the server running? (`sluice up` starts one; or pass --nats URL)"))?;
+    /// `target` holds one or more seed URLs, with the credentials and TLS files to use; the
+    /// client also learns the other servers of a cluster from the one it reaches, and moves to
+    /// another one when its server dies or goes silent (see [`PING_INTERVAL`]). Every change
+    /// of the connection is logged. A server that refuses the credentials or the TLS
+    /// handshake, or a cluster with fewer JetStream servers than `[bus] replicas`, is a
+    /// configuration error (exit 2), said at once rather than retried.
+    pub async fn connect(target: &NatsTarget, settings: &BusSettings, setup: StreamSetup) -> anyhow::Result<Self> {
+        let url = target.shown();
+        let client = target.apply(connect_options(url))?.connect(target.addrs()?).await.map_err(|e| target.explain(e))?;
         let info = client.server_info();
         check_version(&info.version).with_context(|| format!("NATS server at {url}"))?;
         if !info.jetstream {
             anyhow::bail!("NATS server at {url} has JetStream disabled; start it with `-js`");
         }
+        check_cluster_size(&info, settings.replicas, url)?;
         let js = jetstream::new(client.clone());
         let max_payload = info.max_payload;
         let bus = Self { client, js, url: url.to_owned(), replicas: settings.replicas, max_payload, payloads: Default::default() };
-        bus.ensure_streams(settings, setup).await?;
+        bus.ensure_streams(settings, setup).await.map_err(|e| too_few_servers(e, &info, settings.replicas, url))?;
         if setup == StreamSetup::CreateOrUpdate {
             bus.ensure_payload_store().await?;
             bus.state().await?;
         }
         Ok(bus)
+    }
+
+    /// The JetStream replicas of everything this connection creates: streams, the KV
+    /// buckets and object stores (`[bus] replicas`).
+    pub fn replicas(&self) -> usize {
+        self.replicas
     }
 
     async fn ensure_streams(&self, settings: &BusSettings, setup: StreamSetup) -> anyhow::Result<()> {
@@ -336,18 +346,21 @@ pub fn server_addrs(url: &str) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
         .filter(|part| !part.is_empty())
         .map(|part| {
             part.parse::<async_nats::ServerAddr>().map_err(|e| {
+                let part = connection::redact_url(part);
                 crate::error::UsageError::new(format!("NATS URL {part:?} is not valid ({e}); write nats://HOST:PORT, several separated by commas"))
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
     if addrs.is_empty() {
+        let url = connection::redact_url(url);
         return Err(crate::error::UsageError::new(format!("NATS URL {url:?} names no server; write nats://HOST:PORT")).into());
     }
     Ok(addrs)
 }
 
 /// Connection options every Sluice connection uses: bounded connect time, the ping interval
-/// above, and a log line for every change of the connection.
+/// above, and a log line for every change of the connection. `url` is what the log shows:
+/// give it redacted ([`NatsTarget::shown`]).
 pub fn connect_options(url: &str) -> async_nats::ConnectOptions {
     let state = std::sync::Arc::new(std::sync::Mutex::new(ConnectionLog { seeds: url.to_owned(), lost_at: None, draining: false }));
     async_nats::ConnectOptions::new()
@@ -473,6 +486,59 @@ fn settings_changes(current: &stream::Config, wanted: &stream::Config) -> Vec<St
     changes
 }
 
+/// JetStream's error codes for a stream asking for more replicas than there are servers.
+const REPLICAS_NOT_SUPPORTED: ErrorCode = ErrorCode(10074); // "replicas > 1 not supported in non-clustered mode"
+const NO_SUITABLE_PEERS: ErrorCode = ErrorCode(10005); // "no suitable peers for placement"
+const INSUFFICIENT_RESOURCES: ErrorCode = ErrorCode(10023);
+
+/// How many servers the cluster of `info`'s server has, as far as its INFO tells: 1 for a
+/// server outside any cluster, else the client URLs it advertises (itself included); `None`
+/// when the cluster advertises none (`no_advertise`).
+fn advertised_servers(info: &async_nats::ServerInfo) -> Option<usize> {
+    if info.cluster.is_none() {
+        return Some(1);
+    }
+    let mut urls: Vec<&String> = info.connect_urls.iter().collect();
+    urls.sort();
+    urls.dedup();
+    (!urls.is_empty()).then_some(urls.len())
+}
+
+fn cluster_too_small(replicas: usize, url: &str, servers: Option<usize>) -> crate::error::UsageError {
+    let servers = servers.map_or_else(|| "fewer".to_owned(), |n| n.to_string());
+    crate::error::UsageError::new(format!(
+        "[bus] replicas = {replicas} but the NATS cluster at {url} has {servers} JetStream server(s): lower replicas in sluice.toml \
+         or add servers to the cluster"
+    ))
+}
+
+/// Refuses, before anything is created, replicas the server's cluster cannot hold.
+fn check_cluster_size(info: &async_nats::ServerInfo, replicas: usize, url: &str) -> anyhow::Result<()> {
+    match advertised_servers(info) {
+        Some(servers) if replicas > servers => Err(cluster_too_small(replicas, url, Some(servers)).into()),
+        _ => Ok(()),
+    }
+}
+
+/// The same refusal when JetStream itself said it (a cluster that advertises no URLs, or
+/// servers without JetStream among those it advertises); other errors pass unchanged.
+fn too_few_servers(error: anyhow::Error, info: &async_nats::ServerInfo, replicas: usize, url: &str) -> anyhow::Error {
+    let placement = error.chain().any(|cause| {
+        let code = cause.downcast_ref::<jetstream::context::CreateStreamError>().and_then(|e| match e.kind() {
+            CreateStreamErrorKind::JetStream(e) => Some(e.error_code()),
+            _ => None,
+        });
+        code.is_some_and(|code| [REPLICAS_NOT_SUPPORTED, NO_SUITABLE_PEERS, INSUFFICIENT_RESOURCES].contains(&code))
+    });
+    if replicas > 1 && placement {
+        let servers = advertised_servers(info).filter(|&n| n < replicas);
+        let mut refusal = cluster_too_small(replicas, url, servers);
+        refusal.message = format!("{} (JetStream: {error:#})", refusal.message);
+        return refusal.into();
+    }
+    error
+}
+
 /// What to do about a JetStream error, where the server's own words do not say it.
 fn jetstream_hint(code: ErrorCode) -> Option<&'static str> {
     // The server has JetStream; the account this connection logs into does not.
@@ -538,6 +604,27 @@ mod tests {
         for code in [ErrorCode::STREAM_NOT_FOUND, ErrorCode::JETSTREAM_NOT_ENABLED, ErrorCode(10008)] {
             assert_eq!(jetstream_hint(code), None, "{code:?}");
         }
+    }
+
+    #[test]
+    fn replicas_are_held_to_the_cluster_size() {
+        let url = "nats://a:4222";
+        let alone = async_nats::ServerInfo::default();
+        assert!(check_cluster_size(&alone, 1, url).is_ok());
+        let error = check_cluster_size(&alone, 3, url).unwrap_err();
+        assert!(error.is::<crate::error::UsageError>());
+        assert_eq!(
+            error.to_string(),
+            "[bus] replicas = 3 but the NATS cluster at nats://a:4222 has 1 JetStream server(s): lower replicas in sluice.toml \
+             or add servers to the cluster"
+        );
+        let urls = |n: usize| (0..n).map(|i| format!("10.0.0.{i}:4222")).collect::<Vec<_>>();
+        let three = async_nats::ServerInfo { cluster: Some("c".into()), connect_urls: urls(3), ..Default::default() };
+        assert!(check_cluster_size(&three, 3, url).is_ok());
+        assert!(check_cluster_size(&three, 5, url).unwrap_err().to_string().contains("has 3 JetStream server(s)"));
+        // A cluster that advertises nothing is left to JetStream to judge.
+        let silent = async_nats::ServerInfo { cluster: Some("c".into()), ..Default::default() };
+        assert!(check_cluster_size(&silent, 5, url).is_ok());
     }
 
     #[test]

@@ -60,18 +60,18 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
 async fn measure(ctx: &Context, args: &Args, work_dir: &std::path::Path) -> anyhow::Result<Report> {
     // Its own server (file storage, R1) unless one is given; started on this thread.
     let mut server = None;
-    let url = match &ctx.nats {
-        Some(url) => url.clone(),
+    let target = match &ctx.nats {
+        Some(url) => ctx.nats_target(url, &ctx.settings()?)?,
         None => {
             let started = EmbeddedNats::start(work_dir)?;
-            let url = started.url().to_owned();
+            let target = crate::bus::NatsTarget::plain(started.url());
             server = Some(started);
-            url
+            target
         }
     };
     // Two connections, as a publisher and a worker in separate processes would have.
-    let load = Bus::connect(&url, &BusSettings::default(), StreamSetup::CreateMissing).await?;
-    let platform = Bus::connect(&url, &BusSettings::default(), StreamSetup::CreateMissing).await?;
+    let load = Bus::connect(&target, &BusSettings::default(), StreamSetup::CreateMissing).await?;
+    let platform = Bus::connect(&target, &BusSettings::default(), StreamSetup::CreateMissing).await?;
     let options = Options {
         events: args.events,
         size: args.size,

@@ -122,8 +122,8 @@ pub async fn run(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         _ => {}
     }
     let settings = ctx.settings()?;
-    let url = ctx.nats_url(&settings)?;
-    let bus = Bus::connect(&url, &settings.bus, StreamSetup::CreateMissing).await?;
+    let target = ctx.nats_connection(&settings)?;
+    let bus = Bus::connect(&target, &settings.bus, StreamSetup::CreateMissing).await?;
     let dlq = Dlq::open(&bus).await?;
     let now = Utc::now();
     match command {

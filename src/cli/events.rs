@@ -39,8 +39,8 @@ async fn trace_event(ctx: &Context, id: &str) -> anyhow::Result<ExitCode> {
         return Err(UsageError::new("EVENT_ID is empty: give the event's id (ce-id), as `sluice dlq list` or `sluice logs --json` show it").into());
     }
     let settings = ctx.settings()?;
-    let url = ctx.nats_url(&settings)?;
-    let bus = Bus::connect(&url, &settings.bus, StreamSetup::CreateMissing).await?;
+    let target = ctx.nats_connection(&settings)?;
+    let bus = Bus::connect(&target, &settings.bus, StreamSetup::CreateMissing).await?;
     let stored = stored_messages(&bus, id).await?;
     let records = logs::read_mentioning(&bus, id).await?;
     let mut in_dlq = HashSet::new();

@@ -35,8 +35,8 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     crate::config::validate_name(&args.function).map_err(|m| UsageError::new(format!("FUNCTION: {m}")))?;
     let since = crate::dlq::parse_time(&args.since, Utc::now()).map_err(|m| UsageError::new(format!("--since: {m}")))?;
     let settings = ctx.settings()?;
-    let url = ctx.nats_url(&settings)?;
-    let bus = Bus::connect(&url, &settings.bus, StreamSetup::CreateMissing).await?;
+    let target = ctx.nats_connection(&settings)?;
+    let bus = Bus::connect(&target, &settings.bus, StreamSetup::CreateMissing).await?;
     let (mut records, last) = logs::read(&bus, Some(&args.function), since).await?;
     records.retain(|r| wanted(&args, r));
     // Nodes finish invocations in any order: show them by when they started.

@@ -3,6 +3,7 @@
 
 mod bench;
 mod build;
+mod deploy;
 mod dlq;
 mod events;
 mod generate;
@@ -20,6 +21,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::bus::NatsTarget;
 use crate::config::{ConfigError, Project, Settings};
 
 /// Sluice: serverless functions on your own machines, driven by events on NATS JetStream.
@@ -30,6 +32,8 @@ pub struct Cli {
     /// `sluice up` running in the project directory.
     #[arg(long, global = true, env = "SLUICE_NATS_URL", value_name = "URL")]
     pub nats: Option<String>,
+    #[command(flatten)]
+    pub nats_auth: NatsArgs,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -38,6 +42,61 @@ pub struct Cli {
     pub dir: PathBuf,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How to authenticate to NATS and TLS; each overrides the same field of `[nats]` in
+/// sluice.toml (see docs/nats.md). Secrets are never shown, not even in `--help`.
+#[derive(Clone, Default, clap::Args)]
+pub struct NatsArgs {
+    /// NATS user name (with --nats-password). Default: [nats] user.
+    #[arg(long = "nats-user", global = true, env = "SLUICE_NATS_USER", value_name = "USER")]
+    pub user: Option<String>,
+    /// NATS password of --nats-user (better given in SLUICE_NATS_PASSWORD than on the
+    /// command line). Default: [nats] password.
+    #[arg(long = "nats-password", global = true, env = "SLUICE_NATS_PASSWORD", hide_env_values = true, value_name = "PASSWORD")]
+    pub password: Option<String>,
+    /// NATS authentication token. Default: [nats] token.
+    #[arg(long = "nats-token", global = true, env = "SLUICE_NATS_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// NKey seed file to authenticate with. Default: [nats] nkey.
+    #[arg(long = "nats-nkey", global = true, env = "SLUICE_NATS_NKEY", value_name = "FILE")]
+    pub nkey: Option<PathBuf>,
+    /// `.creds` file (user JWT and seed) to authenticate with. Default: [nats] creds.
+    #[arg(long = "nats-creds", global = true, env = "SLUICE_NATS_CREDS", value_name = "FILE")]
+    pub creds: Option<PathBuf>,
+    /// PEM file of the CA that signed the server's certificate. Default: [nats] tls_ca.
+    #[arg(long = "nats-tls-ca", global = true, env = "SLUICE_NATS_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate (with --nats-tls-key). Default: [nats] tls_cert.
+    #[arg(long = "nats-tls-cert", global = true, env = "SLUICE_NATS_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM key of --nats-tls-cert. Default: [nats] tls_key.
+    #[arg(long = "nats-tls-key", global = true, env = "SLUICE_NATS_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl NatsArgs {
+    /// As the fields of `[nats]`, to layer over sluice.toml's.
+    fn settings(&self) -> crate::config::NatsSettings {
+        crate::config::NatsSettings {
+            url: None,
+            user: self.user.clone(),
+            password: self.password.clone(),
+            token: self.token.clone(),
+            nkey: self.nkey.clone(),
+            creds: self.creds.clone(),
+            tls_ca: self.tls_ca.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+        }
+    }
+}
+
+/// Secrets are not shown.
+impl std::fmt::Debug for NatsArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.settings().fmt(f)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -52,6 +111,13 @@ pub enum Command {
     Build(build::Args),
     /// Run one function locally on one event and print its response (no NATS needed).
     Invoke(invoke::Args),
+    /// Store functions and triggers in the cluster's registry as new numbered versions, like
+    /// `sam deploy`; nodes running `sluice up --registry` pick them up within seconds.
+    Deploy(deploy::DeployArgs),
+    /// Make an earlier version of a deployed function or trigger the current one again.
+    Rollback(deploy::RollbackArgs),
+    /// Remove a function or trigger from the registry; nodes stop running it.
+    Undeploy(deploy::UndeployArgs),
     /// Inspect the project's functions.
     #[command(subcommand)]
     Functions(functions::Command),
@@ -86,13 +152,16 @@ impl Cli {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let ctx = Context { nats: cli.nats, json: cli.json, dir: cli.dir };
+    let ctx = Context { nats: cli.nats, nats_auth: cli.nats_auth, json: cli.json, dir: cli.dir };
     match cli.command {
         Command::Up(args) => up::run(&ctx, args).await,
         Command::Publish(args) => publish::run(&ctx, args).await,
         Command::Invoke(args) => invoke::run(&ctx, args).await,
         Command::Build(args) => build::run(&ctx, args).await,
-        Command::Functions(command) => functions::run(&ctx, command),
+        Command::Deploy(args) => deploy::deploy(&ctx, args).await,
+        Command::Rollback(args) => deploy::rollback(&ctx, args).await,
+        Command::Undeploy(args) => deploy::undeploy(&ctx, args).await,
+        Command::Functions(command) => functions::run(&ctx, command).await,
         Command::Bench(args) => bench::run(&ctx, args).await,
         Command::Dlq(command) => dlq::run(&ctx, command).await,
         Command::Triggers(command) => triggers::run(&ctx, command).await,
@@ -105,6 +174,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// Global options every command sees.
 pub struct Context {
     pub nats: Option<String>,
+    /// Authentication and TLS from flags and `SLUICE_NATS_*`.
+    pub nats_auth: NatsArgs,
     pub json: bool,
     pub dir: PathBuf,
 }
@@ -140,17 +211,25 @@ impl Context {
         self.nats.clone().or_else(|| settings.nats.url.clone())
     }
 
-    /// A URL to reach NATS at: the configured one, else a `sluice up`'s embedded server.
-    pub fn nats_url(&self, settings: &Settings) -> anyhow::Result<String> {
+    /// The configured server at `url` with the credentials and TLS files of sluice.toml,
+    /// `SLUICE_NATS_*` and `--nats-*`, layered and checked.
+    pub fn nats_target(&self, url: &str, settings: &Settings) -> anyhow::Result<NatsTarget> {
+        NatsTarget::resolve(url, &settings.nats, &self.nats_auth.settings(), &self.dir)
+    }
+
+    /// Where to reach NATS: the configured server (with its credentials), else a
+    /// `sluice up`'s embedded server.
+    pub fn nats_connection(&self, settings: &Settings) -> anyhow::Result<NatsTarget> {
         if let Some(url) = self.configured_nats(settings) {
-            return Ok(url);
+            return self.nats_target(&url, settings);
         }
-        crate::bus::embedded::discover(&self.dir).ok_or_else(|| {
+        let url = crate::bus::embedded::discover(&self.dir).ok_or_else(|| {
             anyhow::anyhow!(
                 "no NATS server: none is configured (--nats, SLUICE_NATS_URL, [nats] url in sluice.toml) \
                  and no `sluice up` is running in {}; start `sluice up` there first",
                 self.dir.display()
             )
-        })
+        })?;
+        Ok(NatsTarget::plain(&url))
     }
 }

@@ -64,8 +64,8 @@ struct Output {
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let event = build_event(&args)?;
     let settings = ctx.settings()?;
-    let url = ctx.nats_url(&settings)?;
-    let bus = Bus::connect(&url, &settings.bus, StreamSetup::CreateMissing).await?;
+    let target = ctx.nats_connection(&settings)?;
+    let bus = Bus::connect(&target, &settings.bus, StreamSetup::CreateMissing).await?;
     let subject = bus::topic_subject(&args.topic);
     let published = bus.publish_event(subject.clone(), &event).await?;
     if ctx.json {

@@ -27,8 +27,8 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     }
     let since = crate::dlq::parse_time(&args.since, Utc::now()).map_err(|m| UsageError::new(format!("--since: {m}")))?;
     let settings = ctx.settings()?;
-    let url = ctx.nats_url(&settings)?;
-    let bus = Bus::connect(&url, &settings.bus, StreamSetup::CreateMissing).await?;
+    let target = ctx.nats_connection(&settings)?;
+    let bus = Bus::connect(&target, &settings.bus, StreamSetup::CreateMissing).await?;
     let (mut records, _) = logs::read(&bus, args.function.as_deref(), since).await?;
     // A batch holds records from just before `since` too.
     records.retain(|r| r.end >= since);

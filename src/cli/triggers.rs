@@ -102,19 +102,21 @@ async fn read_health(ctx: &Context, project: &crate::config::Project, rows: &mut
     const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
     let bucket = crate::bus::STATE_BUCKET;
     let not_shown = format!("trigger health from {bucket} is not shown (status {UNKNOWN}); start `sluice up` or pass --nats URL");
-    let Ok(url) = ctx.nats_url(&project.settings) else {
+    if ctx.configured_nats(&project.settings).is_none() && crate::bus::embedded::discover(&ctx.dir).is_none() {
         return Err(format!(
             "note: cannot reach NATS (none is configured with --nats, SLUICE_NATS_URL or [nats] url, and no `sluice up` \
              is running in {}): {not_shown}",
             project.dir.display()
         ));
-    };
-    let addrs = crate::bus::server_addrs(&url).map_err(|error| format!("note: {error}: {not_shown}"))?;
-    let options = async_nats::ConnectOptions::new().connection_timeout(TIMEOUT);
+    }
+    let target = ctx.nats_connection(&project.settings).map_err(|error| format!("note: {error:#}: {not_shown}"))?;
+    let url = target.shown();
+    let addrs = target.addrs().map_err(|error| format!("note: {error}: {not_shown}"))?;
+    let options = target.apply(async_nats::ConnectOptions::new().connection_timeout(TIMEOUT)).map_err(|error| format!("note: {error}: {not_shown}"))?;
     let connect = tokio::time::timeout(TIMEOUT + std::time::Duration::from_secs(1), options.connect(addrs));
     let client = match connect.await {
         Ok(Ok(client)) => client,
-        Ok(Err(error)) => return Err(format!("note: cannot reach NATS at {url} ({error}): {not_shown}")),
+        Ok(Err(error)) => return Err(format!("note: {:#}: {not_shown}", target.explain(error))),
         Err(_) => return Err(format!("note: cannot reach NATS at {url} (no answer within 3s): {not_shown}")),
     };
     let js = async_nats::jetstream::new(client);

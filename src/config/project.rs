@@ -26,14 +26,67 @@ pub struct Settings {
     pub http: HttpSettings,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+/// `[nats]`: where the server is and how to connect to it (see docs/nats.md). Every field
+/// is overridden by its `SLUICE_NATS_*` variable, and that by its `--nats-*` flag. Give at
+/// most one way to authenticate: `user` (+ `password`), `token`, `nkey` or `creds` (or the
+/// credentials in the URL). Relative paths are relative to the project directory.
+#[derive(Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatsSettings {
     /// NATS URL, e.g. "nats://127.0.0.1:4222", or several seed URLs of a cluster: a list
     /// (`["nats://a:4222", "nats://b:4222"]`) or one comma-separated string. Overridden by
-    /// `SLUICE_NATS_URL` and `--nats`.
+    /// `SLUICE_NATS_URL` and `--nats`. `tls://` asks for TLS; `nats://user:password@host`
+    /// still works, but is better written as `user` and `password`.
     #[serde(default, deserialize_with = "seed_urls")]
     pub url: Option<String>,
+    /// User name, with `password` (`SLUICE_NATS_USER`, `--nats-user`).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Password of `user` (`SLUICE_NATS_PASSWORD`, `--nats-password`). Never printed;
+    /// better kept out of the file, in the variable.
+    #[serde(default, skip_serializing)]
+    pub password: Option<String>,
+    /// Authentication token (`SLUICE_NATS_TOKEN`, `--nats-token`). Never printed.
+    #[serde(default, skip_serializing)]
+    pub token: Option<String>,
+    /// Path to an NKey seed file (`SU...`, as `nk -gen user` writes); the server must list its
+    /// public key (`SLUICE_NATS_NKEY`, `--nats-nkey`).
+    #[serde(default)]
+    pub nkey: Option<PathBuf>,
+    /// Path to a `.creds` file: a user JWT and its NKey seed, as `nsc generate creds` writes,
+    /// for servers in operator (decentralized JWT) mode (`SLUICE_NATS_CREDS`, `--nats-creds`).
+    #[serde(default)]
+    pub creds: Option<PathBuf>,
+    /// Path to a PEM file of the CA certificate(s) that signed the server's certificate,
+    /// trusted instead of the system's roots (`SLUICE_NATS_TLS_CA`, `--nats-tls-ca`). Setting
+    /// any `tls_*` field requires TLS of the server.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// Path to a PEM client certificate, for servers that verify clients; needs `tls_key`
+    /// (`SLUICE_NATS_TLS_CERT`, `--nats-tls-cert`).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// Path to the PEM private key of `tls_cert` (`SLUICE_NATS_TLS_KEY`, `--nats-tls-key`).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// Secrets and the credentials of a URL are not shown.
+impl std::fmt::Debug for NatsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |value: &Option<String>| value.as_ref().map(|_| "***");
+        f.debug_struct("NatsSettings")
+            .field("url", &self.url.as_deref().map(crate::bus::connection::redact_url))
+            .field("user", &self.user)
+            .field("password", &hidden(&self.password))
+            .field("token", &hidden(&self.token))
+            .field("nkey", &self.nkey)
+            .field("creds", &self.creds)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .finish()
+    }
 }
 
 /// `url = "a"`, `url = "a,b"` or `url = ["a", "b"]`, kept as one comma-separated string.
@@ -299,53 +352,60 @@ fn load_functions(dir: &Path, built: bool) -> Result<Vec<FunctionDef>, ConfigErr
     let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut functions = Vec::with_capacity(paths.len());
     for path in paths {
-        let config: FunctionConfig = read_toml(&path)?;
-        if let Err((field, message)) = config.check() {
-            return Err(ConfigError::new(&path, Some(&field), message));
-        }
-        if let Some(first) = seen.get(&config.name) {
+        let def = load_function(&path, built)?;
+        if let Some(first) = seen.get(&def.config.name) {
             return Err(ConfigError::new(
                 &path,
                 Some("name"),
-                format!("{:?} is already the name of the function in {}; names must be unique", config.name, first.display()),
+                format!("{:?} is already the name of the function in {}; names must be unique", def.config.name, first.display()),
             ));
         }
-        let folder = path.parent().unwrap_or(dir).to_path_buf();
-        let mut module_path = config.module.as_ref().map(|module| folder.join(module));
-        if let (RuntimeKind::Component, Some(handler)) = (config.runtime, &config.handler) {
-            crate::runtime::component::source::find(handler, &folder).map_err(|m| ConfigError::new(&path, Some("handler"), m))?;
-            let component = folder.join(crate::runtime::component::BUILT_COMPONENT);
-            if built && !component.is_file() {
-                return Err(ConfigError::new(
-                    &path,
-                    Some("handler"),
-                    format!("{} does not exist; build the function first (`sluice build {}`)", component.display(), config.name),
-                ));
-            }
-            module_path = Some(component);
-        } else if let Some(module_path) = &module_path {
-            if !module_path.is_file() {
-                if built {
-                    return Err(ConfigError::new(
-                        &path,
-                        Some("module"),
-                        format!("{} does not exist; build the function first (`sluice build {}`)", module_path.display(), config.name),
-                    ));
-                }
-            } else if let Err((field, message)) = check_module(&config, module_path) {
-                return Err(ConfigError::new(&path, Some(field), message));
-            }
-        }
-        if config.runtime.is_lambda() {
-            if let Err((field, message)) = crate::runtime::lambda::check_folder(&config, &folder, built) {
-                return Err(ConfigError::new(&path, Some(field), message));
-            }
-        }
-        seen.insert(config.name.clone(), path.clone());
-        functions.push(FunctionDef { config, path, dir: folder, module_path });
+        seen.insert(def.config.name.clone(), path.clone());
+        functions.push(def);
     }
     functions.sort_by(|a, b| a.config.name.cmp(&b.config.name));
     Ok(functions)
+}
+
+/// Reads and checks one `function.toml` (`path`) and what its folder holds; with `built`,
+/// the function's build outputs (module, component, `bootstrap`) must be present.
+pub fn load_function(path: &Path, built: bool) -> Result<FunctionDef, ConfigError> {
+    let config: FunctionConfig = read_toml(path)?;
+    if let Err((field, message)) = config.check() {
+        return Err(ConfigError::new(path, Some(&field), message));
+    }
+    let folder = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut module_path = config.module.as_ref().map(|module| folder.join(module));
+    if let (RuntimeKind::Component, Some(handler)) = (config.runtime, &config.handler) {
+        crate::runtime::component::source::find(handler, &folder).map_err(|m| ConfigError::new(path, Some("handler"), m))?;
+        let component = folder.join(crate::runtime::component::BUILT_COMPONENT);
+        if built && !component.is_file() {
+            return Err(ConfigError::new(
+                path,
+                Some("handler"),
+                format!("{} does not exist; build the function first (`sluice build {}`)", component.display(), config.name),
+            ));
+        }
+        module_path = Some(component);
+    } else if let Some(module_path) = &module_path {
+        if !module_path.is_file() {
+            if built {
+                return Err(ConfigError::new(
+                    path,
+                    Some("module"),
+                    format!("{} does not exist; build the function first (`sluice build {}`)", module_path.display(), config.name),
+                ));
+            }
+        } else if let Err((field, message)) = check_module(&config, module_path) {
+            return Err(ConfigError::new(path, Some(field), message));
+        }
+    }
+    if config.runtime.is_lambda() {
+        if let Err((field, message)) = crate::runtime::lambda::check_folder(&config, &folder, built) {
+            return Err(ConfigError::new(path, Some(field), message));
+        }
+    }
+    Ok(FunctionDef { config, path: path.to_path_buf(), dir: folder, module_path })
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -486,23 +546,13 @@ fn initial_memories(binary: &[u8]) -> wasmparser::Result<Vec<wasmparser::MemoryT
 
 /// Reads every `triggers/*.toml`; the file name (without `.toml`) is the trigger's name.
 fn load_triggers(dir: &Path, functions: &[FunctionDef]) -> Result<Vec<crate::triggers::TriggerDef>, ConfigError> {
-    use crate::triggers::{TriggerConfig, TriggerDef};
     let paths = list_dir(dir, |path| {
         (path.is_file() && path.extension().is_some_and(|e| e == "toml")).then_some(path)
     })?;
     let mut triggers = Vec::with_capacity(paths.len());
     for path in paths {
-        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
-        if let Err(message) = super::validate_name(&name) {
-            return Err(ConfigError::new(&path, None, format!("the file name is the trigger's name: {message}")));
-        }
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| ConfigError::new(&path, None, format!("cannot read the file: {e}")))?;
-        let config = TriggerConfig::parse(&path, &text)?;
-        if let Err((field, message)) = config.check() {
-            return Err(ConfigError::new(&path, Some(&field), message));
-        }
-        for function in config.required_functions() {
+        let trigger = load_trigger(&path)?;
+        for function in trigger.config.required_functions() {
             if !functions.iter().any(|f| f.config.name == function) {
                 return Err(ConfigError::new(
                     &path,
@@ -511,9 +561,24 @@ fn load_triggers(dir: &Path, functions: &[FunctionDef]) -> Result<Vec<crate::tri
                 ));
             }
         }
-        triggers.push(TriggerDef { name, path, config });
+        triggers.push(trigger);
     }
     Ok(triggers)
+}
+
+/// Reads and checks one trigger file; its file name (without `.toml`) is the trigger's name.
+pub fn load_trigger(path: &Path) -> Result<crate::triggers::TriggerDef, ConfigError> {
+    use crate::triggers::{TriggerConfig, TriggerDef};
+    let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
+    if let Err(message) = super::validate_name(&name) {
+        return Err(ConfigError::new(path, None, format!("the file name is the trigger's name: {message}")));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::new(path, None, format!("cannot read the file: {e}")))?;
+    let config = TriggerConfig::parse(path, &text)?;
+    if let Err((field, message)) = config.check() {
+        return Err(ConfigError::new(path, Some(&field), message));
+    }
+    Ok(TriggerDef { name, path: path.to_path_buf(), config })
 }
 
 /// The entries of `dir` that `pick` keeps (mapped), sorted. A missing folder is empty.

@@ -135,7 +135,7 @@ impl NatsTrigger {
                 .name(format!("sluice trigger {}", ctx.name))
                 .connect(url.as_str())
                 .await
-                .with_context(|| format!("connecting to the source server {url}")),
+                .with_context(|| format!("connecting to the source server {}", crate::bus::connection::redact_url(url))),
         }
     }
 

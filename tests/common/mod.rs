@@ -1,6 +1,7 @@
 //! Test fixtures: a real nats-server per test, a temporary project, a `sluice up` process.
 #![allow(dead_code)]
 
+pub mod auth;
 pub mod brokers;
 pub mod cli;
 pub mod fuzz;
@@ -322,9 +323,12 @@ impl Project {
                 }
             }
         });
-        let mut up = Up { child: Some(child), log_path, http: None };
+        let mut up = Up { child: Some(child), log_path, http: None, banner: String::new() };
         match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(banner) => up.http = banner.split("HTTP on ").nth(1).and_then(|rest| rest.split_whitespace().next()).map(|url| url.trim_end_matches('.').to_owned()),
+            Ok(banner) => {
+                up.http = banner.split("HTTP on ").nth(1).and_then(|rest| rest.split_whitespace().next()).map(|url| url.trim_end_matches('.').to_owned());
+                up.banner = banner;
+            }
             Err(_) => panic!("{what} did not start; its log:\n{}", up.log()),
         }
         up
@@ -343,6 +347,8 @@ pub struct Up {
     pub log_path: PathBuf,
     /// `http://IP:PORT` of its HTTP listener, from the banner.
     pub http: Option<String>,
+    /// The "Sluice is up: ..." line it printed.
+    pub banner: String,
 }
 
 impl Up {
