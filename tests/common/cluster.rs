@@ -52,6 +52,16 @@ impl NatsNode {
         Self { name: name.to_owned(), host: host.to_owned(), port, dir, child: None }
     }
 
+    /// A node run from a whole config file, which `config` writes given the node's own
+    /// temporary folder (for its store and its log, `nats.log`). Not started yet: see
+    /// [`NatsNode::spawn`].
+    pub fn from_config(name: &str, host: &str, port: u16, config: impl FnOnce(&std::path::Path) -> String) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let text = config(dir.path());
+        std::fs::write(dir.path().join("nats.conf"), text).unwrap();
+        Self { name: name.to_owned(), host: host.to_owned(), port, dir, child: None }
+    }
+
     fn config_path(&self) -> PathBuf {
         self.dir.path().join("nats.conf")
     }
