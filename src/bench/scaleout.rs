@@ -6,8 +6,9 @@
 //! Method, so that a noisy shared machine shows in the figures rather than in one side of
 //! the comparison: for each run a fresh function (its own topic and consumer) gets a backlog
 //! of `--events` events published before any node starts; then the node(s) start, and the
-//! run is timed from the first acknowledgement (nodes starting are not timed) until the
-//! consumer has nothing pending or in flight. Runs alternate one node, two nodes, for
+//! run is timed from the first acknowledgement seen once every node is up (nodes starting are
+//! not timed, nor one node working alone while the other starts) until the consumer has
+//! nothing pending or in flight. Runs alternate one node, two nodes, for
 //! [`ROUNDS`] rounds; the ratio is the median of the rounds' two ÷ one. Every node is stopped
 //! with SIGTERM at the end of its run (killed if it does not exit), is killed on every error
 //! path, and dies with the bench (parent-death signal).
@@ -59,7 +60,7 @@ pub struct Setup {
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 pub enum ScaleOutReport {
-    Measured(ScaleOut),
+    Measured(Box<ScaleOut>),
     Skipped { skipped: String },
 }
 
@@ -113,13 +114,19 @@ pub struct Run {
     pub nodes: usize,
     /// Events done (acknowledged) by the end of the run: the whole backlog.
     pub events: usize,
-    /// Of which done after the first acknowledgement was seen: the timed ones.
+    /// Of which done in the timed part.
     pub timed_events: usize,
-    /// From the first acknowledgement seen to the last.
+    /// The timed part: from the first acknowledgement seen once every node of the run is up
+    /// (printed "Sluice is up") until the backlog is done.
     pub seconds: f64,
     pub events_per_sec: f64,
     /// From starting the node(s) to the first acknowledgement seen.
     pub first_ack_after_s: f64,
+    /// From starting the node(s) to the timed part.
+    pub timed_from_s: f64,
+    /// False when the backlog was done before every node was up: the run is then timed from
+    /// the first acknowledgement (use a larger `--events`).
+    pub all_nodes_up: bool,
     /// Deliveries of an event more than once (0 unless a node failed an event).
     pub redelivered: usize,
     /// The nodes, nats-server (when the bench's own) and the bench, with the CPUs each may
@@ -203,7 +210,7 @@ pub async fn run(load: &Bus, options: &Options, setup: &Setup, work_dir: &Path, 
             _ => None,
         })
         .collect();
-    Ok(ScaleOutReport::Measured(ScaleOut {
+    Ok(ScaleOutReport::Measured(Box::new(ScaleOut {
         function: "hello",
         events: options.events,
         concurrency: CONCURRENCY,
@@ -216,7 +223,7 @@ pub async fn run(load: &Bus, options: &Options, setup: &Setup, work_dir: &Path, 
         two_workers_vs_one: median(rounds.iter().map(|r| r.ratio)),
         rounds,
         runs,
-    }))
+    })))
 }
 
 /// One phase's inputs.
@@ -319,7 +326,9 @@ impl Phase<'_> {
             timed_events,
             seconds: round3(seconds),
             events_per_sec: if seconds > 0.0 { (timed_events as f64 / seconds).round() } else { 0.0 },
-            first_ack_after_s: round3(timed.start.duration_since(started).as_secs_f64()),
+            first_ack_after_s: round3(timed.first_ack.duration_since(started).as_secs_f64()),
+            timed_from_s: round3(timed.start.duration_since(started).as_secs_f64()),
+            all_nodes_up: timed.all_up,
             redelivered: timed.redelivered,
             processes,
         })
@@ -330,24 +339,32 @@ impl Phase<'_> {
         let n = self.options.events;
         let stream = self.load.js.get_stream(bus::EVENTS_STREAM).await.context("opening stream SLUICE_EVENTS")?;
         // Who is measured: the nodes, the server when it is the bench's, the bench.
-        let mut watched: Vec<(String, u32, Option<Arc<OnceLock<Instant>>>)> =
+        let mut watched: Vec<Watched> =
             nodes.iter().map(|node| (node.name.clone(), node.pid, Some(node.up_at.clone()))).collect();
         if let Some(pid) = self.setup.nats_pid {
             watched.push(("nats-server".to_owned(), pid, None));
         }
         watched.push(("bench".to_owned(), std::process::id(), None));
-        let mut start: Option<(Instant, usize, Vec<f64>)> = None;
+        let cpu_now = || watched.iter().map(|(_, pid, _)| cpu_seconds(*pid)).collect::<Vec<f64>>();
+        // The first acknowledgement seen, and the first seen with every node up.
+        let mut first_ack: Option<Reading> = None;
+        let mut start: Option<Reading> = None;
         loop {
             let info = stream.consumer_info(name).await.with_context(|| format!("reading the consumer of {name}"))?;
             let now = Instant::now();
             let waiting = usize::try_from(info.num_pending).unwrap_or(usize::MAX).saturating_add(info.num_ack_pending);
             let done = n.saturating_sub(waiting);
             bar.set_position(done as u64);
-            if start.is_none() && done > 0 {
-                start = Some((now, done, watched.iter().map(|(_, pid, _)| cpu_seconds(*pid)).collect()));
+            if done > 0 && first_ack.is_none() {
+                first_ack = Some((now, done, cpu_now()));
                 bar.set_message("");
             }
-            if let Some((start, done_at_start, cpu_at_start)) = &start {
+            if done > 0 && waiting > 0 && start.is_none() && nodes.iter().all(|node| node.up_at.get().is_some()) {
+                start = Some((now, done, cpu_now()));
+            }
+            // A backlog done before every node was up is timed from the first acknowledgement.
+            let all_up = start.is_some();
+            if let (Some((first_ack, ..)), Some((start, done_at_start, cpu_at_start))) = (&first_ack, start.as_ref().or(first_ack.as_ref())) {
                 if waiting == 0 {
                     let processes = watched
                         .iter()
@@ -361,7 +378,7 @@ impl Phase<'_> {
                             cpu_busy: 0.0,
                         })
                         .collect();
-                    let timed = Timed { start: *start, end: now, done_at_start: *done_at_start, done, redelivered: info.num_redelivered };
+                    let timed = Timed { first_ack: *first_ack, start: *start, all_up, end: now, done_at_start: *done_at_start, done, redelivered: info.num_redelivered };
                     return Ok((timed, processes));
                 }
             }
@@ -425,9 +442,18 @@ fn topic(name: &str) -> String {
     format!("bench.{name}")
 }
 
+/// A process whose CPU time a run records: name, pid, and for a node when it was up.
+type Watched = (String, u32, Option<Arc<OnceLock<Instant>>>);
+
+/// A reading of the consumer: when, events done, and the watched processes' CPU seconds.
+type Reading = (Instant, usize, Vec<f64>);
+
 /// The timed part of a run.
 struct Timed {
+    first_ack: Instant,
     start: Instant,
+    /// Whether every node was up at `start`.
+    all_up: bool,
     end: Instant,
     done_at_start: usize,
     done: usize,
