@@ -1,5 +1,6 @@
-//! `sluice bench`: the report has every documented figure, and every event of the end-to-end
-//! phase ran exactly once. No timing assertions: only structure and counts.
+//! `sluice bench`: the report has every documented figure, every event of the end-to-end
+//! phase ran exactly once, and the scale-out runs drained their whole backlog on worker
+//! processes pinned apart. No timing assertions: only structure and counts.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
@@ -12,11 +13,11 @@ fn the_report_is_complete_and_every_event_ran_once() {
     let project = Project::new();
     // The Lambda phase uses the project's runtime clients (the repository's, here).
     project.lambda_function("unused", "runtime = \"python3.11\"\nhandler = \"app.handler\"", &[("app.py", "def handler(e, c):\n    return e\n")]);
-    // The HTTP phase calls the `hello` example through the gateway.
+    // The HTTP and scale-out phases run the `hello` example.
     project.function("hello", "hello", "");
     let dsn = common::postgres::dsn();
     let out = project.sluice_within(
-        &["--json", "bench", "--events", "1500", "--size", "256", "--concurrency", "32", "--postgres", &dsn, "--http"],
+        &["--json", "bench", "--events", "1500", "--size", "256", "--concurrency", "32", "--postgres", &dsn, "--http", "--scale-out"],
         std::time::Duration::from_secs(600),
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -133,6 +134,51 @@ fn the_report_is_complete_and_every_event_ran_once() {
     assert_eq!(report["sluice"]["exactly_once"], true);
     assert_eq!(report["sluice"]["results_published"], true);
     assert!(report["noop"].as_str().unwrap().contains("stdin"));
+
+    // Scale-out: one node, then two, for three rounds; each run drained its whole backlog,
+    // each node on a CPU of its own; the ratio is the median round's two ÷ one.
+    let scale = &report["scale_out"];
+    assert_eq!(scale["events"], 1500, "{scale:#}");
+    let runs = scale["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 6, "{scale:#}");
+    for (i, run) in runs.iter().enumerate() {
+        assert_eq!(run["nodes"].as_u64().unwrap() as usize, 1 + i % 2, "one node, then two: {scale:#}");
+        assert_eq!(run["round"].as_u64().unwrap() as usize, 1 + i / 2, "{scale:#}");
+        assert_eq!(run["events"], 1500, "every event of the backlog was done: {run:#}");
+        assert!(run["events_per_sec"].as_f64().unwrap() > 0.0 && run["timed_events"].as_u64().unwrap() > 0, "{run:#}");
+        let processes = run["processes"].as_array().unwrap();
+        let nodes: Vec<&serde_json::Value> = processes.iter().filter(|p| p["name"].as_str().unwrap().starts_with("node-")).collect();
+        assert_eq!(nodes.len(), 1 + i % 2, "{run:#}");
+        for (k, node) in nodes.iter().enumerate() {
+            assert_eq!(node["name"], format!("node-{}", k + 1));
+            assert_eq!(node["cpus"], scale["placement"][format!("node_{}", k + 1)], "each node on its own CPU: {run:#}");
+        }
+        assert!(processes.iter().any(|p| p["name"] == "nats-server") && processes.iter().any(|p| p["name"] == "bench"), "{run:#}");
+        assert!(processes.iter().all(|p| !p["cpus"].as_str().unwrap().is_empty()), "{run:#}");
+    }
+    assert_ne!(scale["placement"]["node_1"], scale["placement"]["node_2"]);
+    let rounds = scale["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 3, "{scale:#}");
+    let mut ratios: Vec<f64> = rounds
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let (one, two) = (r["one_node_per_sec"].as_f64().unwrap(), r["two_nodes_per_sec"].as_f64().unwrap());
+            assert_eq!(one, runs[2 * i]["events_per_sec"].as_f64().unwrap(), "{scale:#}");
+            assert_eq!(two, runs[2 * i + 1]["events_per_sec"].as_f64().unwrap(), "{scale:#}");
+            let ratio = r["ratio"].as_f64().unwrap();
+            assert!((ratio - two / one).abs() < 0.001, "{r}");
+            ratio
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    assert_eq!(number("scale_out.two_workers_vs_one"), ratios[1], "the median round's ratio: {scale:#}");
+    assert_eq!(number("ratios.two_workers_vs_one"), ratios[1]);
+    // No worker is left behind.
+    let pids: Vec<u64> = runs.iter().flat_map(|r| r["processes"].as_array().unwrap().iter()).filter(|p| p["name"].as_str().unwrap().starts_with("node-")).map(|p| p["pid"].as_u64().unwrap()).collect();
+    for pid in pids {
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "worker {pid} is still running");
+    }
 
     // The Lambda runtimes, beside the wasm figures: both clients are installed here.
     let lambda = report["lambda"]["runtimes"].as_array().unwrap();

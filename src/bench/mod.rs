@@ -8,6 +8,7 @@ pub mod component;
 pub mod lambda;
 pub mod noop;
 pub mod postgres;
+pub mod scaleout;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -58,6 +59,8 @@ pub struct Options {
     pub http: Option<PathBuf>,
     /// The example components (name, built artifact), measured when built.
     pub components: Vec<(String, PathBuf)>,
+    /// Worker nodes as `sluice up` processes, one against two (none: no such phase).
+    pub scale_out: Option<scaleout::Setup>,
 }
 
 /// The report; field names are documented in docs/performance.md.
@@ -85,6 +88,10 @@ pub struct Report {
     /// The HTTP gateway against a plain axum handler (with `--http`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<http::HttpReport>,
+    /// One worker node against two, each a `sluice up` process on a CPU of its own (with
+    /// `--scale-out`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale_out: Option<scaleout::ScaleOutReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -187,6 +194,9 @@ pub struct Cold {
 pub struct Ratios {
     pub end_to_end_vs_raw_jetstream: f64,
     pub invoke_cpu_vs_bare_wasmtime: f64,
+    /// Two worker nodes' events/s ÷ one node's (with `--scale-out`, when measured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub two_workers_vs_one: Option<f64>,
 }
 
 const NOOP_DESCRIPTION: &str = "WASI preview-1 command: reads the realtime clock on entry, reads the whole event from stdin, \
@@ -227,10 +237,15 @@ pub async fn run(load: &Bus, platform: &Bus, options: &Options, work_dir: &std::
         Some(module) => Some(http::run(platform, &host, module, work_dir).await.context("http phase")?),
         None => None,
     };
+    let scale_out = match &options.scale_out {
+        Some(setup) => Some(scaleout::run(load, options, setup, work_dir, &run_id).await.context("scale-out phase")?),
+        None => None,
+    };
 
     let ratios = Ratios {
         end_to_end_vs_raw_jetstream: ratio(sluice.events_per_sec, raw_jetstream.overlapped_msgs_per_sec),
         invoke_cpu_vs_bare_wasmtime: ratio(sluice_runtime.cpu_us_per_invocation, bare_wasmtime.cpu_us_per_invocation),
+        two_workers_vs_one: scale_out.as_ref().and_then(scaleout::ScaleOutReport::ratio),
     };
     Ok(Report {
         machine: Machine {
@@ -254,6 +269,7 @@ pub async fn run(load: &Bus, platform: &Bus, options: &Options, work_dir: &std::
         noop: NOOP_DESCRIPTION,
         postgres,
         http,
+        scale_out,
     })
 }
 

@@ -118,6 +118,11 @@ impl EmbeddedNats {
         &self.url
     }
 
+    /// The running server's pid (none between a death and its restart).
+    pub fn pid(&self) -> Option<u32> {
+        self.shared.pid.lock().ok().and_then(|pid| *pid)
+    }
+
     /// Resolves when the server died and could not be started again, with the reason.
     /// Pending forever while supervision holds (and after it was already reported once).
     pub async fn failed(&mut self) -> String {

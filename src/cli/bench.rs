@@ -2,10 +2,13 @@
 //! side in one run (see `crate::bench` and docs/performance.md).
 
 use std::io::IsTerminal as _;
+
+use anyhow::Context as _;
 use std::process::ExitCode;
 
 use super::output::{print_json, Table};
 use super::Context;
+use crate::bench::scaleout::ScaleOutReport;
 use crate::bench::{self, Options, Report};
 use crate::bus::embedded::EmbeddedNats;
 use crate::bus::{Bus, StreamSetup};
@@ -32,6 +35,11 @@ pub struct Args {
     /// `sluice build hello`) against a plain axum handler answering the same body.
     #[arg(long)]
     pub http: bool,
+    /// Also measure worker scale-out: one `sluice up` node against two, each pinned to a CPU
+    /// of its own, draining a backlog of `--events` events through the `hello` example
+    /// (built by `sluice build hello`; skipped with a note when it is not).
+    #[arg(long)]
+    pub scale_out: bool,
 }
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
@@ -79,8 +87,9 @@ async fn measure(ctx: &Context, args: &Args, work_dir: &std::path::Path) -> anyh
         progress: std::io::stderr().is_terminal(),
         postgres: args.postgres.clone(),
         tools_dir: crate::config::Project::tools_dir_of(&ctx.dir),
-        http: if args.http { Some(hello_module(ctx)?) } else { None },
+        http: if args.http { Some(hello_module(ctx, "--http")?) } else { None },
         components: bench::component::examples(&ctx.dir),
+        scale_out: if args.scale_out { Some(scale_out_setup(ctx, &url, server.as_ref())?) } else { None },
     };
     let report = bench::run(&load, &platform, &options, work_dir).await;
     // Closed before the server stops, so that they do not report it as a lost connection.
@@ -91,18 +100,32 @@ async fn measure(ctx: &Context, args: &Args, work_dir: &std::path::Path) -> anyh
     report
 }
 
-/// The `hello` example's compiled module, for `--http`.
-fn hello_module(ctx: &Context) -> anyhow::Result<std::path::PathBuf> {
+/// The `hello` example's compiled module, for `flag`.
+fn hello_module(ctx: &Context, flag: &str) -> anyhow::Result<std::path::PathBuf> {
     let project = ctx.project()?;
     let module = project.function("hello").and_then(|f| f.module_path.clone());
     match module {
         Some(module) if module.is_file() => Ok(module),
         _ => Err(UsageError::new(format!(
-            "--http measures the `hello` example: run it in the example project after `sluice build hello` (no built functions/hello in {})",
+            "{flag} measures the `hello` example: run it in the example project after `sluice build hello` (no built functions/hello in {})",
             ctx.dir.display()
         ))
         .into()),
     }
+}
+
+/// What `--scale-out` needs: this executable for the nodes, the bench's server, and the
+/// `hello` example (its absence skips the phase with why, rather than failing the bench).
+fn scale_out_setup(ctx: &Context, url: &str, server: Option<&EmbeddedNats>) -> anyhow::Result<bench::scaleout::Setup> {
+    let hello = hello_module(ctx, "--scale-out")
+        .and_then(|module| std::fs::canonicalize(&module).with_context(|| format!("resolving {}", module.display())))
+        .map_err(|error| format!("{error:#}"));
+    Ok(bench::scaleout::Setup {
+        exe: std::env::current_exe().context("finding the sluice executable the worker nodes run")?,
+        nats_url: url.to_owned(),
+        nats_pid: server.and_then(EmbeddedNats::pid),
+        hello,
+    })
 }
 
 fn render(r: &Report) -> String {
@@ -181,6 +204,20 @@ fn render(r: &Report) -> String {
         row("ratios", "axum → bare wasmtime ÷ plain axum req/s", format!("{:.3}", h.axum_bare_wasmtime_vs_plain_axum));
         row("ratios", "gateway ÷ axum → bare wasmtime req/s", format!("{:.3}", h.gateway_vs_axum_bare_wasmtime));
         row("ratios", "gateway p99 overhead at half load", format!("{:.3} ms", h.p99_overhead_ms_at_half_load));
+    }
+    match &r.scale_out {
+        Some(ScaleOutReport::Measured(s)) => {
+            let phase = format!("scale-out ({} events, hello)", s.events);
+            for run in &s.runs {
+                let cpus: Vec<String> = run.processes.iter().map(|p| format!("{} on {}", p.name, p.cpus)).collect();
+                row(&phase, &format!("round {}, {} node(s)", run.round, run.nodes), format!("{:.0} events/s ({})", run.events_per_sec, cpus.join(", ")));
+            }
+            row(&phase, "one node / two nodes (medians)", format!("{:.0} / {:.0} events/s", s.one_node_per_sec, s.two_nodes_per_sec));
+            row(&phase, "placement", s.note.clone());
+            row("ratios", "two worker nodes ÷ one", format!("{:.3}", s.two_workers_vs_one));
+        }
+        Some(ScaleOutReport::Skipped { skipped }) => row("scale-out", "skipped", skipped.clone()),
+        None => {}
     }
     format!(
         "{}\n\n{} cores, nats-server {}, {} events of {} B, concurrency {}",
