@@ -480,7 +480,7 @@ impl Node {
             .arg(project)
             .arg("--nats")
             .arg(&setup.nats_url)
-            .args(["up", "--http", "off"])
+            .args(["up", "--roles", "workers", "--http", "off"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(file);

@@ -68,13 +68,16 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
 async fn measure(ctx: &Context, args: &Args, work_dir: &std::path::Path) -> anyhow::Result<Report> {
     // Its own server (file storage, R1) unless one is given; started on this thread.
     let mut server = None;
-    let target = match &ctx.nats {
-        Some(url) => ctx.nats_target(url, &ctx.settings()?)?,
+    // `url` is also what the scale-out phase's worker nodes are given (with the same
+    // credentials through the environment and settings they inherit).
+    let (target, url) = match &ctx.nats {
+        Some(url) => (ctx.nats_target(url, &ctx.settings()?)?, url.clone()),
         None => {
             let started = EmbeddedNats::start(work_dir)?;
             let target = crate::bus::NatsTarget::plain(started.url());
+            let url = started.url().to_owned();
             server = Some(started);
-            target
+            (target, url)
         }
     };
     // Two connections, as a publisher and a worker in separate processes would have.
