@@ -7,6 +7,7 @@
 //! Streams are created or brought up to date idempotently by every process that needs them.
 
 pub mod embedded;
+pub mod lease;
 pub mod payload;
 
 use std::time::Duration;
