@@ -12,6 +12,7 @@ pub mod dispatch;
 pub mod dlq;
 pub mod error;
 pub mod event;
+pub mod registry;
 pub mod runtime;
 pub mod telemetry;
 pub mod triggers;

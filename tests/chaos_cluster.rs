@@ -1,6 +1,7 @@
-//! A 3-node NATS cluster with `replicas = 3`: SIGKILL of the SLUICE_EVENTS stream leader
-//! while events are published and handled loses no event JetStream accepted; the function
-//! finishes every one (duplicates only from redelivery, counted and printed).
+//! A 3-node NATS cluster with `replicas = 3` and 3 `sluice up` nodes: SIGKILL of one sluice
+//! node and then of the SLUICE_EVENTS stream leader while 10,000 events are published and
+//! handled loses no event JetStream accepted; the function finishes every one (duplicates
+//! only from redelivery after the kills, counted and printed).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::cluster::*;
 use common::*;
 
-const EVENTS: usize = 2_000;
+const EVENTS: usize = 10_000;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_the_stream_leader_loses_no_event() {
@@ -31,14 +32,18 @@ async fn killing_the_stream_leader_loses_no_event() {
         "subscribe = [\"jobs\"]\non_success = \"done\"\ntimeout = \"2s\"\nconcurrency = 16\n\
          [retry]\nmax_attempts = 50\nbackoff = { initial = \"100ms\", factor = 2.0, max = \"1s\", jitter = true }",
     );
-    let up = project.up(Some(&cluster.urls()));
+    let mut ups: Vec<Up> = (0..3).map(|_| project.up(Some(&cluster.urls()))).collect();
     let client = cluster.client().await;
     let js = chaos_jetstream(client.clone());
     let mut finished = Finished::observe(&js, "done").await;
     let mut results = Results::subscribe(&client, "worker").await;
 
-    let load = Load::start(js.clone(), "sluice.events.jobs", "job", EVENTS, 400);
+    let load = Load::start(js.clone(), "sluice.events.jobs", "job", EVENTS, 500);
     load.wait_accepted(EVENTS / 4, Duration::from_secs(60)).await;
+    // One sluice node dies mid-invocation: what it held is redelivered to the others.
+    ups[0].kill();
+    let sluice_killed_at = load.accepted();
+    load.wait_accepted(EVENTS / 2, Duration::from_secs(60)).await;
     let info = stream_info(&js, "SLUICE_EVENTS", Duration::from_secs(30)).await;
     assert_eq!(info.config.num_replicas, 3, "`up` made the stream R3");
     let leader = info.cluster.and_then(|c| c.leader).expect("SLUICE_EVENTS has a leader");
@@ -65,18 +70,19 @@ async fn killing_the_stream_leader_loses_no_event() {
     let expected: BTreeSet<String> = report.accepted.iter().cloned().collect();
     assert_eq!(expected.len(), EVENTS, "every event was accepted in the end");
     finished
-        .wait_all(&expected, Duration::from_secs(120), || format!("sluice up log:\n{}\n{}", log_excerpt(&up.log(), 60), cluster.logs()))
+        .wait_all(&expected, Duration::from_secs(180), || format!("sluice up logs:\n{}\n{}", ups.iter().map(|up| log_excerpt(&up.log(), 40)).collect::<Vec<_>>().join("\n----\n"), cluster.logs()))
         .await;
     let unexpected: Vec<&String> = finished.ids.keys().filter(|id| !expected.contains(*id)).collect();
     assert!(unexpected.is_empty(), "finished events nobody published: {unexpected:?}");
 
     results.drain(Duration::from_millis(500)).await;
-    let lost_connection = up.log().matches("Lost the connection to NATS").count();
+    let lost_connection: usize = ups.iter().map(|up| up.log().matches("Lost the connection to NATS").count()).sum();
     let dups = duplicates(&results.received);
+    let finished_twice = finished.ids.values().filter(|n| **n > 1).count();
     println!(
-        "leader {leader} killed after {accepted_at_kill} of {EVENTS} events accepted; {new_leader} led after {:.1} s; \
-         {} publish retries; the worker lost its connection {lost_connection} times; {} results seen on core NATS, {} events with more than one (event: attempts) {:?}; \
-         test took {:.1} s",
+        "sluice node 0 killed after {sluice_killed_at} and leader {leader} after {accepted_at_kill} of {EVENTS} events accepted; {new_leader} led after {:.1} s; \
+         {} publish retries; the workers lost their connection {lost_connection} times; {} results seen on core NATS, {} events with more than one (event: attempts) {:?}; \
+         {finished_twice} events finished more than once; test took {:.1} s",
         election.as_secs_f64(),
         report.retries,
         results.received.len(),

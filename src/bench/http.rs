@@ -141,11 +141,12 @@ async fn measure(bus: &Bus, host: &WasmHost, hello_module: &Path, work_dir: &Pat
     tokio::spawn(crate::dispatch::sync::serve(bus.clone(), local.clone(), logs, Arc::new(config), function, shutdown.clone()));
     let gateway = crate::triggers::http::Gateway::bind("127.0.0.1:0", &project, bus.clone(), local, None).await?;
     let gateway_addr = gateway.addr;
-    tokio::spawn(gateway.serve(shutdown.clone()));
+    // The routes never change here: the sender goes at once.
+    tokio::spawn(gateway.serve(shutdown.clone(), tokio::sync::watch::channel(Arc::new(project.clone())).1));
     // Serves no function itself: every call crosses NATS.
     let remote = crate::triggers::http::Gateway::bind("127.0.0.1:0", &project, bus.clone(), crate::dispatch::sync::Local::default(), None).await?;
     let remote_url = format!("http://{}/hello", remote.addr);
-    tokio::spawn(remote.serve(shutdown.clone()));
+    tokio::spawn(remote.serve(shutdown.clone(), tokio::sync::watch::channel(Arc::new(project.clone())).1));
 
     // The load generator runs on its own threads, as a separate process would: its timers
     // and connections do not wait in the servers' run queues (nor theirs in its).

@@ -122,6 +122,11 @@ impl Bus {
         Ok(bus)
     }
 
+    /// Replicas of what this connection creates: streams, KV buckets, object stores.
+    pub fn replicas(&self) -> usize {
+        self.replicas
+    }
+
     async fn ensure_streams(&self, settings: &BusSettings, setup: StreamSetup) -> anyhow::Result<()> {
         for config in stream_configs(settings) {
             self.ensure_stream(config, setup).await?;

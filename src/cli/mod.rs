@@ -3,6 +3,7 @@
 
 mod bench;
 mod build;
+mod deploy;
 mod dlq;
 mod events;
 mod generate;
@@ -52,6 +53,13 @@ pub enum Command {
     Build(build::Args),
     /// Run one function locally on one event and print its response (no NATS needed).
     Invoke(invoke::Args),
+    /// Store functions and triggers in the cluster's registry as new numbered versions, like
+    /// `sam deploy`; nodes running `sluice up --registry` pick them up within seconds.
+    Deploy(deploy::DeployArgs),
+    /// Make an earlier version of a deployed function or trigger the current one again.
+    Rollback(deploy::RollbackArgs),
+    /// Remove a function or trigger from the registry; nodes stop running it.
+    Undeploy(deploy::UndeployArgs),
     /// Inspect the project's functions.
     #[command(subcommand)]
     Functions(functions::Command),
@@ -92,7 +100,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Publish(args) => publish::run(&ctx, args).await,
         Command::Invoke(args) => invoke::run(&ctx, args).await,
         Command::Build(args) => build::run(&ctx, args).await,
-        Command::Functions(command) => functions::run(&ctx, command),
+        Command::Deploy(args) => deploy::deploy(&ctx, args).await,
+        Command::Rollback(args) => deploy::rollback(&ctx, args).await,
+        Command::Undeploy(args) => deploy::undeploy(&ctx, args).await,
+        Command::Functions(command) => functions::run(&ctx, command).await,
         Command::Bench(args) => bench::run(&ctx, args).await,
         Command::Dlq(command) => dlq::run(&ctx, command).await,
         Command::Triggers(command) => triggers::run(&ctx, command).await,

@@ -11,7 +11,7 @@ mod project;
 use std::path::{Path, PathBuf};
 
 pub use function::{BackoffConfig, BucketGrant, FunctionConfig, RetryConfig, RuntimeKind};
-pub use project::{BusSettings, FunctionDef, HttpSettings, NatsSettings, Project, RuntimeSettings, Settings};
+pub use project::{load_function, load_trigger, BusSettings, FunctionDef, HttpSettings, NatsSettings, Project, RuntimeSettings, Settings};
 
 /// Invalid configuration. Exit code 2.
 #[derive(Debug, thiserror::Error)]

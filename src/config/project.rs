@@ -299,53 +299,60 @@ fn load_functions(dir: &Path, built: bool) -> Result<Vec<FunctionDef>, ConfigErr
     let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut functions = Vec::with_capacity(paths.len());
     for path in paths {
-        let config: FunctionConfig = read_toml(&path)?;
-        if let Err((field, message)) = config.check() {
-            return Err(ConfigError::new(&path, Some(&field), message));
-        }
-        if let Some(first) = seen.get(&config.name) {
+        let def = load_function(&path, built)?;
+        if let Some(first) = seen.get(&def.config.name) {
             return Err(ConfigError::new(
                 &path,
                 Some("name"),
-                format!("{:?} is already the name of the function in {}; names must be unique", config.name, first.display()),
+                format!("{:?} is already the name of the function in {}; names must be unique", def.config.name, first.display()),
             ));
         }
-        let folder = path.parent().unwrap_or(dir).to_path_buf();
-        let mut module_path = config.module.as_ref().map(|module| folder.join(module));
-        if let (RuntimeKind::Component, Some(handler)) = (config.runtime, &config.handler) {
-            crate::runtime::component::source::find(handler, &folder).map_err(|m| ConfigError::new(&path, Some("handler"), m))?;
-            let component = folder.join(crate::runtime::component::BUILT_COMPONENT);
-            if built && !component.is_file() {
-                return Err(ConfigError::new(
-                    &path,
-                    Some("handler"),
-                    format!("{} does not exist; build the function first (`sluice build {}`)", component.display(), config.name),
-                ));
-            }
-            module_path = Some(component);
-        } else if let Some(module_path) = &module_path {
-            if !module_path.is_file() {
-                if built {
-                    return Err(ConfigError::new(
-                        &path,
-                        Some("module"),
-                        format!("{} does not exist; build the function first (`sluice build {}`)", module_path.display(), config.name),
-                    ));
-                }
-            } else if let Err((field, message)) = check_module(&config, module_path) {
-                return Err(ConfigError::new(&path, Some(field), message));
-            }
-        }
-        if config.runtime.is_lambda() {
-            if let Err((field, message)) = crate::runtime::lambda::check_folder(&config, &folder, built) {
-                return Err(ConfigError::new(&path, Some(field), message));
-            }
-        }
-        seen.insert(config.name.clone(), path.clone());
-        functions.push(FunctionDef { config, path, dir: folder, module_path });
+        seen.insert(def.config.name.clone(), path.clone());
+        functions.push(def);
     }
     functions.sort_by(|a, b| a.config.name.cmp(&b.config.name));
     Ok(functions)
+}
+
+/// Reads and checks one `function.toml` (`path`) and what its folder holds; with `built`,
+/// the function's build outputs (module, component, `bootstrap`) must be present.
+pub fn load_function(path: &Path, built: bool) -> Result<FunctionDef, ConfigError> {
+    let config: FunctionConfig = read_toml(path)?;
+    if let Err((field, message)) = config.check() {
+        return Err(ConfigError::new(path, Some(&field), message));
+    }
+    let folder = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut module_path = config.module.as_ref().map(|module| folder.join(module));
+    if let (RuntimeKind::Component, Some(handler)) = (config.runtime, &config.handler) {
+        crate::runtime::component::source::find(handler, &folder).map_err(|m| ConfigError::new(path, Some("handler"), m))?;
+        let component = folder.join(crate::runtime::component::BUILT_COMPONENT);
+        if built && !component.is_file() {
+            return Err(ConfigError::new(
+                path,
+                Some("handler"),
+                format!("{} does not exist; build the function first (`sluice build {}`)", component.display(), config.name),
+            ));
+        }
+        module_path = Some(component);
+    } else if let Some(module_path) = &module_path {
+        if !module_path.is_file() {
+            if built {
+                return Err(ConfigError::new(
+                    path,
+                    Some("module"),
+                    format!("{} does not exist; build the function first (`sluice build {}`)", module_path.display(), config.name),
+                ));
+            }
+        } else if let Err((field, message)) = check_module(&config, module_path) {
+            return Err(ConfigError::new(path, Some(field), message));
+        }
+    }
+    if config.runtime.is_lambda() {
+        if let Err((field, message)) = crate::runtime::lambda::check_folder(&config, &folder, built) {
+            return Err(ConfigError::new(path, Some(field), message));
+        }
+    }
+    Ok(FunctionDef { config, path: path.to_path_buf(), dir: folder, module_path })
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -486,23 +493,13 @@ fn initial_memories(binary: &[u8]) -> wasmparser::Result<Vec<wasmparser::MemoryT
 
 /// Reads every `triggers/*.toml`; the file name (without `.toml`) is the trigger's name.
 fn load_triggers(dir: &Path, functions: &[FunctionDef]) -> Result<Vec<crate::triggers::TriggerDef>, ConfigError> {
-    use crate::triggers::{TriggerConfig, TriggerDef};
     let paths = list_dir(dir, |path| {
         (path.is_file() && path.extension().is_some_and(|e| e == "toml")).then_some(path)
     })?;
     let mut triggers = Vec::with_capacity(paths.len());
     for path in paths {
-        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
-        if let Err(message) = super::validate_name(&name) {
-            return Err(ConfigError::new(&path, None, format!("the file name is the trigger's name: {message}")));
-        }
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| ConfigError::new(&path, None, format!("cannot read the file: {e}")))?;
-        let config = TriggerConfig::parse(&path, &text)?;
-        if let Err((field, message)) = config.check() {
-            return Err(ConfigError::new(&path, Some(&field), message));
-        }
-        for function in config.required_functions() {
+        let trigger = load_trigger(&path)?;
+        for function in trigger.config.required_functions() {
             if !functions.iter().any(|f| f.config.name == function) {
                 return Err(ConfigError::new(
                     &path,
@@ -511,9 +508,24 @@ fn load_triggers(dir: &Path, functions: &[FunctionDef]) -> Result<Vec<crate::tri
                 ));
             }
         }
-        triggers.push(TriggerDef { name, path, config });
+        triggers.push(trigger);
     }
     Ok(triggers)
+}
+
+/// Reads and checks one trigger file; its file name (without `.toml`) is the trigger's name.
+pub fn load_trigger(path: &Path) -> Result<crate::triggers::TriggerDef, ConfigError> {
+    use crate::triggers::{TriggerConfig, TriggerDef};
+    let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
+    if let Err(message) = super::validate_name(&name) {
+        return Err(ConfigError::new(path, None, format!("the file name is the trigger's name: {message}")));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::new(path, None, format!("cannot read the file: {e}")))?;
+    let config = TriggerConfig::parse(path, &text)?;
+    if let Err((field, message)) = config.check() {
+        return Err(ConfigError::new(path, Some(&field), message));
+    }
+    Ok(TriggerDef { name, path: path.to_path_buf(), config })
 }
 
 /// The entries of `dir` that `pick` keeps (mapped), sorted. A missing folder is empty.

@@ -83,8 +83,12 @@ impl Local {
         self.served.write().unwrap_or_else(PoisonError::into_inner).insert(served.function.name.clone(), served);
     }
 
-    fn remove(&self, function: &str) {
-        self.served.write().unwrap_or_else(PoisonError::into_inner).remove(function);
+    /// Removes `served`, unless another version of its function took its place meanwhile.
+    fn remove(&self, served: &Arc<Served>) {
+        let mut map = self.served.write().unwrap_or_else(PoisonError::into_inner);
+        if map.get(&served.function.name).is_some_and(|current| Arc::ptr_eq(current, served)) {
+            map.remove(&served.function.name);
+        }
     }
 }
 
@@ -121,7 +125,7 @@ pub async fn serve(bus: Bus, local: Local, logs: LogSink, function: Arc<Function
         tracker.spawn(async move { answer(&bus, &served, message).await });
     }
     // No new requests reach this node; the ones it took are answered.
-    local.remove(&name);
+    local.remove(&served);
     let _ = requests.unsubscribe().await;
     tracker.close();
     let _ = tokio::time::timeout(served.function.timeout + Duration::from_secs(5), tracker.wait()).await;

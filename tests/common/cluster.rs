@@ -349,6 +349,8 @@ pub struct Finished {
     /// a chained publish outlived the duplicate window, or the observer's consumer
     /// redelivered).
     pub ids: BTreeMap<String, u32>,
+    /// Every chained event read: its causing event id and its body (the function's answer).
+    pub bodies: Vec<(String, bytes::Bytes)>,
 }
 
 impl Finished {
@@ -366,7 +368,7 @@ impl Finished {
             })
             .await
             .unwrap();
-        Self { consumer, ids: BTreeMap::new() }
+        Self { consumer, ids: BTreeMap::new(), bodies: Vec::new() }
     }
 
     /// Reads what is available now (at most about half a second).
@@ -386,7 +388,8 @@ impl Finished {
                     id.rsplit_once(':').map(|(cause, _)| cause.to_owned())
                 })
                 .unwrap_or_default();
-            *self.ids.entry(cause).or_default() += 1;
+            *self.ids.entry(cause.clone()).or_default() += 1;
+            self.bodies.push((cause, message.payload.clone()));
             let _ = message.ack().await;
         }
     }

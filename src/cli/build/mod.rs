@@ -185,6 +185,17 @@ fn run_tool(mut command: Command, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Installs the runtime interface client a Lambda runtime needs into the project's tools
+/// folder when it is missing (for `sluice up --registry`, whose functions were built
+/// elsewhere); nothing for other runtimes.
+pub fn ensure_lambda_client(project: &Project, runtime: RuntimeKind) -> anyhow::Result<()> {
+    match runtime {
+        RuntimeKind::Python { .. } => python_client(project, runtime).map(drop),
+        RuntimeKind::Node { major } => node_client(project, runtime, major).map(drop),
+        _ => Ok(()),
+    }
+}
+
 /// The Python runtime interface client in the tools folder, installed when missing.
 fn python_client(project: &Project, runtime: RuntimeKind) -> anyhow::Result<Step> {
     let dir = tools::client_dir(&project.tools_dir(), runtime).context("no client folder")?;

@@ -144,6 +144,15 @@ pub struct Gateway {
     /// The `http` triggers served, with how many routes each has.
     triggers: Vec<(String, usize)>,
     bus: Bus,
+    local: sync::Local,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+/// A project's routes as one router, with what it serves.
+struct App {
+    router: Router,
+    routes: usize,
+    triggers: Vec<(String, usize)>,
 }
 
 impl Gateway {
@@ -153,44 +162,7 @@ impl Gateway {
     /// process while `local` serves them with a free slot, else through NATS. With `metrics`
     /// it also serves `/metrics` (Prometheus text format).
     pub async fn bind(listen: &str, project: &Project, bus: Bus, local: sync::Local, metrics: Option<metrics_exporter_prometheus::PrometheusHandle>) -> anyhow::Result<Self> {
-        let settings = project.settings.http.clone();
-        let http: Vec<(&TriggerDef, &HttpConfig)> = project.triggers.iter().filter_map(|d| d.config.get::<HttpConfig>().map(|c| (d, c))).collect();
-        let table = RouteTable::build(&http)?;
-        let keys_file = settings.api_keys_file.as_ref().map(|f| project.dir.join(f));
-        let env_keys = std::env::var("SLUICE_API_KEYS").ok();
-        let keys = keys::ApiKeys::load(env_keys.as_deref(), keys_file.as_deref()).map_err(|m| {
-            let sluice_toml = project.dir.join("sluice.toml");
-            ConfigError::new(&sluice_toml, Some("http.api_keys_file"), m)
-        })?;
-        let keys = Arc::new(keys);
-        for route in &table.routes {
-            if let Target::Function(function) = &route.target {
-                if project.function(function).is_none() {
-                    warn!(trigger = %route.trigger, route = %route.key, function = %function, "The route's function is not in this project; requests are answered by whichever node serves it (503 while none does).");
-                }
-            }
-        }
-        let timeouts = project.functions.iter().map(|f| (f.config.name.clone(), f.config.timeout)).collect();
-        let backend = Arc::new(Backend { bus, local, timeouts, settings: settings.clone() });
-        let mut services = Vec::with_capacity(table.routes.len());
-        for route in &table.routes {
-            services.push(route_service(route, &backend, &keys, project)?);
-        }
-        let metrics = metrics.map(|handle| Scraped {
-            handle,
-            functions: project.functions.iter().map(|f| f.config.name.clone()).collect(),
-            triggers: project.triggers.clone(),
-        });
-        let shared = Arc::new(Shared { backend, metrics, table, services });
-        let mut app = Router::new();
-        if settings.invoke_api {
-            app = app.route(invoke_api::PATH, axum::routing::post(invoke_api::invoke));
-        }
-        if shared.metrics.is_some() {
-            app = app.route(METRICS_PATH, axum::routing::get(metrics_text));
-        }
-        let app = app.fallback(route_request).with_state(shared.clone()).layer(middleware::from_fn(request_id));
-
+        let app = build_app(project, &bus, &local, metrics.clone())?;
         let addr: SocketAddr = listen
             .parse()
             .map_err(|_| crate::error::UsageError::new(format!("{listen:?} is not an address to listen on: write IP:PORT (\"127.0.0.1:8080\"), or \"off\"")))?;
@@ -200,13 +172,14 @@ impl Gateway {
             ))
         })?;
         let addr = listener.local_addr().context("reading the HTTP listener's address")?;
-        let triggers = http.iter().map(|(def, config)| (def.name.clone(), config.routes.len())).collect();
-        Ok(Self { listener, app, addr, routes: shared.table.routes.len(), triggers, bus: shared.backend.bus.clone() })
+        Ok(Self { listener, app: app.router, addr, routes: app.routes, triggers: app.triggers, bus, local, metrics })
     }
 
     /// Serves until `shutdown`, then stops accepting connections and finishes the requests
-    /// in progress.
-    pub async fn serve(self, shutdown: CancellationToken) {
+    /// in progress. Each project sent on `updates` (functions and triggers deployed anew)
+    /// replaces the routes; requests in progress finish on the routes they started on, and
+    /// a project whose routes are invalid is refused (logged) while the old routes stay.
+    pub async fn serve(self, shutdown: CancellationToken, mut updates: tokio::sync::watch::Receiver<Arc<Project>>) {
         // Each http trigger is healthy while the listener serves its routes (`triggers list`).
         let mut health = Vec::with_capacity(self.triggers.len());
         for (name, routes) in &self.triggers {
@@ -219,15 +192,92 @@ impl Gateway {
                 debug!(%error, "Cannot set TCP_NODELAY on an HTTP connection.");
             }
         });
-        let app = self.app.into_make_service_with_connect_info::<SocketAddr>();
+        let current = Arc::new(std::sync::RwLock::new(self.app));
+        updates.mark_unchanged();
+        let reload = {
+            let (current, bus, local, metrics, addr, shutdown) = (current.clone(), self.bus.clone(), self.local.clone(), self.metrics.clone(), self.addr, shutdown.clone());
+            tokio::spawn(async move {
+                let mut health: Vec<super::health::Health> = Vec::new();
+                loop {
+                    tokio::select! {
+                        changed = updates.changed() => if changed.is_err() { return },
+                        () = shutdown.cancelled() => return,
+                    }
+                    let project = updates.borrow_and_update().clone();
+                    match build_app(&project, &bus, &local, metrics.clone()) {
+                        Ok(app) => {
+                            *current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = app.router;
+                            info!(routes = app.routes, "HTTP routes updated.");
+                            health.clear();
+                            for (name, routes) in &app.triggers {
+                                let mut report = super::health::Health::new(name, &bus).await;
+                                report.set(super::health::Status::Healthy, format!("{routes} route(s) on http://{addr}")).await;
+                                health.push(report);
+                            }
+                        }
+                        Err(error) => warn!(error = %format!("{error:#}"), "The deployed HTTP routes are invalid; the previous routes stay."),
+                    }
+                }
+            })
+        };
+        let app = Router::new().fallback_service(tower::service_fn(move |request: Request| {
+            let router = current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+            router.oneshot(request)
+        }));
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
             warn!(%error, "The HTTP listener stopped.");
         }
+        reload.abort();
         for report in &mut health {
             report.set(super::health::Status::Stopped, String::new()).await;
         }
         info!(addr = %self.addr, "HTTP listener stopped; open requests were answered.");
     }
+}
+
+/// The router of a project's `http` triggers, with the Invoke API and `/metrics`.
+fn build_app(project: &Project, bus: &Bus, local: &sync::Local, metrics: Option<metrics_exporter_prometheus::PrometheusHandle>) -> anyhow::Result<App> {
+    let settings = project.settings.http.clone();
+    let http: Vec<(&TriggerDef, &HttpConfig)> = project.triggers.iter().filter_map(|d| d.config.get::<HttpConfig>().map(|c| (d, c))).collect();
+    let table = RouteTable::build(&http)?;
+    let keys_file = settings.api_keys_file.as_ref().map(|f| project.dir.join(f));
+    let env_keys = std::env::var("SLUICE_API_KEYS").ok();
+    let keys = keys::ApiKeys::load(env_keys.as_deref(), keys_file.as_deref()).map_err(|m| {
+        let sluice_toml = project.dir.join("sluice.toml");
+        ConfigError::new(&sluice_toml, Some("http.api_keys_file"), m)
+    })?;
+    let keys = Arc::new(keys);
+    for route in &table.routes {
+        if let Target::Function(function) = &route.target {
+            if project.function(function).is_none() {
+                warn!(trigger = %route.trigger, route = %route.key, function = %function, "The route's function is not in this project; requests are answered by whichever node serves it (503 while none does).");
+            }
+        }
+    }
+    let timeouts = project.functions.iter().map(|f| (f.config.name.clone(), f.config.timeout)).collect();
+    let backend = Arc::new(Backend { bus: bus.clone(), local: local.clone(), timeouts, settings: settings.clone() });
+    let mut services = Vec::with_capacity(table.routes.len());
+    for route in &table.routes {
+        services.push(route_service(route, &backend, &keys, project)?);
+    }
+    let metrics = metrics.map(|handle| Scraped {
+        handle,
+        functions: project.functions.iter().map(|f| f.config.name.clone()).collect(),
+        triggers: project.triggers.clone(),
+    });
+    let routes = table.routes.len();
+    let shared = Arc::new(Shared { backend, metrics, table, services });
+    let mut app = Router::new();
+    if settings.invoke_api {
+        app = app.route(invoke_api::PATH, axum::routing::post(invoke_api::invoke));
+    }
+    if shared.metrics.is_some() {
+        app = app.route(METRICS_PATH, axum::routing::get(metrics_text));
+    }
+    let router = app.fallback(route_request).with_state(shared).layer(middleware::from_fn(request_id));
+    let triggers = http.iter().map(|(def, config)| (def.name.clone(), config.routes.len())).collect();
+    Ok(App { router, routes, triggers })
 }
 
 /// One route's service: its target behind API Gateway's features. The order is API

@@ -12,9 +12,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use async_nats::jetstream::consumer::PullConsumer;
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -23,11 +23,13 @@ use crate::bus::embedded::{self, EmbeddedNats};
 use crate::bus::{Bus, StreamSetup};
 use crate::config::{ConfigError, FunctionConfig, Project};
 use crate::error::UsageError;
-use crate::dispatch::Dispatcher;
+use crate::registry::Registry;
 use crate::runtime::wasm::{HostConfig, WasmHost};
 use crate::runtime::{Hosts, Runtime};
 use crate::telemetry::logs::LogSink;
 use crate::triggers::http::Gateway;
+
+mod node;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -35,76 +37,88 @@ pub struct Args {
     /// Default: [http] listen in sluice.toml, else 127.0.0.1:8080.
     #[arg(long = "http", value_name = "ADDR", env = "SLUICE_HTTP_LISTEN")]
     pub http: Option<String>,
+    /// Run the functions and triggers deployed in the cluster's registry (`sluice deploy`)
+    /// instead of the project's functions/ and triggers/ folders; new versions, rollbacks
+    /// and undeploys take effect within seconds, without a restart.
+    #[arg(long, env = "SLUICE_REGISTRY")]
+    pub registry: bool,
+    /// What this node runs, comma-separated: workers (functions), triggers (trigger
+    /// adapters), gateway (the HTTP listener).
+    #[arg(long, value_enum, value_delimiter = ',', env = "SLUICE_ROLES", default_value = "workers,triggers,gateway", value_name = "ROLES")]
+    pub roles: Vec<node::Role>,
 }
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let project = ctx.project()?;
+    let roles = node::Roles::of(&args.roles);
     // Listening from the start: a signal that arrives while starting stops the start (before
     // any event is fetched) or, once dispatchers run, is the ordinary graceful shutdown;
     // never the default action that kills the process mid-invocation.
     let mut stop = Stop::listen();
     let mut server: Option<EmbeddedNats> = None;
+    let shutdown = CancellationToken::new();
+    let logs_shutdown = CancellationToken::new();
     let started = tokio::select! {
-        started = start(ctx, &project, &mut server) => started?,
+        started = start(ctx, &project, &mut server, roles, args.registry, shutdown.clone(), logs_shutdown.clone()) => started?,
         () = stop.next() => {
             info!("Stopped while starting; no event was fetched.");
             return Ok(ExitCode::SUCCESS);
         }
     };
-    let Started { url, bus, functions } = started;
+    let Started { url, mut node, registry, logs_task, deployed, loaded } = started;
+    let bus = node.bus.clone();
 
     // Every invocation leaves a record in SLUICE_LOGS and in the metrics.
     let metrics = crate::telemetry::metrics::install();
-    let logs_shutdown = CancellationToken::new();
-    let (logs, logs_task) = LogSink::start(bus.clone(), logs_shutdown.clone());
     // Bound before anything runs: a bad route or a busy port stops the start.
-    let local = crate::dispatch::sync::Local::default();
     let listen = args.http.unwrap_or_else(|| project.settings.http.listen.clone());
-    let gateway = if listen == "off" { None } else { Some(Gateway::bind(&listen, &project, bus.clone(), local.clone(), metrics).await?) };
-
-    let shutdown = CancellationToken::new();
-    let mut dispatchers = JoinSet::new();
-    for (config, consumer, function) in functions {
-        let config = Arc::new(config);
-        dispatchers.spawn(crate::dispatch::sync::serve(bus.clone(), local.clone(), logs.clone(), config.clone(), function.clone(), shutdown.clone()));
-        let dispatcher = Dispatcher::new(bus.clone(), config, function, logs.clone());
-        dispatchers.spawn(dispatcher.run(consumer, shutdown.clone()));
+    let gateway = if listen == "off" || !roles.gateway {
+        None
+    } else {
+        Some(Gateway::bind(&listen, &deployed, bus.clone(), node.local.clone(), metrics).await?)
+    };
+    for (config, consumer, function) in loaded {
+        node.start_function(config, consumer, function, None);
+    }
+    if !args.registry && roles.triggers {
+        for def in &project.triggers {
+            node.start_trigger(def, &project, None).map_err(|e| ConfigError::new(&def.path, None, format!("{e:#}")))?;
+        }
+    }
+    if roles.workers || roles.triggers {
+        node.trigger_tasks.spawn(sweep_payloads(bus.clone(), project.settings.bus.events_max_age, shutdown.clone()));
     }
     // The gateway stops first, so the requests it is answering still find their workers.
     let gateway_shutdown = CancellationToken::new();
     let mut gateway_task = None;
     let mut http_line = String::new();
+    let (routes_tx, routes_rx) = tokio::sync::watch::channel(Arc::new(deployed.clone()));
     if let Some(gateway) = gateway {
         info!(addr = %gateway.addr, routes = gateway.routes, "HTTP listener started.");
         http_line = format!(" HTTP on http://{}.", gateway.addr);
-        gateway_task = Some(tokio::spawn(gateway.serve(gateway_shutdown.clone())));
+        gateway_task = Some(tokio::spawn(gateway.serve(gateway_shutdown.clone(), routes_rx)));
     }
-    let mut triggers = JoinSet::new();
-    for def in &project.triggers {
-        let trigger = crate::triggers::build(def, &project).map_err(|e| ConfigError::new(&def.path, None, format!("{e:#}")))?;
-        let Some(trigger) = trigger else { continue };
-        let ctx = crate::triggers::TriggerContext { name: def.name.clone(), bus: bus.clone(), shutdown: shutdown.clone() };
-        let name = def.name.clone();
-        triggers.spawn(async move {
-            if let Err(error) = trigger.run(ctx).await {
-                warn!(trigger = %name, error = %format!("{error:#}"), "Trigger stopped.");
-            }
-        });
-    }
-    triggers.spawn(sweep_payloads(bus.clone(), project.settings.bus.events_max_age, shutdown.clone()));
-    if project.functions.is_empty() {
+    let drain_timeouts: Vec<Duration> = deployed.functions.iter().map(|f| f.config.timeout).collect();
+    let names: Vec<&str> = deployed.functions.iter().map(|f| f.config.name.as_str()).collect();
+    let trigger_names: Vec<&str> = deployed.triggers.iter().map(|t| t.name.as_str()).collect();
+    let source = if args.registry { " deployed in the registry" } else { "" };
+    let roles_line = if roles.workers && roles.triggers && roles.gateway { String::new() } else { format!(" Roles: {}.", roles.names()) };
+    if !args.registry && project.functions.is_empty() {
         warn!(dir = %project.dir.join("functions").display(), "No functions found; add functions/<name>/function.toml.");
     }
-    let names: Vec<&str> = project.functions.iter().map(|f| f.config.name.as_str()).collect();
-    let trigger_names: Vec<&str> = project.triggers.iter().map(|t| t.name.as_str()).collect();
     println!(
-        "Sluice is up: {} function(s) [{}], {} trigger(s) [{}] on {url}.{http_line} Press Ctrl-C to stop.",
+        "Sluice is up: {} function(s) [{}], {} trigger(s) [{}]{source} on {url}.{roles_line}{http_line} Press Ctrl-C to stop.",
         names.len(),
         names.join(", "),
         trigger_names.len(),
         trigger_names.join(", ")
     );
     let _ = std::io::stdout().flush();
+    // With --registry, the node follows deploys from now on.
+    let (follower, node_tasks) = match registry {
+        Some(registry) => (Some(tokio::spawn(node.follow(registry, routes_tx))), None),
+        None => (None, Some(node)),
+    };
 
     // Run until a signal, or until the embedded server died for good.
     let failure = tokio::select! {
@@ -120,7 +134,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         warn!("Second signal: exiting now. Events not acknowledged yet are redelivered by JetStream.");
         std::process::exit(130);
     });
-    let bound = drain_bound(project.functions.iter().map(|f| f.config.timeout));
+    let bound = drain_bound(drain_timeouts.into_iter());
     info!(bound_s = bound.as_secs(), "Shutting down: no new events are fetched; in-flight invocations finish (Ctrl-C again to exit at once).");
     gateway_shutdown.cancel();
     if let Some(task) = gateway_task {
@@ -129,19 +143,30 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     shutdown.cancel();
-    let drain = async {
-        while triggers.join_next().await.is_some() {}
-        while dispatchers.join_next().await.is_some() {}
+    let node = match follower {
+        Some(follower) => match tokio::time::timeout(bound, follower).await {
+            Ok(Ok(node)) => Some(node),
+            _ => None,
+        },
+        None => node_tasks,
     };
-    if tokio::time::timeout(bound, drain).await.is_err() {
-        warn!(bound_s = bound.as_secs(), "Shutdown did not finish in time (is NATS reachable?); stopping anyway. Events not acknowledged are redelivered by JetStream.");
-        triggers.abort_all();
-        dispatchers.abort_all();
+    if let Some(node) = &node {
+        node.trigger_tasks.close();
+        node.dispatchers.close();
+        let drain = async {
+            node.trigger_tasks.wait().await;
+            node.dispatchers.wait().await;
+        };
+        if tokio::time::timeout(bound, drain).await.is_err() {
+            warn!(bound_s = bound.as_secs(), "Shutdown did not finish in time (is NATS reachable?); stopping anyway. Events not acknowledged are redelivered by JetStream.");
+        }
     }
     // The last invocations' records.
-    drop(logs);
+    drop(node);
     logs_shutdown.cancel();
-    let _ = tokio::time::timeout(FLUSH_BOUND, logs_task).await;
+    if let Some(task) = logs_task {
+        let _ = tokio::time::timeout(FLUSH_BOUND, task).await;
+    }
     match tokio::time::timeout(FLUSH_BOUND, bus.client.flush()).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => warn!(%error, "Cannot flush the last acknowledgements; JetStream will redeliver those events."),
@@ -160,13 +185,27 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
 /// What `up` runs once started.
 struct Started {
     url: String,
-    bus: Bus,
-    functions: Vec<(FunctionConfig, PullConsumer, Arc<dyn Runtime>)>,
+    node: node::Node,
+    /// With --registry: the registry the node follows.
+    registry: Option<Registry>,
+    logs_task: Option<tokio::task::JoinHandle<()>>,
+    /// The functions and triggers the node runs at start: the project's, or what is deployed.
+    deployed: Project,
+    /// The project's functions, loaded, to start (without --registry, on workers).
+    loaded: Vec<(FunctionConfig, PullConsumer, Arc<dyn Runtime>)>,
 }
 
 /// Connects to NATS (starting the embedded server when none is configured), sets up the
-/// streams and loads every function with its consumer.
-async fn start(ctx: &Context, project: &Project, server: &mut Option<EmbeddedNats>) -> anyhow::Result<Started> {
+/// streams and the runtimes; with --registry, also starts what is deployed.
+async fn start(
+    ctx: &Context,
+    project: &Project,
+    server: &mut Option<EmbeddedNats>,
+    roles: node::Roles,
+    from_registry: bool,
+    shutdown: CancellationToken,
+    logs_shutdown: CancellationToken,
+) -> anyhow::Result<Started> {
     let url = match ctx.configured_nats(&project.settings) {
         Some(url) => url,
         None => match embedded::discover(&ctx.dir) {
@@ -190,24 +229,52 @@ async fn start(ctx: &Context, project: &Project, server: &mut Option<EmbeddedNat
         },
     };
     let bus = Bus::connect(&url, &project.settings.bus, StreamSetup::CreateOrUpdate).await?;
+    let registry = if from_registry {
+        let registry = Registry::open(&bus, true).await?.ok_or_else(|| anyhow::anyhow!("cannot open the registry"))?;
+        Some(registry)
+    } else {
+        None
+    };
 
     let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    let local_memory = project.functions.iter().filter(|f| f.config.runtime == crate::config::RuntimeKind::Wasm).map(|f| f.config.memory_mb).max();
+    // Deployed functions arrive later: size the sandboxes' slots for any reasonable one.
+    let max_memory_mb = if from_registry { REGISTRY_MAX_MEMORY_MB } else { local_memory.unwrap_or(128) };
     let wasm = WasmHost::new(HostConfig {
         max_concurrent: project.settings.runtime.max_concurrent.unwrap_or(2 * cpus),
-        max_memory_mb: project.functions.iter().filter(|f| f.config.runtime == crate::config::RuntimeKind::Wasm).map(|f| f.config.memory_mb).max().unwrap_or(128),
+        max_memory_mb,
         cache_dir: project.cache_dir(),
         buckets_dir: Some(project.buckets_dir()),
     })?;
     let hosts = Hosts::new(wasm, project.lambda_host_config());
-
-    let mut functions = Vec::new();
-    for def in &project.functions {
-        let function = hosts.load(def)?;
-        let consumer = bus.function_consumer(&def.config).await?;
-        functions.push((def.config.clone(), consumer, function));
+    let (logs, logs_task) = if roles.workers {
+        let (logs, task) = LogSink::start(bus.clone(), logs_shutdown);
+        (Some(logs), Some(task))
+    } else {
+        (None, None)
+    };
+    let mut node = node::Node::new(bus, roles, project.clone(), hosts, logs, shutdown);
+    let deployed = match &registry {
+        Some(registry) => {
+            if !project.functions.is_empty() || !project.triggers.is_empty() {
+                warn!(dir = %project.dir.display(), "Running what is deployed in the registry (--registry); the project's functions/ and triggers/ folders are not run.");
+            }
+            node.reconcile(registry).await.context("starting what is deployed")?
+        }
+        None => project.clone(),
+    };
+    let mut loaded = Vec::new();
+    if registry.is_none() && roles.workers {
+        for def in &project.functions {
+            let (consumer, function) = node.load(def, false).await?;
+            loaded.push((def.config.clone(), consumer, function));
+        }
     }
-    Ok(Started { url, bus, functions })
+    Ok(Started { url, node, registry, logs_task, deployed, loaded })
 }
+
+/// The largest memory a wasm function deployed to a --registry node may ask for, in MiB.
+const REGISTRY_MAX_MEMORY_MB: u32 = 1024;
 
 /// How long the last acknowledgements may take to leave at shutdown.
 const FLUSH_BOUND: Duration = Duration::from_secs(2);
