@@ -8,6 +8,7 @@
 
 pub mod connection;
 pub mod embedded;
+pub mod lease;
 pub mod payload;
 
 pub use connection::NatsTarget;

@@ -183,7 +183,10 @@ impl KafkaTrigger {
                 Start::Earliest => "earliest",
                 Start::Latest => "latest",
             })
-            .set("session.timeout.ms", "10000")
+            // A dead member's partitions move to the others within about 6 s (the broker's usual
+            // minimum), so several nodes take over within 10 s.
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "2000")
             .set("statistics.interval.ms", STATS_INTERVAL_MS);
         for (key, value) in &self.config.options {
             let value = match value.strip_prefix('$') {

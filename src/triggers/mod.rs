@@ -237,6 +237,33 @@ where
     health.set(health::Status::Stopped, String::new()).await;
 }
 
+/// Runs a single-reader source only while this node holds the trigger's lease
+/// (`lease.<trigger>` in `sluice_state`, see [`crate::bus::lease`]): `source` gets a context
+/// whose `shutdown` is cancelled when the lease is lost or `sluice up` stops, and must stop
+/// reading at once. After a loss the node stands by and contends again; a source that
+/// returns by itself gives the lease up (released, so another node takes over at once).
+pub(crate) async fn run_leased<F, Fut>(ctx: &TriggerContext, mut source: F) -> anyhow::Result<()>
+where
+    F: FnMut(TriggerContext) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let store = ctx.bus.state().await?;
+    let lease = crate::bus::lease::Lease::new(store, &format!("lease.{}", ctx.name), &ctx.name);
+    loop {
+        let Some(held) = lease.acquire(&ctx.shutdown).await else { return Ok(()) };
+        let inner = TriggerContext { name: ctx.name.clone(), bus: ctx.bus.clone(), shutdown: held.lost.clone() };
+        let result = source(inner).await;
+        if ctx.shutdown.is_cancelled() || held.is_held() {
+            held.release().await;
+            return result;
+        }
+        if let Err(error) = result {
+            tracing::warn!(trigger = %ctx.name, error = %format!("{error:#}"), "The source failed after the lease was lost.");
+        }
+        drop(held);
+    }
+}
+
 /// A trigger as loaded from the project.
 #[derive(Debug, Clone)]
 pub struct TriggerDef {

@@ -6,6 +6,25 @@
 //! only after JetStream acknowledged, so a crash in between makes the broker deliver it
 //! again (at-least-once). Messages are handled one at a time, in order: a slow JetStream
 //! slows the subscription, and the broker holds what is not yet acknowledged.
+//!
+//! **Several nodes.** One node at a time holds the subscription: the holder of the
+//! trigger's lease (`lease.<trigger>` in `sluice_state`, see [`crate::bus::lease`]) connects
+//! with the fixed client id; the others stand by. When the holder dies, the broker keeps
+//! the session: it queues new QoS 1 messages and keeps the ones delivered but not
+//! acknowledged, and the node that takes the lease over (within about 7 s) resumes that
+//! session and receives them all. An MQTT shared subscription (`$share/<group>/<filter>`)
+//! was the alternative, but each member needs its own session: the messages a killed member
+//! held unacknowledged, and those queued to its persistent session, stay with that session
+//! until a client with its id comes back, which on another node never happens (Mosquitto
+//! does not hand them to the other members). The lease loses nothing; it also keeps two
+//! nodes from connecting with the same client id, which would make the broker disconnect
+//! each in turn.
+//!
+//! A QoS 1 message's event id is `mqtt:<trigger>:<packet id>:<hash of topic and payload>`:
+//! the broker sends an unacknowledged message again with the same packet id, so the
+//! duplicate window removes the copy a killed node had already stored. (Two different
+//! messages collide only if the same topic and payload come back with the same packet id,
+//! after 65,535 others, within the duplicate window.) QoS 0 messages get a UUID.
 
 use std::time::Duration;
 
@@ -38,8 +57,8 @@ pub struct MqttConfig {
     /// 1 (at least once; the default) or 0 (at most once).
     #[serde(default = "default_qos")]
     pub qos: u8,
-    /// Client id of the persistent session. Default `sluice-<trigger>`; every node must use
-    /// the same one only if a single node consumes (MQTT 3.1.1 has no shared sessions).
+    /// Client id of the persistent session. Default `sluice-<trigger>`. On several nodes,
+    /// only the lease holder connects with it.
     #[serde(default)]
     pub client_id: Option<String>,
     /// Environment variables with the user name and password, if the broker wants them.
@@ -125,12 +144,12 @@ impl MqttTrigger {
 
 impl Trigger for MqttTrigger {
     fn run(self: Box<Self>, ctx: TriggerContext) -> BoxFuture<'static, anyhow::Result<()>> {
-        Box::pin(async move { self.run_loop(ctx).await })
+        Box::pin(async move { super::run_leased(&ctx, |inner| self.run_loop(inner)).await })
     }
 }
 
 impl MqttTrigger {
-    async fn run_loop(self, ctx: TriggerContext) -> anyhow::Result<()> {
+    async fn run_loop(&self, ctx: TriggerContext) -> anyhow::Result<()> {
         let mut health = Health::new(&ctx.name, &ctx.bus).await;
         health.set(Status::Starting, format!("connecting to {}", self.config.broker)).await;
         let qos = if self.config.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
@@ -181,7 +200,10 @@ impl MqttTrigger {
                     }
                 }
                 Ok(MqttEvent::Incoming(Packet::Publish(publish))) => {
-                    let event = event(&publish);
+                    let mut event = event(&publish);
+                    if publish.qos != QoS::AtMostOnce {
+                        event.id = message_id(&ctx.name, &publish);
+                    }
                     if !publish_until_acked(&ctx, &subject, &event).await {
                         break;
                     }
@@ -225,6 +247,18 @@ pub fn event(publish: &rumqttc::Publish) -> Event {
     event.subject = Some(topic.clone());
     event.set_extension(TOPIC_HEADER, &topic);
     event
+}
+
+/// The event id of a QoS 1 message: the same for the broker's redelivery of it (same
+/// packet id, topic and payload), so the duplicate window removes a second copy.
+pub fn message_id(trigger: &str, publish: &rumqttc::Publish) -> String {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    hash.update(publish.topic.as_bytes());
+    hash.update([0]);
+    hash.update(&publish.payload);
+    let digest = hash.finalize();
+    format!("mqtt:{trigger}:{}:{}", publish.pkid, hex::encode(&digest[..12]))
 }
 
 /// Publishes until JetStream acknowledges, backing off; `false` on shutdown.
@@ -276,6 +310,22 @@ mod tests {
         let data: serde_json::Value = serde_json::from_slice(&event_data(&binary)).unwrap();
         assert_eq!(data["base64"], true);
         assert_eq!(data["payload_base64"], "/wAQ");
+    }
+
+    #[test]
+    fn a_redelivery_has_the_same_id_and_other_messages_do_not() {
+        let mut first = rumqttc::Publish::new("devices/7/telemetry", QoS::AtLeastOnce, br#"{"seq":1}"#.to_vec());
+        first.pkid = 42;
+        let mut again = first.clone();
+        again.dup = true;
+        assert_eq!(message_id("t", &first), message_id("t", &again));
+        let mut other = first.clone();
+        other.pkid = 43;
+        assert_ne!(message_id("t", &first), message_id("t", &other));
+        let mut payload = first.clone();
+        payload.payload = Bytes::from_static(br#"{"seq":2}"#);
+        assert_ne!(message_id("t", &first), message_id("t", &payload));
+        assert!(message_id("t", &first).starts_with("mqtt:t:42:"));
     }
 
     fn event_data(publish: &rumqttc::Publish) -> Bytes {

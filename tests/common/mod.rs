@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod component;
 pub mod dispatch;
 pub mod netns;
+pub mod nodes;
 pub mod postgres;
 pub mod pty;
 pub mod s3;

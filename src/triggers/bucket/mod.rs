@@ -8,6 +8,10 @@
 //!   acknowledged the event: a restart fires what changed while it was down and nothing
 //!   else. Event ids derive from trigger, key and version ([`record::event_id`]), so a
 //!   re-publish after a crash, or a second node, is removed by the duplicate window.
+//! - Several nodes: an S3 bucket is listed by the holder of the trigger's lease only
+//!   ([`crate::bus::lease`]). A local bucket is node-local (each node watches its own
+//!   folder), but its record in `sluice_state` is keyed by the trigger's name: run it on
+//!   one node, or use S3 for several.
 
 mod config;
 pub mod local;
@@ -46,40 +50,27 @@ impl BucketTrigger {
             Some(_) => Self::S3(s3::S3Watcher::new(name, config)?),
         })
     }
-
-    fn config(&self) -> &BucketConfig {
-        match self {
-            Self::Local(local) => &local.config,
-            Self::S3(s3) => &s3.config,
-        }
-    }
 }
 
 impl Trigger for BucketTrigger {
     fn run(self: Box<Self>, ctx: TriggerContext) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
-            let config = self.config().clone();
-            let store = ctx.bus.state().await?;
-            let state = State::new(store, ctx.bus.client.clone(), &ctx.name);
-            let known = state.load().await?;
-            let first_run = !state.initialised().await?;
-            let emitter = Emitter {
-                trigger: ctx.name.clone(),
-                region: match &config.endpoint {
-                    Some(_) => config.region.clone().unwrap_or_else(|| s3::DEFAULT_REGION.to_owned()),
-                    None => LOCAL_REGION.to_owned(),
-                },
-                subject: config.target().subject(),
-                config,
-                bus: ctx.bus.clone(),
-                shutdown: ctx.shutdown.clone(),
-                state,
-                known,
-                first_run,
-            };
             match *self {
-                Self::Local(local) => local.run(ctx, emitter).await,
-                Self::S3(s3) => s3.run(ctx, emitter).await,
+                // Each node watches its own folder: nothing to share.
+                Self::Local(local) => {
+                    let emitter = Emitter::load(&ctx, &local.config).await?;
+                    local.run(ctx, emitter).await
+                }
+                // One listing at a time across nodes: the lease holder's. The state is
+                // read after acquiring, so a takeover continues where the holder stopped.
+                Self::S3(s3) => {
+                    let s3 = &s3;
+                    super::run_leased(&ctx, |inner| async move {
+                        let emitter = Emitter::load(&inner, &s3.config).await?;
+                        s3.run(inner, emitter).await
+                    })
+                    .await
+                }
             }
         })
     }
@@ -102,6 +93,28 @@ pub struct Emitter {
 }
 
 impl Emitter {
+    /// What the trigger already fired, read from `sluice_state`.
+    async fn load(ctx: &TriggerContext, config: &BucketConfig) -> anyhow::Result<Self> {
+        let store = ctx.bus.state().await?;
+        let state = State::new(store, ctx.bus.client.clone(), &ctx.name);
+        let known = state.load().await?;
+        let first_run = !state.initialised().await?;
+        Ok(Emitter {
+            trigger: ctx.name.clone(),
+            region: match &config.endpoint {
+                Some(_) => config.region.clone().unwrap_or_else(|| s3::DEFAULT_REGION.to_owned()),
+                None => LOCAL_REGION.to_owned(),
+            },
+            subject: config.target().subject(),
+            config: config.clone(),
+            bus: ctx.bus.clone(),
+            shutdown: ctx.shutdown.clone(),
+            state,
+            known,
+            first_run,
+        })
+    }
+
     /// A new or changed object. Returns `false` only when shutting down before JetStream
     /// took the event (it then fires at the next start).
     pub async fn created(&mut self, key: &str, version: Version) -> bool {

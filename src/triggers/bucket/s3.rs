@@ -1,5 +1,10 @@
 //! S3-compatible buckets: listed every `poll_interval` and compared with what already fired.
 //!
+//! On several nodes only the holder of the trigger's lease (`lease.<trigger>`, see
+//! [`crate::bus::lease`]) lists; what already fired is in `sluice_state`, written after
+//! JetStream acknowledged each event, and read when a node acquires the lease, so a node
+//! that takes over continues where the holder stopped.
+//!
 //! A changed eTag is a new version (`ObjectCreated:Put`); a key missing from the listing is
 //! deleted (`ObjectRemoved:Delete`). An unreachable store, wrong credentials or a missing
 //! bucket are logged with the trigger's name and retried with backoff.
@@ -70,7 +75,7 @@ impl S3Watcher {
         Ok(Self { config: config.clone(), store, endpoint })
     }
 
-    pub(super) async fn run(self, ctx: TriggerContext, mut emitter: Emitter) -> anyhow::Result<()> {
+    pub(super) async fn run(&self, ctx: TriggerContext, mut emitter: Emitter) -> anyhow::Result<()> {
         info!(trigger = %ctx.name, bucket = %self.config.bucket, endpoint = %self.endpoint, every = ?self.config.poll_interval, "Polling the S3 bucket.");
         let mut health = crate::triggers::health::Health::new(&ctx.name, &ctx.bus).await;
         let mut failures = 0u32;
