@@ -471,14 +471,17 @@ fn settings_changes(current: &stream::Config, wanted: &stream::Config) -> Vec<St
     if current.max_age != wanted.max_age {
         changes.push(format!("max_age: {} -> {}", duration(current.max_age), duration(wanted.max_age)));
     }
-    if current.duplicate_window != wanted.duplicate_window {
+    // A window not asked for (zero) is the server's default: whatever it chose is no change.
+    if !wanted.duplicate_window.is_zero() && current.duplicate_window != wanted.duplicate_window {
         changes.push(format!(
             "duplicate_window: {} -> {}",
             duration(current.duplicate_window),
             duration(wanted.duplicate_window)
         ));
     }
-    if current.max_bytes != wanted.max_bytes {
+    // 0 and -1 both mean no limit (the server reports one, a config built here has the other).
+    let unlimited = |bytes: i64| if bytes <= 0 { -1 } else { bytes };
+    if unlimited(current.max_bytes) != unlimited(wanted.max_bytes) {
         changes.push(format!("max_bytes: {} -> {}", current.max_bytes, wanted.max_bytes));
     }
     if current.num_replicas != wanted.num_replicas {
@@ -593,6 +596,13 @@ mod tests {
             assert_eq!(changes.len(), 1, "{field}: {changes:?}");
             assert!(changes[0].starts_with(field), "{field}: {changes:?}");
         }
+        // How the server reports what was not asked for is not a difference either.
+        let reported = stream::Config { max_bytes: -1, ..events.clone() };
+        assert_eq!(events.max_bytes, 0);
+        assert!(settings_changes(&reported, &events).is_empty(), "no limit is no limit");
+        let [_, _, logs] = stream_configs(&BusSettings::default());
+        let defaulted = stream::Config { duplicate_window: Duration::from_secs(120), ..logs.clone() };
+        assert!(settings_changes(&defaulted, &logs).is_empty(), "the server's default window");
         // What `up` does not manage is not a difference.
         let described = stream::Config { description: Some("other".into()), ..events.clone() };
         assert!(settings_changes(&described, &events).is_empty());
