@@ -1,7 +1,8 @@
 //! The `kafka` trigger on 3 `sluice up` nodes over a 3-node NATS cluster (R3): the nodes
-//! are one consumer group (each reads one of the topic's 3 partitions); SIGKILLing a member
-//! midway moves its partitions to the others within 10 s (session timeout 6 s), which read
-//! them from the last committed offset; a
+//! are one consumer group (each reads one of the topic's 3 partitions); a member that stops
+//! (SIGTERM: it leaves the group) or dies (SIGKILL: the session timeout of 6 s) midway has
+//! its partitions moved to the others within 10 s, which read them from the last committed
+//! offset; a
 //! record read again keeps its id (topic/partition/offset) and is dropped as a duplicate.
 //! Every record is exactly one stored event, handled by the function.
 
@@ -74,6 +75,26 @@ fn assigned(nodes: &Nodes, node: usize) -> String {
 #[ignore = "tansu 0.6.0 never reassigns a killed member's partitions"]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_members_partitions_move_to_the_others() {
+    partitions_move(Departure::Killed).await;
+}
+
+/// A member that stops gracefully leaves the group at once (rdkafka's LeaveGroup), which the
+/// broker here handles: its partitions move to the others.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_members_partitions_move_to_the_others() {
+    partitions_move(Departure::Stopped).await;
+}
+
+/// How the member leaves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Departure {
+    /// SIGKILL: the group notices through the session timeout.
+    Killed,
+    /// SIGTERM: `sluice up` drains and the consumer leaves the group.
+    Stopped,
+}
+
+async fn partitions_move(departure: Departure) {
     let started = Instant::now();
     let kafka = Kafka::start();
     create_topic(&kafka, "orders", 3).await;
@@ -107,7 +128,13 @@ async fn a_dead_members_partitions_move_to_the_others() {
     let victim = (0..3).find(|i| !assigned(&nodes, *i).is_empty()).unwrap_or_else(|| panic!("no node was assigned partitions; logs:\n{}", nodes.logs()));
     let partitions = assigned(&nodes, victim);
     let killed_at = Utc::now();
-    let killed = nodes.kill(victim);
+    let killed = match departure {
+        Departure::Killed => nodes.kill(victim),
+        Departure::Stopped => {
+            nodes.ups[victim].signal(libc::SIGTERM);
+            Instant::now()
+        }
+    };
     produce(&kafka, RECORDS / 2..RECORDS).await;
 
     // Its partitions are assigned to a survivor.
@@ -123,7 +150,7 @@ async fn a_dead_members_partitions_move_to_the_others() {
         }
         assert!(
             killed.elapsed() < TAKEOVER,
-            "the partitions {partitions} of the killed node {victim} were not assigned to another node within {TAKEOVER:?}; logs:\n{}",
+            "the partitions {partitions} of the {departure:?} node {victim} were not assigned to another node within {TAKEOVER:?}; logs:\n{}",
             nodes.logs()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -134,7 +161,7 @@ async fn a_dead_members_partitions_move_to_the_others() {
     let ids = nodes.wait_exactly_once("orders", &expected, Duration::from_secs(60), order_of).await;
     let redelivered = nodes.wait_handled(&mut finished, &ids, Duration::from_secs(60)).await;
     println!(
-        "{RECORDS} records, {} events; node {victim} ({partitions}) killed, node {taker} was assigned them after {:.1} s; \
+        "{RECORDS} records, {} events; node {victim} ({partitions}) {departure:?}, node {taker} was assigned them after {:.1} s; \
          {redelivered} handled more than once; test took {:.1} s",
         ids.len(),
         takeover.as_secs_f64(),
