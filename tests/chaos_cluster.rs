@@ -20,10 +20,7 @@ async fn killing_the_stream_leader_loses_no_event() {
     let started = Instant::now();
     let mut cluster = NatsCluster::start(3).await;
     let project = Project::new();
-    let toml = project.path().join("sluice.toml");
-    let mut settings = std::fs::read_to_string(&toml).unwrap();
-    settings.push_str("[bus]\nreplicas = 3\n");
-    std::fs::write(&toml, settings).unwrap();
+    project.settings("[bus]\nreplicas = 3\n");
     // Completions are counted from the `done` topic (stored, so none is missed while a
     // connection moves to another node); results on core NATS only show redeliveries.
     project.function(

@@ -13,34 +13,15 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::brokers::Mqtt;
+use common::brokers::{mqtt_publish, Mqtt};
 use common::cluster::Finished;
 use common::nodes::*;
-use rumqttc::{AsyncClient, MqttOptions, QoS};
 
 const MESSAGES: u64 = 200;
 
 /// Publishes `{"seq":i}` for `range` at QoS 1 and waits until the broker acknowledged all.
 async fn publish(port: u16, range: std::ops::Range<u64>) {
-    let mut options = MqttOptions::new(format!("test-publisher-{}", uuid::Uuid::new_v4().simple()), "127.0.0.1", port);
-    options.set_keep_alive(Duration::from_secs(5));
-    let (client, mut eventloop) = AsyncClient::new(options, 100);
-    let count = range.end - range.start;
-    let sender = tokio::spawn(async move {
-        for i in range {
-            client.publish(format!("devices/d{}/telemetry", i % 5), QoS::AtLeastOnce, false, format!("{{\"seq\":{i}}}")).await.unwrap();
-        }
-        client
-    });
-    let mut acked = 0;
-    while acked < count {
-        let event = tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await.expect("broker answers").unwrap();
-        if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = event {
-            acked += 1;
-        }
-    }
-    let client = sender.await.unwrap();
-    let _ = client.disconnect().await;
+    mqtt_publish(port, range.map(|i| (format!("devices/d{}/telemetry", i % 5), format!("{{\"seq\":{i}}}").into_bytes())).collect()).await;
 }
 
 fn seq_of(data: &serde_json::Value) -> String {

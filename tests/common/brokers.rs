@@ -119,3 +119,26 @@ impl Drop for Mqtt {
         kill(&mut self.child);
     }
 }
+
+/// Publishes QoS 1 messages and waits until the broker acknowledged all of them.
+pub async fn mqtt_publish(port: u16, messages: Vec<(String, Vec<u8>)>) {
+    let mut options = rumqttc::MqttOptions::new(format!("test-publisher-{}", uuid::Uuid::new_v4().simple()), "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 100);
+    let count = messages.len();
+    let sender = tokio::spawn(async move {
+        for (topic, payload) in messages {
+            client.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload).await.unwrap();
+        }
+        client
+    });
+    let mut acked = 0;
+    while acked < count {
+        let event = tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await.expect("broker answers").unwrap();
+        if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = event {
+            acked += 1;
+        }
+    }
+    let client = sender.await.unwrap();
+    let _ = client.disconnect().await;
+}

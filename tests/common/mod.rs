@@ -169,6 +169,15 @@ impl Project {
         self.dir.path()
     }
 
+    /// Appends `text` (TOML sections) to the project's `sluice.toml`.
+    pub fn settings(&self, text: &str) -> &Self {
+        let path = self.path().join("sluice.toml");
+        let mut settings = std::fs::read_to_string(&path).unwrap();
+        settings.push_str(text);
+        std::fs::write(&path, settings).unwrap();
+        self
+    }
+
     /// Adds function `name` running example module `module`, with extra TOML lines.
     pub fn function(&self, name: &str, module: &str, extra: &str) -> &Self {
         let dir = self.path().join("functions").join(name);

@@ -19,10 +19,7 @@ pub const TAKEOVER: Duration = Duration::from_secs(10);
 /// it handled through [`Finished`].
 pub fn project_r3(topic: &str) -> Project {
     let project = Project::new();
-    let toml = project.path().join("sluice.toml");
-    let mut settings = std::fs::read_to_string(&toml).unwrap();
-    settings.push_str("[bus]\nreplicas = 3\n");
-    std::fs::write(&toml, settings).unwrap();
+    project.settings("[bus]\nreplicas = 3\n");
     project.function(
         "worker",
         "flaky",
