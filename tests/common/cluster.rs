@@ -130,6 +130,23 @@ impl NatsCluster {
     /// Starts `size` nodes and waits until JetStream has a meta leader and every peer (an
     /// R`size` stream can be created).
     pub async fn start(size: usize) -> Self {
+        // A port found free can be taken by another test's server before ours binds it: a
+        // node that dies of it is no cluster failure, so the cluster starts again on others.
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            let cluster = Self::spawn_all(size);
+            match cluster.ready(Duration::from_secs(60)).await {
+                Ok(()) => return cluster,
+                Err(Failure::NodeDied(node)) if attempt < ATTEMPTS => {
+                    eprintln!("node {node} of the NATS cluster died while starting (port taken?); starting the cluster again on other ports");
+                }
+                Err(failure) => panic!("the NATS cluster did not form ({failure:?}); logs:\n{}", cluster.logs()),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    fn spawn_all(size: usize) -> Self {
         let host = "127.0.0.1";
         let cluster_ports: Vec<u16> = (0..size).map(|_| free_port_on(host)).collect();
         let mut nodes = Vec::new();
@@ -148,9 +165,7 @@ impl NatsCluster {
         for node in &mut nodes {
             node.spawn();
         }
-        let cluster = Self { nodes };
-        cluster.wait_ready(Duration::from_secs(60)).await;
-        cluster
+        Self { nodes }
     }
 
     /// Every node's URL.
@@ -184,6 +199,12 @@ impl NatsCluster {
     /// Waits until a replicated stream across all nodes can be created (meta leader elected,
     /// every peer known), then deletes it.
     pub async fn wait_ready(&self, limit: Duration) {
+        if let Err(failure) = self.ready(limit).await {
+            panic!("the NATS cluster did not form ({failure:?}); logs:\n{}", self.logs());
+        }
+    }
+
+    async fn ready(&self, limit: Duration) -> Result<(), Failure> {
         let started = Instant::now();
         let client = self.client().await;
         // A request sent before the JetStream API is up gets no answer: do not wait long.
@@ -202,16 +223,30 @@ impl NatsCluster {
                     let peers = created.info().await.ok().and_then(|i| i.cluster.clone()).map_or(0, |c| c.replicas.len() + 1);
                     if peers == self.nodes.len() {
                         js.delete_stream("CHAOS_READY").await.unwrap();
-                        return;
+                        return Ok(());
                     }
                     format!("stream placed on {peers} peers")
                 }
                 Err(error) => error.to_string(),
             };
-            assert!(started.elapsed() < limit, "the NATS cluster did not form ({last_error}); logs:\n{}", self.logs());
+            if let Some(node) = self.nodes.iter().find(|n| n.log().contains("[FTL]")) {
+                return Err(Failure::NodeDied(node.name.clone()));
+            }
+            if started.elapsed() > limit {
+                return Err(Failure::NotFormed(last_error));
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// Why a cluster is not ready.
+#[derive(Debug)]
+enum Failure {
+    /// A node exited with a fatal error (its log has `[FTL]`).
+    NodeDied(String),
+    /// No R-all stream could be created in time; the last error.
+    NotFormed(String),
 }
 
 /// The last `lines` lines of `text`.
