@@ -82,11 +82,12 @@ async fn deployed(ctx: &Context) -> anyhow::Result<Option<Vec<DeployedRow>>> {
     let bus = crate::bus::Bus::connect(&target, &settings.bus, crate::bus::StreamSetup::CreateMissing).await?;
     let Some(registry) = crate::registry::Registry::open(&bus, false).await? else { return Ok(None) };
     let mut rows = Vec::new();
+    let mut versions = registry.all_versions(crate::registry::Kind::Function).await?;
     for deployed in registry.deployed(crate::registry::Kind::Function).await? {
         let manifest = deployed.manifest;
         let subscribe = toml::from_str::<crate::config::FunctionConfig>(&manifest.config).map(|c| c.subscribe).unwrap_or_default();
         rows.push(DeployedRow {
-            versions: registry.versions(crate::registry::Kind::Function, &manifest.name).await?,
+            versions: versions.remove(&manifest.name).unwrap_or_default(),
             name: manifest.name,
             version: manifest.version,
             runtime: manifest.runtime,

@@ -241,16 +241,22 @@ impl Registry {
 
     /// Stored version numbers of a function or trigger, oldest first.
     pub async fn versions(&self, kind: Kind, name: &str) -> anyhow::Result<Vec<u64>> {
-        let mut versions: Vec<u64> = self
-            .all_keys()
-            .await?
-            .iter()
-            .filter_map(|key| match parse_key(key) {
-                Some((k, n, Some(v))) if k == kind && n == name => Some(v),
-                _ => None,
-            })
-            .collect();
-        versions.sort_unstable();
+        Ok(self.all_versions(kind).await?.remove(name).unwrap_or_default())
+    }
+
+    /// Stored version numbers of everything of `kind`, by name, oldest first (one listing).
+    pub async fn all_versions(&self, kind: Kind) -> anyhow::Result<std::collections::BTreeMap<String, Vec<u64>>> {
+        let mut versions: std::collections::BTreeMap<String, Vec<u64>> = std::collections::BTreeMap::new();
+        for key in self.all_keys().await? {
+            if let Some((k, name, Some(version))) = parse_key(&key) {
+                if k == kind {
+                    versions.entry(name.to_owned()).or_default().push(version);
+                }
+            }
+        }
+        for list in versions.values_mut() {
+            list.sort_unstable();
+        }
         Ok(versions)
     }
 

@@ -95,6 +95,9 @@ pub struct Node {
     triggers: HashMap<String, RunningTrigger>,
     /// Versions that failed to load, so each failure is logged once.
     failed: HashSet<(Kind, String, u64)>,
+    /// Function versions already fetched and checked, by name, version and digest: the
+    /// resync every [`RESYNC`] reads the registry, not every module again.
+    prepared: HashMap<(String, u64, String), FunctionDef>,
 }
 
 /// How long a trigger being replaced gets to stop before its new version starts anyway.
@@ -118,6 +121,7 @@ impl Node {
             functions: HashMap::new(),
             triggers: HashMap::new(),
             failed: HashSet::new(),
+            prepared: HashMap::new(),
         }
     }
 
@@ -170,9 +174,15 @@ impl Node {
         for deployed in &deployed_functions {
             let manifest = &deployed.manifest;
             let key = (Kind::Function, manifest.name.clone(), manifest.version);
+            let prepared = (manifest.name.clone(), manifest.version, manifest.sha256.clone());
+            if let Some(def) = self.prepared.get(&prepared) {
+                defs.push(def.clone());
+                continue;
+            }
             match self.prepare_function(registry, manifest).await {
                 Ok(def) => {
                     self.failed.remove(&key);
+                    self.prepared.insert(prepared, def.clone());
                     defs.push(def);
                 }
                 Err(failure) => {
@@ -182,6 +192,9 @@ impl Node {
                 }
             }
         }
+        self.prepared.retain(|(name, version, sha256), _| {
+            deployed_functions.iter().any(|d| &d.manifest.name == name && d.manifest.version == *version && &d.manifest.sha256 == sha256)
+        });
         if self.roles.workers {
             for def in &defs {
                 let manifest = deployed_functions.iter().map(|d| &d.manifest).find(|m| m.name == def.config.name);
