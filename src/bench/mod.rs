@@ -468,7 +468,7 @@ impl Bare {
             .stdout(stdout.clone())
             .build_p1();
         let mut store = wasmtime::Store::new(&self.engine, wasi);
-        crate::runtime::wasm::engine::yield_every_few_ticks(&mut store);
+        let _ticking = crate::runtime::wasm::engine::yield_every_few_ticks(&mut store);
         let instance = self.pre.instantiate_async(&mut store).await.map_err(|e| anyhow::anyhow!("bare wasmtime: {e:?}"))?;
         let start = instance.get_typed_func::<(), ()>(&mut store, "_start").map_err(|e| anyhow::anyhow!("{e:?}"))?;
         if let Err(error) = start.call_async(&mut store, ()).await {

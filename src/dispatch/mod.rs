@@ -25,7 +25,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::pull::BatchConfig;
 use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
+use async_nats::StatusCode;
 use chrono::{DateTime, Utc};
 use futures::{FutureExt as _, StreamExt as _};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -40,33 +42,125 @@ use crate::event::{Event, JSON};
 use crate::runtime::{Invocation, InvokeError, Response, Runtime};
 use crate::telemetry::logs::{LogSink, Path, Ran, Record, RecordKind};
 
-/// How long one pull request waits for events before it is renewed. Bounds how long
-/// shutdown waits for the fetch in progress.
-const FETCH_EXPIRY: Duration = Duration::from_secs(2);
+/// How long a pull request waits on the server for events before it is renewed: what an
+/// idle function costs (one request per this, plus heartbeats).
+const PULL_EXPIRY: Duration = Duration::from_secs(30);
+/// A waiting pull request hears from the server this often; two missed mean it is gone.
+const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
+/// Slack on top of two heartbeats before a silent request is given up.
+const HEARTBEAT_MARGIN: Duration = Duration::from_secs(1);
+/// A new pull request waits, while another is outstanding, until this fraction of the slots
+/// is free (1/4): a busy function asks in batches, not once per finished invocation.
+const REFILL_FRACTION: usize = 4;
+/// At shutdown, how long events the server sent before it saw the inbox close are waited for.
+const DRAIN_DELIVERIES: Duration = Duration::from_secs(5);
 /// Pause after a failed pull before the next one.
 const FETCH_ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// Entries a dispatcher's per-event maps (first attempts, unwritten dead letters) hold at most.
 const FIRST_ATTEMPTS_CAP: usize = 100_000;
-/// Pull requests outstanding at once per function and process.
-const MAX_PULLS: usize = 4;
 
-/// Slots reserved for one pull request, and its place among the outstanding requests.
-struct Reserved {
-    _pull: OwnedSemaphorePermit,
-    slots: OwnedSemaphorePermit,
+/// The pull requests waiting on the server, by the slots they hold.
+struct Pulls {
+    /// One slot for every event requested and not yet delivered.
+    reserved: Option<OwnedSemaphorePermit>,
+    /// When the inbox last heard anything (an event, a heartbeat, a status), or a first
+    /// request was sent.
+    heard: tokio::time::Instant,
 }
 
-/// Waits for a free pull and at least one free slot, then takes every other free slot too.
-async fn reserve(pulls: &Arc<Semaphore>, slots: &Arc<Semaphore>) -> Option<Reserved> {
-    let pull = pulls.clone().acquire_owned().await.ok()?;
-    let mut reserved = slots.clone().acquire_owned().await.ok()?;
-    let more = u32::try_from(slots.available_permits()).unwrap_or(u32::MAX);
-    if more > 0 {
-        if let Ok(extra) = slots.clone().try_acquire_many_owned(more) {
-            reserved.merge(extra);
+impl Pulls {
+    fn requested(&self) -> usize {
+        self.reserved.as_ref().map_or(0, OwnedSemaphorePermit::num_permits)
+    }
+
+    fn reserve(&mut self, slots: OwnedSemaphorePermit) {
+        match &mut self.reserved {
+            Some(reserved) => reserved.merge(slots),
+            None => self.reserved = Some(slots),
         }
     }
-    Some(Reserved { _pull: pull, slots: reserved })
+
+    /// Frees the slots of events a request will no longer bring; all of them when the server
+    /// did not say how many.
+    fn release(&mut self, owed: Option<usize>) {
+        match (owed, &mut self.reserved) {
+            (Some(owed), Some(reserved)) => drop(reserved.split(owed.min(reserved.num_permits()))),
+            _ => self.reserved = None,
+        }
+    }
+}
+
+/// How long results go unpublished after the server said nobody listens to them; a
+/// subscriber that arrives meanwhile gets results from the next one published after this.
+const RESULTS_PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// Whether anyone listens on a function's results. Each result is published with a reply
+/// subject; when no subscriber matched, the server answers that inbox with "no responders"
+/// (503), and results are then skipped for [`RESULTS_PROBE_EVERY`], after which the next one
+/// asks again. A function nobody watches publishes about one result a second instead of one
+/// per event, and the server routes nothing for it.
+#[derive(Default)]
+struct Listeners {
+    /// The inbox the server's "no responders" answers come to, once subscribed.
+    inbox: std::sync::OnceLock<async_nats::Subject>,
+    /// Until when (milliseconds after `origin`) results are skipped.
+    silent_until: std::sync::atomic::AtomicU64,
+    origin: std::sync::OnceLock<tokio::time::Instant>,
+}
+
+impl Listeners {
+    /// Subscribes the inbox and watches it until `shutdown`. Without it (the subscription
+    /// failed) every result is published.
+    async fn watch(self: &Arc<Self>, bus: &Bus, function: &str, shutdown: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+        let inbox = bus.client.new_inbox();
+        let mut answers = match bus.client.subscribe(inbox.clone()).await {
+            Ok(answers) => answers,
+            Err(error) => {
+                debug!(function = %function, %error, "Cannot watch for listeners of results; publishing every result.");
+                return None;
+            }
+        };
+        let origin = *self.origin.get_or_init(tokio::time::Instant::now);
+        let _ = self.inbox.set(async_nats::Subject::from(inbox));
+        let this = self.clone();
+        Some(tokio::spawn(async move {
+            loop {
+                let answer = tokio::select! {
+                    answer = answers.next() => answer,
+                    () = shutdown.cancelled() => None,
+                };
+                let Some(answer) = answer else { return };
+                if answer.status == Some(StatusCode::NO_RESPONDERS) {
+                    let until = origin.elapsed() + RESULTS_PROBE_EVERY;
+                    this.silent_until.store(u64::try_from(until.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+                }
+            }
+        }))
+    }
+
+    /// Whether to publish a result now, and the reply subject to publish it with: `None`
+    /// while nobody listens; `Some(None)` when listeners are not watched (publish plainly).
+    fn probe(&self) -> Option<Option<async_nats::Subject>> {
+        let (Some(inbox), Some(origin)) = (self.inbox.get(), self.origin.get()) else { return Some(None) };
+        let now = u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        (now >= self.silent_until.load(Ordering::Relaxed)).then(|| Some(inbox.clone()))
+    }
+}
+
+/// What a message on the inbox was.
+#[derive(Debug, PartialEq, Eq)]
+enum Delivered {
+    Event,
+    Status,
+    /// The server refused a request: pause before the next.
+    Refused,
+}
+
+async fn pause(shutdown: &CancellationToken, pause: Duration) {
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = tokio::time::sleep(pause) => {}
+    }
 }
 
 /// Runs one function's events.
@@ -85,94 +179,192 @@ pub struct Dispatcher {
     /// Invocations running now (slots reserved by pull requests that wait for events are
     /// not counted).
     running: AtomicUsize,
+    /// Whether anyone listens on `sluice.results.<function>`.
+    listeners: Arc<Listeners>,
 }
 
 impl Dispatcher {
     pub fn new(bus: Bus, function: Arc<FunctionConfig>, runtime: Arc<dyn Runtime>, logs: LogSink) -> Arc<Self> {
-        Arc::new(Self { bus, function, runtime, logs, first_attempts: Mutex::new(HashMap::new()), unwritten: Mutex::new(HashMap::new()), running: AtomicUsize::new(0) })
+        Arc::new(Self {
+            bus,
+            function,
+            runtime,
+            logs,
+            first_attempts: Mutex::new(HashMap::new()),
+            unwritten: Mutex::new(HashMap::new()),
+            running: AtomicUsize::new(0),
+            listeners: Arc::default(),
+        })
     }
 
     /// Pulls and runs events until `shutdown`, then drains what is in flight.
     ///
-    /// Every event is fetched with a slot already reserved for it: a pull request asks for
-    /// exactly as many events as it holds free slots, so nothing waits in a local buffer
+    /// Every event is fetched with a slot already reserved for it: pull requests ask for
+    /// exactly as many events as they hold free slots, so nothing waits in a local buffer
     /// where its ack timer would run while it is not being worked on, and shutdown can run
-    /// everything that was fetched. Up to [`MAX_PULLS`] requests are outstanding at once,
-    /// so a slot freed by a finished invocation is refilled without waiting for a round trip.
+    /// everything that was fetched. The requests share one inbox; a new one is sent as soon
+    /// as none is waiting and a slot is free, or once [`REFILL_FRACTION`] of the slots came
+    /// free, so a busy function asks for events in batches rather than one per finished
+    /// invocation. An idle function keeps one request waiting on the server for
+    /// [`PULL_EXPIRY`], which answers the moment an event arrives.
     pub async fn run(self: Arc<Self>, consumer: PullConsumer, shutdown: CancellationToken) {
         let name = self.function.name.clone();
         let concurrency = usize::try_from(self.function.concurrency).unwrap_or(1).max(1);
         let slots = Arc::new(Semaphore::new(concurrency));
-        let pulls = Arc::new(Semaphore::new(MAX_PULLS));
+        let refill_at = u32::try_from((concurrency / REFILL_FRACTION).max(1)).unwrap_or(1);
         let tracker = TaskTracker::new();
+        let listening = self.listeners.watch(&self.bus, &name, shutdown.clone()).await;
         info!(function = %name, concurrency, "Dispatcher started.");
-        loop {
-            let reserved = tokio::select! {
-                reserved = reserve(&pulls, &slots) => match reserved {
-                    Some(reserved) => reserved,
-                    None => break,
-                },
-                () = shutdown.cancelled() => break,
+        'subscribe: while !shutdown.is_cancelled() {
+            let subject = self.bus.client.new_inbox();
+            let mut inbox = match self.bus.client.subscribe(subject.clone()).await {
+                Ok(inbox) => inbox,
+                Err(error) => {
+                    warn!(function = %name, %error, "Cannot subscribe to deliveries; retrying.");
+                    pause(&shutdown, FETCH_ERROR_PAUSE).await;
+                    continue;
+                }
             };
-            let (this, consumer, inner) = (self.clone(), consumer.clone(), tracker.clone());
-            tracker.spawn(async move { this.pull(consumer, reserved, inner).await });
+            let subject = async_nats::Subject::from(subject);
+            let mut pulls = Pulls { reserved: None, heard: tokio::time::Instant::now() };
+            loop {
+                let requested = pulls.requested();
+                let wanted = if requested == 0 { 1 } else { refill_at };
+                let silent_since = pulls.heard + 2 * PULL_HEARTBEAT + HEARTBEAT_MARGIN;
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => {
+                        self.drain_inbox(inbox, &mut pulls, &tracker).await;
+                        break 'subscribe;
+                    }
+                    message = inbox.next() => {
+                        let Some(message) = message else { continue 'subscribe };
+                        pulls.heard = tokio::time::Instant::now();
+                        if self.delivered(message, &mut pulls, &tracker) == Delivered::Refused {
+                            pause(&shutdown, FETCH_ERROR_PAUSE).await;
+                        }
+                    }
+                    free = slots.clone().acquire_many_owned(wanted) => {
+                        let Ok(mut free) = free else { break 'subscribe };
+                        let more = u32::try_from(slots.available_permits()).unwrap_or(u32::MAX);
+                        if let Ok(extra) = slots.clone().try_acquire_many_owned(more) {
+                            free.merge(extra);
+                        }
+                        let request = BatchConfig { batch: free.num_permits(), expires: Some(PULL_EXPIRY), idle_heartbeat: PULL_HEARTBEAT, ..Default::default() };
+                        match consumer.request_batch(request, subject.clone()).await {
+                            Ok(()) => {
+                                if requested == 0 {
+                                    pulls.heard = tokio::time::Instant::now();
+                                }
+                                pulls.reserve(free);
+                            }
+                            Err(error) => {
+                                drop(free);
+                                self.pull_failed(&error);
+                                pause(&shutdown, FETCH_ERROR_PAUSE).await;
+                            }
+                        }
+                    }
+                    () = tokio::time::sleep_until(silent_since), if requested > 0 => {
+                        // A waiting request sends a heartbeat every PULL_HEARTBEAT: these were
+                        // lost (a restarted server, a consumer leader that moved, a reconnect).
+                        debug!(function = %name, requested, "No heartbeat from the waiting pull requests; asking again.");
+                        pulls.reserved = None;
+                        pulls.heard = tokio::time::Instant::now();
+                    }
+                }
+            }
         }
         tracker.close();
         let in_flight = self.running.load(Ordering::SeqCst);
         if in_flight > 0 {
             info!(function = %name, in_flight, "Draining in-flight invocations.");
         }
-        let bound = self.function.timeout + FETCH_EXPIRY + Duration::from_secs(5);
+        let bound = self.function.timeout + DRAIN_DELIVERIES + Duration::from_secs(5);
         if tokio::time::timeout(bound, tracker.wait()).await.is_err() {
             warn!(function = %name, "In-flight invocations did not finish in time; JetStream will redeliver them.");
+        }
+        if let Some(listening) = listening {
+            listening.abort();
         }
         info!(function = %name, "Dispatcher stopped.");
     }
 
-    /// One pull request for as many events as `reserved` holds slots; each delivered event
-    /// runs in its own task with one of them.
-    async fn pull(self: Arc<Self>, consumer: PullConsumer, reserved: Reserved, tracker: TaskTracker) {
-        let Reserved { _pull, mut slots } = reserved;
-        let wanted = slots.num_permits();
-        let batch = consumer.batch().max_messages(wanted).expires(FETCH_EXPIRY).messages().await;
-        let mut batch = match batch {
-            Ok(batch) => batch,
-            Err(error) => {
-                // While the connection is down the bus logs the outage once; every pull
-                // failing meanwhile is expected.
-                if self.bus.client.connection_state() == async_nats::connection::State::Connected {
-                    warn!(function = %self.function.name, %error, "Cannot pull events; retrying.");
-                } else {
-                    debug!(function = %self.function.name, %error, "Cannot pull events while NATS is unreachable; retrying.");
-                }
-                tokio::time::sleep(FETCH_ERROR_PAUSE).await;
-                return;
+    /// One message on the inbox: an event (run in its own task with a reserved slot) or a
+    /// status of the pull requests.
+    fn delivered(self: &Arc<Self>, message: async_nats::Message, pulls: &mut Pulls, tracker: &TaskTracker) -> Delivered {
+        let name = &self.function.name;
+        match message.status {
+            None | Some(StatusCode::OK) => {
+                // The server sends at most what was asked for; should it send more (a request
+                // given up for lost that was alive after all), the event still runs
+                // (max_ack_pending bounds it) without a local slot.
+                let slot = pulls.reserved.as_mut().and_then(|reserved| reserved.split(1));
+                let message = jetstream::Message { message, context: self.bus.js.clone() };
+                let this = self.clone();
+                this.running.fetch_add(1, Ordering::SeqCst);
+                tracker.spawn(async move {
+                    // A bug in handling one event must not take the dispatcher's count of
+                    // running invocations with it; the event is redelivered.
+                    if AssertUnwindSafe(this.handle(message)).catch_unwind().await.is_err() {
+                        error!(function = %this.function.name, "Handling an event panicked; JetStream redelivers it after ack_wait.");
+                    }
+                    this.running.fetch_sub(1, Ordering::SeqCst);
+                    drop(slot);
+                });
+                Delivered::Event
             }
-        };
-        while let Some(item) = batch.next().await {
-            match item {
-                Ok(message) => {
-                    // The server sends at most what was asked for; should it send more, the
-                    // event still runs (max_ack_pending bounds it) without a local slot.
-                    let slot = slots.split(1);
-                    let this = self.clone();
-                    this.running.fetch_add(1, Ordering::SeqCst);
-                    tracker.spawn(async move {
-                        // A bug in handling one event must not take the dispatcher's count
-                        // of running invocations with it; the event is redelivered.
-                        if AssertUnwindSafe(this.handle(message)).catch_unwind().await.is_err() {
-                            error!(function = %this.function.name, "Handling an event panicked; JetStream redelivers it after ack_wait.");
-                        }
-                        this.running.fetch_sub(1, Ordering::SeqCst);
-                        drop(slot);
-                    });
-                }
-                Err(error) => {
-                    warn!(function = %self.function.name, %error, "Pulling events failed; retrying.");
-                    tokio::time::sleep(FETCH_ERROR_PAUSE).await;
-                    break;
+            Some(StatusCode::IDLE_HEARTBEAT) => Delivered::Status,
+            Some(status) => {
+                // A request ended (expired, or the server gave it up): its slots are free for
+                // the next one. The server says how many it still owed.
+                let owed = message
+                    .headers
+                    .as_ref()
+                    .and_then(|headers| headers.get("Nats-Pending-Messages"))
+                    .and_then(|value| value.as_str().parse::<usize>().ok());
+                pulls.release(owed);
+                let description = message.description.unwrap_or_default();
+                match status {
+                    StatusCode::TIMEOUT => Delivered::Status,
+                    StatusCode::REQUEST_TERMINATED if description == "Leadership Change" || description == "Server Shutdown" => {
+                        debug!(function = %name, reason = %description, "A pull request ended; asking again.");
+                        Delivered::Status
+                    }
+                    StatusCode::NO_RESPONDERS => {
+                        self.pull_failed(&"no JetStream server answered the pull request");
+                        Delivered::Refused
+                    }
+                    _ => {
+                        warn!(function = %name, status = %status, reason = %description, "A pull request was refused; retrying.");
+                        Delivered::Refused
+                    }
                 }
             }
+        }
+    }
+
+    /// After shutdown: no more requests, and every event the server sent before it saw the
+    /// inbox close still runs (the subscription is drained, not dropped).
+    async fn drain_inbox(self: &Arc<Self>, mut inbox: async_nats::Subscriber, pulls: &mut Pulls, tracker: &TaskTracker) {
+        if inbox.drain().await.is_err() {
+            return;
+        }
+        let _ = tokio::time::timeout(DRAIN_DELIVERIES, async {
+            while let Some(message) = inbox.next().await {
+                self.delivered(message, pulls, tracker);
+            }
+        })
+        .await;
+    }
+
+    fn pull_failed(&self, error: &dyn std::fmt::Display) {
+        // While the connection is down the bus logs the outage once; every pull failing
+        // meanwhile is expected.
+        if self.bus.client.connection_state() == async_nats::connection::State::Connected {
+            warn!(function = %self.function.name, %error, "Cannot pull events; retrying.");
+        } else {
+            debug!(function = %self.function.name, %error, "Cannot pull events while NATS is unreachable; retrying.");
         }
     }
 
@@ -413,8 +605,10 @@ impl Dispatcher {
         }
     }
 
-    /// Publishes the response on `sluice.results.<function>` (core NATS: for whoever listens).
+    /// Publishes the response on `sluice.results.<function>` (core NATS: for whoever
+    /// listens), while anyone does ([`Listeners`]).
     async fn publish_result(&self, delivery: &Delivery<'_>, request_id: &str, attempt: u32, response: &Response) {
+        let Some(reply) = self.listeners.probe() else { return };
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(crate::event::CONTENT_TYPE, JSON);
         headers.insert(crate::event::TRACEPARENT, delivery.event.traceparent.as_str());
@@ -431,7 +625,11 @@ impl Dispatcher {
                 return;
             }
         };
-        if let Err(error) = self.bus.client.publish_with_headers(subject, headers, body).await {
+        let published = match reply {
+            Some(reply) => self.bus.client.publish_with_reply_and_headers(subject, reply, headers, body).await,
+            None => self.bus.client.publish_with_headers(subject, headers, body).await,
+        };
+        if let Err(error) = published {
             warn!(function = %self.function.name, request_id = %request_id, %error, "Cannot publish the result.");
         }
     }

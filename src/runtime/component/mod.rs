@@ -309,7 +309,7 @@ impl Inner {
         let state = State { wasi: wasi.build(), table: ResourceTable::new(), limiter: MemoryLimiter::new(self.memory_limit) };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
-        engine::yield_every_few_ticks(&mut store);
+        let _ticking = engine::yield_every_few_ticks(&mut store);
 
         // As in the `wasm` runtime, the timer stops guest code (which yields every few epoch
         // ticks) and host calls alike.

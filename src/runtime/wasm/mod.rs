@@ -316,7 +316,7 @@ impl Inner {
         };
         let mut store = Store::new(self.pre.module().engine(), state);
         store.limiter(|state| &mut state.limiter);
-        engine::yield_every_few_ticks(&mut store);
+        let _ticking = engine::yield_every_few_ticks(&mut store);
 
         // The timer stops a function at its timeout, whether it is running guest code (which
         // yields every few epoch ticks) or blocked in a host call (a sleep): the call is dropped.
