@@ -17,7 +17,7 @@ fn the_report_is_complete_and_every_event_ran_once() {
     project.function("hello", "hello", "");
     let dsn = common::postgres::dsn();
     let out = project.sluice_within(
-        &["--json", "bench", "--events", "1500", "--size", "256", "--concurrency", "32", "--postgres", &dsn, "--http", "--scale-out"],
+        &["--json", "bench", "--events", "1500", "--size", "256", "--concurrency", "32", "--postgres", &dsn, "--http", "--scale-out", "--functions", "20", "--idle-window", "3"],
         std::time::Duration::from_secs(600),
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -132,8 +132,61 @@ fn the_report_is_complete_and_every_event_ran_once() {
     assert_eq!(report["sluice"]["missing"], 0, "{report:#}");
     assert_eq!(report["sluice"]["invoked_once"].as_u64().unwrap(), 1500 + latency_events);
     assert_eq!(report["sluice"]["exactly_once"], true);
-    assert_eq!(report["sluice"]["results_published"], true);
+    // Nobody listens on `sluice.results.*` during the throughput phase: nothing is published.
+    assert_eq!(report["sluice"]["results_published"], false);
     assert!(report["noop"].as_str().unwrap().contains("stdin"));
+
+    // The cost curves: each point beside raw JetStream, each function ran each event once.
+    let curves = &report["curves"];
+    let fan_out = curves["fan_out"].as_array().unwrap();
+    assert_eq!(fan_out.iter().map(|p| p["functions"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 10, 100], "{curves:#}");
+    for point in fan_out {
+        let (functions, events) = (point["functions"].as_u64().unwrap(), point["events"].as_u64().unwrap());
+        assert_eq!(events, (1500 / functions).max(10), "{point}");
+        assert_eq!(point["deliveries"].as_u64().unwrap(), events * functions, "every function ran every event: {point}");
+        assert_eq!(point["exactly_once"], true, "{point}");
+        assert!(point["deliveries_per_sec"].as_f64().unwrap() > 0.0 && point["raw_deliveries_per_sec"].as_f64().unwrap() > 0.0, "{point}");
+    }
+    let sizes = curves["event_size"].as_array().unwrap();
+    assert_eq!(sizes.iter().map(|p| p["size_bytes"].as_u64().unwrap()).collect::<Vec<_>>(), [128, 4096, 65536, 1048576], "{curves:#}");
+    for point in sizes {
+        assert_eq!(point["exactly_once"], true, "{point}");
+        let size = point["size_bytes"].as_f64().unwrap();
+        for (events, mb) in [("events_per_sec", "mb_per_sec"), ("raw_events_per_sec", "raw_mb_per_sec")] {
+            let (events, mb) = (point[events].as_f64().unwrap(), point[mb].as_f64().unwrap());
+            assert!(events > 0.0, "{point}");
+            assert!((mb - events * size / 1e6).abs() <= 0.01 * mb + 0.01, "MB/s is events/s × size: {point}");
+        }
+    }
+    assert_eq!(sizes[0]["events"], 1500);
+    assert_eq!(sizes[3]["events"], 93, "1 MiB events within the byte budget: {curves:#}");
+    let guest = &curves["real_guest"];
+    assert_eq!(guest["function"], "hello", "{guest:#}");
+    assert_eq!(guest["events"], 1500);
+    assert_eq!(guest["exactly_once"], true, "{guest:#}");
+    assert!(guest["events_per_sec"].as_f64().unwrap() > 0.0 && guest["noop_events_per_sec"].as_f64().unwrap() > 0.0, "{guest:#}");
+
+    // Many functions: 1, 2 and 20 copies of hello in a `sluice up` process, each measured
+    // over its window, and one event picked up after it.
+    let many = &report["many_functions"];
+    assert_eq!(many["nats_server_measured"], true, "{many:#}");
+    let runs = many["runs"].as_array().unwrap();
+    assert_eq!(runs.iter().map(|r| r["functions"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 20], "{many:#}");
+    for run in runs {
+        for key in ["up_after_s", "window_s", "rss_mb", "nats_server_rss_mb", "nats_server_rss_before_mb", "pickup_ms"] {
+            assert!(run[key].as_f64().unwrap() > 0.0, "{key}: {run:#}");
+        }
+        assert!(run["window_s"].as_f64().unwrap() >= 3.0, "{run:#}");
+        for key in ["cpu_busy", "nats_server_cpu_busy"] {
+            assert!(run[key].as_f64().unwrap() >= 0.0, "{key}: {run:#}");
+        }
+        let delta = run["nats_server_rss_mb"].as_f64().unwrap() - run["nats_server_rss_before_mb"].as_f64().unwrap();
+        assert!((run["nats_server_rss_delta_mb"].as_f64().unwrap() - delta).abs() < 0.01, "{run:#}");
+        let last = run["functions"].as_u64().unwrap() - 1;
+        assert!(run["pickup_function"].as_str().unwrap().ends_with(&format!("-{last}")), "the last function: {run:#}");
+        let pid = run["pid"].as_u64().unwrap();
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "sluice up {pid} is still running");
+    }
 
     // Scale-out: one node, then two, for three rounds; each run drained its whole backlog,
     // each node on a CPU of its own; the ratio is the median round's two ÷ one.
@@ -198,7 +251,7 @@ fn the_report_is_complete_and_every_event_ran_once() {
 #[test]
 fn bad_arguments_exit_2() {
     let project = Project::new();
-    for args in [["bench", "--events", "0"], ["bench", "--size", "4"], ["bench", "--concurrency", "0"]] {
+    for args in [["bench", "--events", "0"], ["bench", "--size", "4"], ["bench", "--concurrency", "0"], ["bench", "--functions", "0"], ["bench", "--idle-window", "0"]] {
         let out = project.sluice(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }

@@ -4,7 +4,9 @@
 //! absolute numbers do not.
 
 pub mod http;
+pub mod idle;
 pub mod component;
+pub mod curves;
 pub mod lambda;
 pub mod noop;
 pub mod postgres;
@@ -31,8 +33,11 @@ use crate::runtime::wasm::{cache, HostConfig, WasmHost};
 use crate::runtime::{Invocation, Runtime};
 use crate::telemetry::logs::LogSink;
 
-/// Publishes kept in flight by every publisher of the bench (raw and Sluice alike).
+/// Publishes kept in flight by every publisher of the bench (raw and Sluice alike), for
+/// small events; see [`publish_window`].
 const PUBLISH_WINDOW: usize = 4096;
+/// Bytes of event bodies kept in flight by a publisher at most.
+const WINDOW_BYTES: usize = 64 * 1024 * 1024;
 /// Iterations of the per-invocation phases.
 const INVOKE_ITERATIONS: usize = 5000;
 /// Distinct functions of the cold-start phase.
@@ -61,6 +66,10 @@ pub struct Options {
     pub components: Vec<(String, PathBuf)>,
     /// Worker nodes as `sluice up` processes, one against two (none: no such phase).
     pub scale_out: Option<scaleout::Setup>,
+    /// The `hello` example's module, for the real-guest curve, or why it is not measured.
+    pub hello: Result<PathBuf, String>,
+    /// Many deployed functions idling in a `sluice up` process (none: no such phase).
+    pub many_functions: Option<idle::Setup>,
 }
 
 /// The report; field names are documented in docs/performance.md.
@@ -80,6 +89,8 @@ pub struct Report {
     pub lambda: lambda::LambdaReport,
     /// The example components (Python, JavaScript) that are built.
     pub component: component::ComponentReport,
+    /// How the cost grows: functions on one topic, event size, a real guest.
+    pub curves: curves::Curves,
     pub ratios: Ratios,
     pub noop: &'static str,
     /// The `postgres` trigger against reading its slot alone (with `--postgres`).
@@ -92,6 +103,9 @@ pub struct Report {
     /// `--scale-out`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scale_out: Option<scaleout::ScaleOutReport>,
+    /// 1, N/10 and N deployed functions idling in `sluice up` (with `--functions N`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub many_functions: Option<idle::ManyFunctionsReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -156,7 +170,8 @@ pub struct EndToEnd {
     pub duplicates: usize,
     pub missing: usize,
     pub exactly_once: bool,
-    /// Responses are published on `sluice.results.<function>`, as for any function.
+    /// Whether responses were published on `sluice.results.<function>`: only while someone
+    /// listens there, and nobody does during this phase.
     pub results_published: bool,
 }
 
@@ -200,8 +215,9 @@ pub struct Ratios {
 }
 
 const NOOP_DESCRIPTION: &str = "WASI preview-1 command: reads the realtime clock on entry, reads the whole event from stdin, \
-writes {\"entered_ns\":N} to stdout; a fresh instance per event; the dispatcher publishes each response on \
-sluice.results.<function> and acks the event, as for any function";
+writes {\"entered_ns\":N} to stdout; a fresh instance per event; the dispatcher writes an invocation record to \
+SLUICE_LOGS, counts the metrics and acks the event, as for any function, and publishes the response on \
+sluice.results.<function> while someone listens there (the latency phase does)";
 
 /// Runs every phase. `load` is the load generator's connection (publishers, the results
 /// collector), `platform` the one consumers and the dispatcher use, as two processes would.
@@ -229,6 +245,7 @@ pub async fn run(load: &Bus, platform: &Bus, options: &Options, work_dir: &std::
     let cold_start = cold_start(options, work_dir).await?;
     let lambda = lambda::run(options, &options.tools_dir, work_dir).await.context("lambda phase")?;
     let component = component::run(options, &host).await.context("component phase")?;
+    let curves = curves::run(load, platform, &host, &noop, options, &run_id).await.context("cost curves")?;
     let postgres = match &options.postgres {
         Some(dsn) => Some(postgres::run(dsn, platform, options.events, &run_id).await.context("postgres phase")?),
         None => None,
@@ -239,6 +256,10 @@ pub async fn run(load: &Bus, platform: &Bus, options: &Options, work_dir: &std::
     };
     let scale_out = match &options.scale_out {
         Some(setup) => Some(scaleout::run(load, options, setup, work_dir, &run_id).await.context("scale-out phase")?),
+        None => None,
+    };
+    let many_functions = match &options.many_functions {
+        Some(setup) => Some(idle::run(load, options, setup, work_dir, &run_id).await.context("many-functions phase")?),
         None => None,
     };
 
@@ -265,11 +286,13 @@ pub async fn run(load: &Bus, platform: &Bus, options: &Options, work_dir: &std::
         cold_start,
         lambda,
         component,
+        curves,
         ratios,
         noop: NOOP_DESCRIPTION,
         postgres,
         http,
         scale_out,
+        many_functions,
     })
 }
 
@@ -285,6 +308,11 @@ fn round3(x: f64) -> f64 {
 fn event_data(size: usize) -> Bytes {
     let pad = size.saturating_sub(8);
     Bytes::from(format!("{{\"p\":\"{}\"}}", "x".repeat(pad)))
+}
+
+/// Publishes in flight for events of `size` bytes: [`PUBLISH_WINDOW`], fewer for large ones.
+fn publish_window(size: usize) -> usize {
+    (WINDOW_BYTES / size.max(1)).clamp(1, PUBLISH_WINDOW)
 }
 
 fn progress(options: &Options, len: usize, phase: &str) -> ProgressBar {
@@ -318,7 +346,7 @@ async fn raw_jetstream(load: &Bus, platform: &Bus, options: &Options, run_id: &s
 
     let bar = progress(options, n, "raw consume");
     let started = Instant::now();
-    raw_consume(&stream, n, &bar).await?;
+    raw_consume(&stream, n, options.size, &bar).await?;
     let consume = n as f64 / started.elapsed().as_secs_f64();
     bar.finish_and_clear();
     js.delete_stream(&name).await.context("deleting the bench stream")?;
@@ -330,9 +358,8 @@ async fn raw_jetstream(load: &Bus, platform: &Bus, options: &Options, run_id: &s
     let bar = progress(options, n, "raw overlapped");
     let started = Instant::now();
     let consumer = {
-        let stream = stream.clone();
-        let bar = bar.clone();
-        tokio::spawn(async move { raw_consume(&stream, n, &bar).await })
+        let (stream, bar, size) = (stream.clone(), bar.clone(), options.size);
+        tokio::spawn(async move { raw_consume(&stream, n, size, &bar).await })
     };
     raw_publish(js, &subject, &payload, n, &ProgressBar::hidden()).await?;
     consumer.await.context("the raw consumer task failed")??;
@@ -360,9 +387,10 @@ async fn create_raw_stream(js: &jetstream::Context, name: &str, subject: &str) -
 }
 
 async fn raw_publish(js: &jetstream::Context, subject: &str, payload: &Bytes, n: usize, bar: &ProgressBar) -> anyhow::Result<()> {
-    let mut window = VecDeque::with_capacity(PUBLISH_WINDOW);
+    let limit = publish_window(payload.len());
+    let mut window = VecDeque::with_capacity(limit);
     for _ in 0..n {
-        if window.len() == PUBLISH_WINDOW {
+        if window.len() == limit {
             if let Some(ack) = window.pop_front() {
                 let ack: jetstream::context::PublishAckFuture = ack;
                 ack.await.context("raw publish not acknowledged")?;
@@ -378,17 +406,29 @@ async fn raw_publish(js: &jetstream::Context, subject: &str, payload: &Bytes, n:
     Ok(())
 }
 
-async fn raw_consume(stream: &stream::Stream, n: usize, bar: &ProgressBar) -> anyhow::Result<()> {
-    let consumer = stream
+async fn raw_consume(stream: &stream::Stream, n: usize, size: usize, bar: &ProgressBar) -> anyhow::Result<()> {
+    let consumer = raw_consumer(stream, "bench").await?;
+    raw_receive(consumer, n, size, bar).await
+}
+
+/// A durable pull consumer of the whole stream, as a function's (explicit acks).
+async fn raw_consumer(stream: &stream::Stream, durable: &str) -> anyhow::Result<consumer::PullConsumer> {
+    stream
         .create_consumer(consumer::pull::Config {
-            durable_name: Some("bench".into()),
+            durable_name: Some(durable.into()),
             ack_policy: consumer::AckPolicy::Explicit,
             max_ack_pending: -1,
             ..Default::default()
         })
         .await
-        .context("creating the raw consumer")?;
-    let mut messages = consumer.stream().max_messages_per_batch(1000).messages().await.context("pulling")?;
+        .with_context(|| format!("creating the raw consumer {durable}"))
+}
+
+/// Receives and acks `n` messages of about `size` bytes, pulled in batches bounded by
+/// [`WINDOW_BYTES`] as the publisher's window is.
+async fn raw_receive(consumer: consumer::PullConsumer, n: usize, size: usize, bar: &ProgressBar) -> anyhow::Result<()> {
+    let batch = publish_window(size).min(1000);
+    let mut messages = consumer.stream().max_messages_per_batch(batch).messages().await.context("pulling")?;
     let mut received = 0;
     let deadline = tokio::time::Instant::now() + PHASE_LIMIT;
     while received < n {
@@ -537,108 +577,189 @@ fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// What the results collector saw: per event index, how often it ran and when it entered.
+/// What the collectors saw: per event index, how often it ran (from the invocation records)
+/// and when its handler was entered (from its result, while results are listened to).
 struct Seen {
     counts: Vec<u32>,
     entered_ns: Vec<u64>,
+    /// Distinct events with a record.
     distinct: usize,
+    /// Invocation records, all functions together.
+    records: usize,
+    /// Distinct events with a result.
+    answered: usize,
 }
 
-/// The no-op function running under a dispatcher on its own topic, with a collector of its
-/// results: what phase 4 and the log-cost rounds publish to.
+impl Seen {
+    fn new(capacity: usize) -> Arc<std::sync::Mutex<Self>> {
+        Arc::new(std::sync::Mutex::new(Self { counts: vec![0; capacity], entered_ns: vec![0; capacity], distinct: 0, records: 0, answered: 0 }))
+    }
+}
+
+/// Functions running a module under dispatchers, every one subscribed to the same topic,
+/// as `sluice up` runs them: what phase 4, the log-cost rounds and the cost curves publish to.
 struct Running {
-    name: String,
+    names: Vec<String>,
     subject: String,
-    seen: Arc<std::sync::Mutex<Seen>>,
-    collector: tokio::task::JoinHandle<()>,
     shutdown: CancellationToken,
-    dispatching: tokio::task::JoinHandle<()>,
+    dispatching: Vec<tokio::task::JoinHandle<()>>,
+    /// Counts invocations from the records in `SLUICE_LOGS` (when records are written).
+    records: Option<tokio::task::JoinHandle<()>>,
+    /// Receives results, once [`Running::listen`] was called.
+    results: Option<tokio::task::JoinHandle<()>>,
+    seen: Arc<std::sync::Mutex<Seen>>,
     /// When each event was published, by index.
     published_ns: Vec<u64>,
 }
 
-impl Running {
-    /// Starts the function `bench-<run_id>` for up to `capacity` events, its invocations
-    /// recorded by `logs`.
-    #[allow(clippy::too_many_arguments)] // one phase's inputs, each used once
-    async fn start(load: &Bus, platform: &Bus, host: &WasmHost, noop: &[u8], options: &Options, run_id: &str, logs: LogSink, capacity: usize) -> anyhow::Result<Self> {
-        let name = format!("bench-{run_id}");
-        let topic = format!("bench.{run_id}");
-        let config = noop_config(&name, options.concurrency, vec![topic.clone()]);
-        let function = host.load_bytes(&config, noop)?;
-        let consumer = platform.function_consumer(&config).await?;
-        let seen = Arc::new(std::sync::Mutex::new(Seen { counts: vec![0; capacity], entered_ns: vec![0; capacity], distinct: 0 }));
+/// What [`Running::start`] runs.
+struct Functions<'a> {
+    /// Names are `<prefix>` for one function, `<prefix>-<i>` for several.
+    prefix: String,
+    count: usize,
+    module: &'a [u8],
+    /// Records per invocation (`SLUICE_LOGS`) and metrics, or neither.
+    logs: LogSink,
+    /// Events published at most (sizes the collectors).
+    capacity: usize,
+}
 
-        let mut results = load
-            .client
-            .subscribe(bus::results_subject(&name))
-            .await
-            .context("subscribing to the bench function's results")?;
-        load.client.flush().await.context("flushing the results subscription")?;
-        let collector = {
+impl Running {
+    async fn start(load: &Bus, platform: &Bus, host: &WasmHost, options: &Options, functions: Functions<'_>) -> anyhow::Result<Self> {
+        let Functions { prefix, count, module, logs, capacity } = functions;
+        let topic = format!("bench.{prefix}");
+        let names: Vec<String> = if count == 1 { vec![prefix.clone()] } else { (0..count).map(|i| format!("{prefix}-{i}")).collect() };
+        let seen = Seen::new(capacity);
+        let records = if logs.enabled() {
+            // One subscription per function (a subject token is a whole function name).
+            let mut subscribers = Vec::with_capacity(count);
+            for name in &names {
+                let subject = crate::telemetry::logs::logs_subject(name);
+                subscribers.push(load.client.subscribe(subject).await.context("subscribing to the bench functions' invocation records")?);
+            }
+            load.client.flush().await.context("flushing the records subscriptions")?;
+            let mut subscriber = futures::stream::select_all(subscribers);
             let seen = seen.clone();
-            tokio::spawn(async move {
-                while let Some(message) = results.next().await {
-                    let index = message
-                        .headers
-                        .as_ref()
-                        .and_then(|h| h.get("sluice-event-id"))
-                        .and_then(|id| id.as_str().rsplit('-').next().and_then(|i| i.parse::<usize>().ok()));
-                    let entered = entered_ns(&message.payload);
-                    if let (Some(index), Ok(mut seen)) = (index, seen.lock()) {
-                        if index < seen.counts.len() {
-                            if seen.counts[index] == 0 {
-                                seen.distinct += 1;
-                                seen.entered_ns[index] = entered.unwrap_or(0);
-                            }
-                            seen.counts[index] += 1;
-                        }
-                    }
+            Some(tokio::spawn(async move {
+                while let Some(message) = subscriber.next().await {
+                    count_records(&message.payload, &seen);
                 }
-            })
+            }))
+        } else {
+            None
         };
         let shutdown = CancellationToken::new();
-        let dispatcher = Dispatcher::new(platform.clone(), Arc::new(config), Arc::new(function), logs);
-        let dispatching = tokio::spawn(dispatcher.run(consumer, shutdown.clone()));
-        Ok(Self { name, subject: bus::topic_subject(&topic), seen, collector, shutdown, dispatching, published_ns: vec![0; capacity] })
+        let mut dispatching = Vec::with_capacity(count);
+        for name in &names {
+            let config = noop_config(name, options.concurrency, vec![topic.clone()]);
+            let function = host.load_bytes(&config, module)?;
+            let consumer = platform.function_consumer(&config).await?;
+            let dispatcher = Dispatcher::new(platform.clone(), Arc::new(config), Arc::new(function), logs.clone());
+            dispatching.push(tokio::spawn(dispatcher.run(consumer, shutdown.clone())));
+        }
+        Ok(Self { names, subject: bus::topic_subject(&topic), shutdown, dispatching, records, results: None, seen, published_ns: vec![0; capacity] })
     }
 
-    /// Publishes events `0..n` as fast as JetStream takes them while the function runs, and
-    /// waits until each ran: events per second.
-    async fn max_rate(&mut self, load: &Bus, run_id: &str, data: &Bytes, options: &Options, n: usize, phase: &str) -> anyhow::Result<f64> {
-        let bar = progress(options, n, phase);
+    /// Subscribes to the first function's results (its handler entry times), as a user
+    /// watching them would. Results are published only while someone listens: a dispatcher
+    /// that found nobody listening asks again within a second, so this waits that long.
+    async fn listen(&mut self, load: &Bus) -> anyhow::Result<()> {
+        let mut results = load.client.subscribe(bus::results_subject(&self.names[0])).await.context("subscribing to the bench function's results")?;
+        load.client.flush().await.context("flushing the results subscription")?;
+        let seen = self.seen.clone();
+        self.results = Some(tokio::spawn(async move {
+            while let Some(message) = results.next().await {
+                let index = message.headers.as_ref().and_then(|h| h.get("sluice-event-id")).and_then(|id| event_index(id.as_str()));
+                let entered = entered_ns(&message.payload);
+                if let (Some(index), Ok(mut seen)) = (index, seen.lock()) {
+                    if index < seen.entered_ns.len() && seen.entered_ns[index] == 0 {
+                        seen.entered_ns[index] = entered.unwrap_or(1);
+                        seen.answered += 1;
+                    }
+                }
+            }
+        }));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        Ok(())
+    }
+
+    /// Publishes events `from..to` as fast as JetStream takes them while the functions run,
+    /// and waits until every function ran each: events per second.
+    async fn max_rate(&mut self, load: &Bus, run_id: &str, data: &Bytes, options: &Options, events: std::ops::Range<usize>, phase: &str) -> anyhow::Result<f64> {
+        let n = events.len();
+        let bar = progress(options, n * self.names.len(), phase);
+        let limit = publish_window(data.len());
         let started = Instant::now();
-        let mut window = VecDeque::with_capacity(PUBLISH_WINDOW);
-        for (i, published) in self.published_ns.iter_mut().enumerate().take(n) {
-            if window.len() == PUBLISH_WINDOW {
+        let mut window = VecDeque::with_capacity(limit);
+        for i in events {
+            if window.len() == limit {
                 if let Some(ack) = window.pop_front() {
                     let ack: jetstream::context::PublishAckFuture = ack;
                     ack.await.context("publish not acknowledged")?;
                 }
             }
             let event = bench_event(run_id, i, data);
-            *published = now_ns();
+            self.published_ns[i] = now_ns();
             window.push_back(load.send_event(self.subject.clone(), &event).await?);
         }
+        let mut last = 0;
         for ack in window.drain(..) {
-            ack.await.context("publish not acknowledged")?;
+            last = ack.await.context("publish not acknowledged")?.sequence;
         }
-        wait_distinct(&self.seen, n, &bar).await?;
+        for (done, name) in self.names.iter().enumerate() {
+            wait_consumer_done(load, name, last).await?;
+            bar.set_position(((done + 1) * n) as u64);
+        }
         bar.finish_and_clear();
         Ok(n as f64 / started.elapsed().as_secs_f64())
     }
 
-    /// Stops the dispatcher and the collector and removes the function's consumer; what the
-    /// collector saw stays readable.
+    /// Stops the dispatchers and the collectors and removes the functions' consumers; what
+    /// the collectors saw stays readable.
     async fn stop(self, load: &Bus) -> anyhow::Result<Arc<std::sync::Mutex<Seen>>> {
         self.shutdown.cancel();
-        self.dispatching.await.context("the dispatcher task failed")?;
-        self.collector.abort();
+        for dispatching in self.dispatching {
+            dispatching.await.context("a dispatcher task failed")?;
+        }
+        if let Some(results) = self.results {
+            results.abort();
+        }
+        if let Some(records) = self.records {
+            records.abort();
+        }
         if let Ok(events) = load.js.get_stream(bus::EVENTS_STREAM).await {
-            let _ = events.delete_consumer(&self.name).await;
+            for name in &self.names {
+                let _ = events.delete_consumer(name).await;
+            }
         }
         Ok(self.seen)
     }
+}
+
+/// Counts the invocations in one message of records (JSON lines) by event index.
+fn count_records(payload: &[u8], seen: &std::sync::Mutex<Seen>) {
+    let Ok(text) = std::str::from_utf8(payload) else { return };
+    let Ok(mut seen) = seen.lock() else { return };
+    for line in text.lines() {
+        if !line.starts_with("{\"kind\":\"invocation\"") {
+            continue;
+        }
+        let Some(index) = line.split_once("\"event_id\":\"").and_then(|(_, rest)| rest.split_once('"')).and_then(|(id, _)| event_index(id)) else {
+            continue;
+        };
+        if index < seen.counts.len() {
+            if seen.counts[index] == 0 {
+                seen.distinct += 1;
+            }
+            seen.counts[index] += 1;
+            seen.records += 1;
+        }
+    }
+}
+
+/// The index in a bench event id `bench-<run>-<index>`.
+fn event_index(id: &str) -> Option<usize> {
+    id.rsplit('-').next().and_then(|i| i.parse().ok())
 }
 
 #[allow(clippy::too_many_arguments)] // one phase's inputs, each used once
@@ -655,10 +776,13 @@ async fn end_to_end(
     let n = options.events;
     // The latency phase can publish up to this many more events.
     let capacity = n * 2;
-    let mut running = Running::start(load, platform, host, noop, options, run_id, logs, capacity).await?;
-    let events_per_sec = running.max_rate(load, run_id, data, options, n, "sluice end to end").await?;
+    let functions = Functions { prefix: format!("bench-{run_id}"), count: 1, module: noop, logs, capacity };
+    let mut running = Running::start(load, platform, host, options, functions).await?;
+    // Nobody listens to the results here, as in a deployment where nobody watches them.
+    let events_per_sec = running.max_rate(load, run_id, data, options, 0..n, "sluice end to end").await?;
 
-    // Latency at half that rate.
+    // Latency at half that rate, reported through the results (handler entry times).
+    running.listen(load).await?;
     let rate = (events_per_sec / 2.0).max(1.0);
     let m = ((rate * LATENCY_PERIOD.as_secs_f64()) as usize).clamp(1, capacity - n);
     let bar = progress(options, m, "latency at 50% load");
@@ -680,17 +804,18 @@ async fn end_to_end(
     for ack in acks {
         ack.await.context("publish not acknowledged")?;
     }
-    wait_distinct(&running.seen, n + m, &bar).await?;
+    wait_seen(&running.seen, |seen| seen.answered, m, &bar).await?;
     bar.finish_and_clear();
 
-    // Let redeliveries or duplicates show up before counting.
-    wait_consumer_idle(load, &running.name).await?;
+    // Every invocation's record, and time for redeliveries or duplicates to show up.
+    wait_consumer_idle(load, &running.names[0]).await?;
+    wait_seen(&running.seen, |seen| seen.distinct, n + m, &ProgressBar::hidden()).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let published_ns = std::mem::take(&mut running.published_ns);
     let seen = running.stop(load).await?;
 
     let (invoked_once, duplicates, missing, latencies) = {
-        let seen = seen.lock().map_err(|_| anyhow::anyhow!("the results collector failed"))?;
+        let seen = seen.lock().map_err(|_| anyhow::anyhow!("the collector failed"))?;
         let counts = &seen.counts[..n + m];
         let once = counts.iter().filter(|c| **c == 1).count();
         let duplicates = counts.iter().filter(|c| **c > 1).count();
@@ -708,7 +833,7 @@ async fn end_to_end(
             duplicates,
             missing,
             exactly_once: duplicates == 0 && missing == 0,
-            results_published: true,
+            results_published: false,
         },
         Latency {
             publish_to_handler: percentiles(rate, latencies),
@@ -736,9 +861,10 @@ async fn logs_cost(load: &Bus, platform: &Bus, host: &WasmHost, noop: &[u8], dat
             } else {
                 (LogSink::default(), None)
             };
-            let mut running = Running::start(load, platform, host, noop, options, &id, logs, options.events).await?;
+            let functions = Functions { prefix: format!("bench-{id}"), count: 1, module: noop, logs, capacity: options.events };
+            let mut running = Running::start(load, platform, host, options, functions).await?;
             let phase = if logged { "with logs" } else { "without logs" };
-            let rate = running.max_rate(load, &id, data, options, options.events, phase).await?;
+            let rate = running.max_rate(load, &id, data, options, 0..options.events, phase).await?;
             running.stop(load).await?;
             shutdown.cancel();
             if let Some(task) = logs_task {
@@ -838,19 +964,35 @@ fn bench_event(run_id: &str, index: usize, data: &Bytes) -> Event {
     event
 }
 
-/// Polls the collector's count (cheaper than a wake-up per result) until `target`.
-async fn wait_distinct(seen: &std::sync::Mutex<Seen>, target: usize, bar: &ProgressBar) -> anyhow::Result<()> {
+/// Polls a count of the collectors (cheaper than a wake-up per record) until `target`.
+async fn wait_seen(seen: &std::sync::Mutex<Seen>, count: impl Fn(&Seen) -> usize, target: usize, bar: &ProgressBar) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
-        let distinct = seen.lock().map(|s| s.distinct).unwrap_or(0);
-        bar.set_position(distinct.min(target) as u64);
-        if distinct >= target {
+        let done = seen.lock().map(|s| count(&s)).unwrap_or(0);
+        bar.set_position(done.min(target) as u64);
+        if done >= target {
             return Ok(());
         }
         if started.elapsed() > PHASE_LIMIT {
-            anyhow::bail!("only {distinct} of {target} events were invoked within {PHASE_LIMIT:?}");
+            anyhow::bail!("only {done} of {target} events were seen within {PHASE_LIMIT:?}");
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Polls a function's consumer until it acknowledged everything up to stream sequence `last`.
+async fn wait_consumer_done(bus: &Bus, name: &str, last: u64) -> anyhow::Result<()> {
+    let stream = bus.js.get_stream(bus::EVENTS_STREAM).await.context("opening SLUICE_EVENTS")?;
+    let started = Instant::now();
+    loop {
+        let info = stream.consumer_info(name).await.context("reading the bench consumer")?;
+        if info.delivered.stream_sequence >= last && info.num_pending == 0 && info.num_ack_pending == 0 {
+            return Ok(());
+        }
+        if started.elapsed() > PHASE_LIMIT {
+            anyhow::bail!("consumer {name} still has {} pending and {} in flight after {PHASE_LIMIT:?}", info.num_pending, info.num_ack_pending);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

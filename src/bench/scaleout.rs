@@ -245,7 +245,7 @@ impl Phase<'_> {
         let bar = self.bar(0, "scale-out");
         bar.set_message("starting a node to precompile hello");
         let name = self.function("warm")?;
-        let mut node = Node::spawn(self.setup, self.project, "node-1", self.workers[0], &self.project.join("warm.log"))?;
+        let mut node = Node::spawn(self.setup, self.project, "node-1", Some(self.workers[0]), &self.project.join("warm.log"))?;
         let ready = node.wait_up(PHASE_LIMIT).await;
         let stopped = stop_all(vec![node]).await;
         self.delete_consumer(&name).await;
@@ -306,7 +306,7 @@ impl Phase<'_> {
         let mut running = Vec::with_capacity(nodes);
         for (k, cpu) in self.workers.iter().take(nodes).enumerate() {
             let log = self.project.join(format!("run-{index}-node-{}.log", k + 1));
-            running.push(Node::spawn(self.setup, self.project, &format!("node-{}", k + 1), *cpu, &log)?);
+            running.push(Node::spawn(self.setup, self.project, &format!("node-{}", k + 1), Some(*cpu), &log)?);
         }
         let result = self.drain(name, &mut running, started, &bar).await;
         bar.set_message("stopping the nodes");
@@ -461,19 +461,20 @@ struct Timed {
 }
 
 /// A `sluice up` worker node pinned to one CPU; killed when dropped unless stopped.
-struct Node {
-    name: String,
-    pid: u32,
+pub(crate) struct Node {
+    pub(crate) name: String,
+    pub(crate) pid: u32,
     child: Option<Child>,
-    log: PathBuf,
+    pub(crate) log: PathBuf,
     /// When it printed "Sluice is up".
-    up_at: Arc<OnceLock<Instant>>,
+    pub(crate) up_at: Arc<OnceLock<Instant>>,
 }
 
 impl Node {
-    fn spawn(setup: &Setup, project: &Path, name: &str, cpu: usize, log: &Path) -> anyhow::Result<Self> {
+    /// Starts `sluice up` on `project` as a worker node, pinned to `cpu` if given.
+    pub(crate) fn spawn(setup: &Setup, project: &Path, name: &str, cpu: Option<usize>, log: &Path) -> anyhow::Result<Self> {
         let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let set = cpu_set(&[cpu]);
+        let set = cpu.map(|cpu| cpu_set(&[cpu]));
         let mut command = Command::new(&setup.exe);
         command
             .arg("--dir")
@@ -492,8 +493,10 @@ impl Node {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                    return Err(std::io::Error::last_os_error());
+                if let Some(set) = &set {
+                    if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });
@@ -515,7 +518,7 @@ impl Node {
     }
 
     /// Its exit status, once it exited (it is then reaped and never signalled again).
-    fn exited(&mut self) -> Option<ExitStatus> {
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
         let status = self.child.as_mut().and_then(|child| child.try_wait().ok().flatten());
         if status.is_some() {
             self.child = None;
@@ -524,7 +527,7 @@ impl Node {
     }
 
     /// Waits for its "Sluice is up" line.
-    async fn wait_up(&mut self, limit: Duration) -> anyhow::Result<()> {
+    pub(crate) async fn wait_up(&mut self, limit: Duration) -> anyhow::Result<()> {
         let started = Instant::now();
         while self.up_at.get().is_none() {
             if self.exited().is_some() || started.elapsed() > limit {
@@ -558,7 +561,7 @@ impl Drop for Node {
 
 /// Stops the nodes together: SIGTERM (each drains and acknowledges what it ran), then waits,
 /// killing any that is not gone within [`STOP_LIMIT`]. Fails when one did not exit cleanly.
-async fn stop_all(mut nodes: Vec<Node>) -> anyhow::Result<()> {
+pub(crate) async fn stop_all(mut nodes: Vec<Node>) -> anyhow::Result<()> {
     for node in &nodes {
         node.signal(libc::SIGTERM);
     }
@@ -679,7 +682,7 @@ fn cpus_of(pid: u32) -> String {
 }
 
 /// CPU time (user + system) a process used so far, in seconds (0 once it is gone).
-fn cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
     // The command name may hold spaces: utime and stime are the 12th and 13th fields after it.
     let Some((_, rest)) = stat.rsplit_once(')') else { return 0.0 };
@@ -694,7 +697,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// The last lines of a node's log, on one line.
-fn log_tail(path: &Path) -> String {
+pub(crate) fn log_tail(path: &Path) -> String {
     let mut text = String::new();
     if let Ok(mut file) = std::fs::File::open(path) {
         let len = file.metadata().map_or(0, |m| m.len());

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use super::output::{print_json, Table};
 use super::Context;
+use crate::bench::idle::ManyFunctionsReport;
 use crate::bench::scaleout::ScaleOutReport;
 use crate::bench::{self, Options, Report};
 use crate::bus::embedded::EmbeddedNats;
@@ -40,6 +41,15 @@ pub struct Args {
     /// (built by `sluice build hello`; skipped with a note when it is not).
     #[arg(long)]
     pub scale_out: bool,
+    /// Also measure N deployed functions doing nothing: a `sluice up` process with 1, N/10
+    /// and N copies of the `hello` example (built by `sluice build hello`), each on a topic
+    /// of its own: its start time, idle CPU and memory, the nats-server's, and the pick-up
+    /// of one event afterwards.
+    #[arg(long, value_name = "N")]
+    pub functions: Option<usize>,
+    /// The idle window of each `--functions` run, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 20.0, hide = true)]
+    pub idle_window: f64,
 }
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
@@ -52,7 +62,15 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     if args.concurrency == 0 || args.concurrency > 10_000 {
         return Err(UsageError::new(format!("--concurrency {}: use 1 to 10000", args.concurrency)).into());
     }
-    let work_dir = std::env::temp_dir().join(format!("sluice-bench-{}", std::process::id()));
+    if let Some(n) = args.functions {
+        if n == 0 || n > 10_000 {
+            return Err(UsageError::new(format!("--functions {n}: use 1 to 10000")).into());
+        }
+    }
+    if !(args.idle_window.is_finite() && (0.5..=3600.0).contains(&args.idle_window)) {
+        return Err(UsageError::new(format!("--idle-window {}: use 0.5 to 3600 seconds", args.idle_window)).into());
+    }
+    let work_dir = work_dir();
     std::fs::create_dir_all(&work_dir)?;
     let result = measure(ctx, &args, &work_dir).await;
     let _ = std::fs::remove_dir_all(&work_dir);
@@ -63,6 +81,12 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         println!("{}", render(&report));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The bench's temporary directory (removed at the end): its server's store, caches, the
+/// node log (what a default `sluice up` would have logged) and the nodes' projects.
+pub fn work_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("sluice-bench-{}", std::process::id()))
 }
 
 async fn measure(ctx: &Context, args: &Args, work_dir: &std::path::Path) -> anyhow::Result<Report> {
@@ -92,7 +116,16 @@ async fn measure(ctx: &Context, args: &Args, work_dir: &std::path::Path) -> anyh
         tools_dir: crate::config::Project::tools_dir_of(&ctx.dir),
         http: if args.http { Some(hello_module(ctx, "--http")?) } else { None },
         components: bench::component::examples(&ctx.dir),
-        scale_out: if args.scale_out { Some(scale_out_setup(ctx, &url, server.as_ref())?) } else { None },
+        scale_out: if args.scale_out { Some(node_setup(ctx, &url, server.as_ref(), "--scale-out")?) } else { None },
+        hello: hello_module(ctx, "the real-guest curve").map_err(|error| format!("{error:#}")),
+        many_functions: match args.functions {
+            Some(functions) => Some(bench::idle::Setup {
+                functions,
+                window: std::time::Duration::from_secs_f64(args.idle_window),
+                node: node_setup(ctx, &url, server.as_ref(), "--functions")?,
+            }),
+            None => None,
+        },
     };
     let report = bench::run(&load, &platform, &options, work_dir).await;
     // Closed before the server stops, so that they do not report it as a lost connection.
@@ -117,10 +150,11 @@ fn hello_module(ctx: &Context, flag: &str) -> anyhow::Result<std::path::PathBuf>
     }
 }
 
-/// What `--scale-out` needs: this executable for the nodes, the bench's server, and the
-/// `hello` example (its absence skips the phase with why, rather than failing the bench).
-fn scale_out_setup(ctx: &Context, url: &str, server: Option<&EmbeddedNats>) -> anyhow::Result<bench::scaleout::Setup> {
-    let hello = hello_module(ctx, "--scale-out")
+/// What `--scale-out` and `--functions` (`flag`) need: this executable for the nodes, the
+/// bench's server, and the `hello` example (its absence skips the phase with why, rather
+/// than failing the bench).
+fn node_setup(ctx: &Context, url: &str, server: Option<&EmbeddedNats>, flag: &str) -> anyhow::Result<bench::scaleout::Setup> {
+    let hello = hello_module(ctx, flag)
         .and_then(|module| std::fs::canonicalize(&module).with_context(|| format!("resolving {}", module.display())))
         .map_err(|error| format!("{error:#}"));
     Ok(bench::scaleout::Setup {
@@ -180,6 +214,24 @@ fn render(r: &Report) -> String {
     for skipped in &r.component.skipped {
         row("component", "skipped", skipped.clone());
     }
+    let c = &r.curves;
+    for p in &c.fan_out {
+        let phase = format!("fan-out: {} function(s), one topic", p.functions);
+        row(&phase, "deliveries/s (sluice / raw)", format!("{:.0} / {:.0} ({:.3}), {} events", p.deliveries_per_sec, p.raw_deliveries_per_sec, p.vs_raw, p.events));
+        row(&phase, "exactly once", format!("{} ({} invocations)", p.exactly_once, p.deliveries));
+    }
+    for p in &c.event_size {
+        let phase = format!("event size {} B ({} events)", p.size_bytes, p.events);
+        row(&phase, "events/s (sluice / raw)", format!("{:.0} / {:.0} ({:.3})", p.events_per_sec, p.raw_events_per_sec, p.vs_raw));
+        row(&phase, "MB/s (sluice / raw)", format!("{:.1} / {:.1}, exactly once {}", p.mb_per_sec, p.raw_mb_per_sec, p.exactly_once));
+    }
+    match &c.real_guest {
+        bench::curves::RealGuest::Measured { function, events, events_per_sec, noop_events_per_sec, vs_noop, exactly_once } => {
+            let phase = format!("real guest: {function} ({events} events)");
+            row(&phase, "events/s (hello / no-op)", format!("{events_per_sec:.0} / {noop_events_per_sec:.0} ({vs_noop:.3}), exactly once {exactly_once}"));
+        }
+        bench::curves::RealGuest::Skipped { skipped } => row("real guest", "skipped", skipped.clone()),
+    }
     row("ratios", "end to end ÷ raw overlapped", format!("{:.3}", r.ratios.end_to_end_vs_raw_jetstream));
     row("ratios", "invoke CPU ÷ bare wasmtime", format!("{:.3}", r.ratios.invoke_cpu_vs_bare_wasmtime));
     if let Some(p) = &r.postgres {
@@ -220,6 +272,21 @@ fn render(r: &Report) -> String {
             row("ratios", "two worker nodes ÷ one", format!("{:.3}", s.two_workers_vs_one));
         }
         Some(ScaleOutReport::Skipped { skipped }) => row("scale-out", "skipped", skipped.clone()),
+        None => {}
+    }
+    match &r.many_functions {
+        Some(ManyFunctionsReport::Measured(m)) => {
+            for run in &m.runs {
+                let phase = format!("{} idle function(s) ({})", run.functions, m.function);
+                row(&phase, "sluice up: up after", format!("{:.2} s", run.up_after_s));
+                row(&phase, "sluice up idle: CPU / RSS", format!("{:.3} core / {:.1} MiB over {:.0} s", run.cpu_busy, run.rss_mb, run.window_s));
+                if let (Some(cpu), Some(rss), Some(delta)) = (run.nats_server_cpu_busy, run.nats_server_rss_mb, run.nats_server_rss_delta_mb) {
+                    row(&phase, "nats-server idle: CPU / RSS", format!("{cpu:.3} core / {rss:.1} MiB ({delta:+.1} MiB)"));
+                }
+                row(&phase, "one event afterwards: publish → ack", format!("{:.1} ms", run.pickup_ms));
+            }
+        }
+        Some(ManyFunctionsReport::Skipped { skipped }) => row("many functions", "skipped", skipped.clone()),
         None => {}
     }
     format!(

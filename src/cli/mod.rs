@@ -149,6 +149,15 @@ impl Cli {
             _ => "warn",
         }
     }
+
+    /// Where a command that runs functions the way `sluice up` does writes what a node logs
+    /// at `sluice up`'s level: `sluice bench`, into its temporary directory.
+    pub fn node_log(&self) -> Option<std::path::PathBuf> {
+        match self.command {
+            Command::Bench(_) => Some(bench::work_dir().join("node.log")),
+            _ => None,
+        }
+    }
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {

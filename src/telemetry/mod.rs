@@ -28,15 +28,31 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 /// The span exporter, kept to flush it at exit.
 static TRACER: OnceLock<SdkTracerProvider> = OnceLock::new();
 
-/// Installs the global subscriber. `default_level` applies when no filter is set.
-pub fn init(default_level: &str) {
-    let filter = std::env::var("SLUICE_LOG")
-        .ok()
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .and_then(|spec| EnvFilter::try_new(spec).ok())
-        .unwrap_or_else(|| EnvFilter::new(format!("{default_level},async_nats=warn,wasmtime=warn,cranelift=warn,pg_walstream=error")));
+/// Installs the global subscriber. `default_level` applies when no filter is set. With
+/// `node_log`, what a default `sluice up` logs (its level, `info`) also goes to that file, as
+/// a node's stderr written to a file: `sluice bench` pays what a node pays per event.
+pub fn init(default_level: &str, node_log: Option<&std::path::Path>) {
+    let filter_at = |level: &str| {
+        std::env::var("SLUICE_LOG")
+            .ok()
+            .or_else(|| std::env::var("RUST_LOG").ok())
+            .and_then(|spec| EnvFilter::try_new(spec).ok())
+            .unwrap_or_else(|| EnvFilter::new(format!("{level},async_nats=warn,wasmtime=warn,cranelift=warn,pg_walstream=error")))
+    };
+    let filter = filter_at(default_level);
     let json = std::env::var("SLUICE_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).with_target(false);
+    let node_file = node_log.map(|path| {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        std::fs::File::create(path).map_err(|error| format!("{}: {error}", path.display()))
+    });
+    let (node_file, node_error) = match node_file {
+        Some(Ok(file)) => (Some(file), None),
+        Some(Err(error)) => (None, Some(error)),
+        None => (None, None),
+    };
     let (otlp, error) = match otlp_provider() {
         Some(Ok(provider)) => {
             let tracer = provider.tracer("sluice");
@@ -47,20 +63,28 @@ pub fn init(default_level: &str) {
         Some(Err(error)) => (None, Some(error)),
         None => (None, None),
     };
-    // A second init (tests) keeps the first subscriber. Without an exporter the filter is
+    // A second init (tests) keeps the first subscriber. With a single output the filter is
     // global, so disabled spans and events cost nothing on the event path.
-    let _ = match otlp {
-        Some(otlp) => {
-            let fmt = if json { fmt.json().with_filter(filter).boxed() } else { fmt.compact().with_filter(filter).boxed() };
-            tracing_subscriber::registry().with(fmt).with(otlp).try_init()
-        }
-        None => {
+    let _ = match (otlp, node_file) {
+        (None, None) => {
             let fmt = if json { fmt.json().boxed() } else { fmt.compact().boxed() };
             tracing_subscriber::registry().with(fmt).with(filter).try_init()
+        }
+        (otlp, node_file) => {
+            let fmt = if json { fmt.json().with_filter(filter).boxed() } else { fmt.compact().with_filter(filter).boxed() };
+            let node = node_file.map(|file| {
+                let layer = tracing_subscriber::fmt::layer().with_writer(std::sync::Mutex::new(file)).with_ansi(false).with_target(false);
+                let node_filter = filter_at("info");
+                if json { layer.json().with_filter(node_filter).boxed() } else { layer.compact().with_filter(node_filter).boxed() }
+            });
+            tracing_subscriber::registry().with(fmt).with(node).with(otlp).try_init()
         }
     };
     if let Some(error) = error {
         tracing::warn!(%error, "Cannot export spans over OTLP; continuing without.");
+    }
+    if let Some(error) = node_error {
+        tracing::warn!(%error, "Cannot create the node log; what a node logs per event is not written.");
     }
 }
 
