@@ -27,6 +27,22 @@ pub const SPEC_VERSION: &str = "1.0";
 pub const RAW_TYPE: &str = "sluice.raw";
 pub const JSON: &str = "application/json";
 
+/// The names above as header names, made once: a name given as `&str` is validated, looked
+/// up among the standard names and copied at every insert and lookup, on every event.
+mod name {
+    use async_nats::HeaderName;
+
+    pub static CE_SPECVERSION: HeaderName = HeaderName::from_static(super::CE_SPECVERSION);
+    pub static CE_ID: HeaderName = HeaderName::from_static(super::CE_ID);
+    pub static CE_SOURCE: HeaderName = HeaderName::from_static(super::CE_SOURCE);
+    pub static CE_TYPE: HeaderName = HeaderName::from_static(super::CE_TYPE);
+    pub static CE_TIME: HeaderName = HeaderName::from_static(super::CE_TIME);
+    pub static CE_SUBJECT: HeaderName = HeaderName::from_static(super::CE_SUBJECT);
+    pub static CONTENT_TYPE: HeaderName = HeaderName::from_static(super::CONTENT_TYPE);
+    pub static TRACEPARENT: HeaderName = HeaderName::from_static(super::TRACEPARENT);
+    pub static NATS_MSG_ID: HeaderName = HeaderName::from_static(super::NATS_MSG_ID);
+}
+
 /// Headers that describe the event itself; everything else is carried as an extension.
 const OWN_HEADERS: &[&str] =
     &[CE_SPECVERSION, CE_ID, CE_SOURCE, CE_TYPE, CE_TIME, CE_SUBJECT, CONTENT_TYPE, TRACEPARENT, NATS_MSG_ID];
@@ -69,19 +85,19 @@ impl Event {
     /// topic, a `--subject` flag) is sent as a space.
     pub fn to_headers(&self) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(CE_SPECVERSION, SPEC_VERSION);
-        headers.insert(CE_ID, one_line(&self.id).as_ref());
-        headers.insert(CE_SOURCE, one_line(&self.source).as_ref());
-        headers.insert(CE_TYPE, one_line(&self.ty).as_ref());
-        headers.insert(CE_TIME, self.time.to_rfc3339_opts(SecondsFormat::Micros, true).as_str());
+        headers.insert(name::CE_SPECVERSION.clone(), SPEC_VERSION);
+        headers.insert(name::CE_ID.clone(), one_line(&self.id).as_ref());
+        headers.insert(name::CE_SOURCE.clone(), one_line(&self.source).as_ref());
+        headers.insert(name::CE_TYPE.clone(), one_line(&self.ty).as_ref());
+        headers.insert(name::CE_TIME.clone(), self.time.to_rfc3339_opts(SecondsFormat::Micros, true));
         if let Some(subject) = &self.subject {
-            headers.insert(CE_SUBJECT, one_line(subject).as_ref());
+            headers.insert(name::CE_SUBJECT.clone(), one_line(subject).as_ref());
         }
         if let Some(content_type) = &self.content_type {
-            headers.insert(CONTENT_TYPE, one_line(content_type).as_ref());
+            headers.insert(name::CONTENT_TYPE.clone(), one_line(content_type).as_ref());
         }
-        headers.insert(TRACEPARENT, one_line(&self.traceparent).as_ref());
-        headers.insert(NATS_MSG_ID, one_line(&self.id).as_ref());
+        headers.insert(name::TRACEPARENT.clone(), one_line(&self.traceparent).as_ref());
+        headers.insert(name::NATS_MSG_ID.clone(), one_line(&self.id).as_ref());
         for (name, value) in &self.extensions {
             // Names were validated when the event was built or came off the wire.
             if let Ok(name) = name.parse::<async_nats::HeaderName>() {
@@ -101,20 +117,21 @@ impl Event {
         sequence: u64,
         published: DateTime<Utc>,
     ) -> Self {
-        let get = |name: &str| {
-            headers.and_then(|h| h.get(name)).map(|v| v.as_str().to_owned()).filter(|v| !v.is_empty())
+        let get = |name: &async_nats::HeaderName| {
+            headers.and_then(|h| h.get(name.clone())).map(|v| v.as_str()).filter(|v| !v.is_empty())
         };
-        let raw = get(CE_ID).is_none();
-        let id = get(CE_ID).unwrap_or_else(|| format!("{stream}-{sequence}"));
-        let ty = get(CE_TYPE).unwrap_or_else(|| RAW_TYPE.to_owned());
-        let source = get(CE_SOURCE).unwrap_or_else(|| format!("nats:{nats_subject}"));
-        let time = get(CE_TIME)
-            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+        let id = get(&name::CE_ID).map(str::to_owned);
+        let raw = id.is_none();
+        let id = id.unwrap_or_else(|| format!("{stream}-{sequence}"));
+        let ty = get(&name::CE_TYPE).map_or_else(|| RAW_TYPE.to_owned(), str::to_owned);
+        let source = get(&name::CE_SOURCE).map_or_else(|| format!("nats:{nats_subject}"), str::to_owned);
+        let time = get(&name::CE_TIME)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
             .map_or(published, |t| t.with_timezone(&Utc));
-        let content_type = get(CONTENT_TYPE).or_else(|| {
+        let content_type = get(&name::CONTENT_TYPE).map(str::to_owned).or_else(|| {
             (raw && serde_json::from_slice::<serde::de::IgnoredAny>(&data).is_ok()).then(|| JSON.to_owned())
         });
-        let traceparent = get(TRACEPARENT).filter(|t| valid_traceparent(t)).unwrap_or_else(new_traceparent);
+        let traceparent = get(&name::TRACEPARENT).filter(|t| valid_traceparent(t)).map_or_else(new_traceparent, str::to_owned);
         let mut extensions = Vec::new();
         if let Some(headers) = headers {
             for (name, values) in headers.iter() {
@@ -128,7 +145,7 @@ impl Event {
             }
             extensions.sort();
         }
-        Self { id, source, ty, time, subject: get(CE_SUBJECT), content_type, traceparent, extensions, data }
+        Self { id, source, ty, time, subject: get(&name::CE_SUBJECT).map(str::to_owned), content_type, traceparent, extensions, data }
     }
 
     /// The value of an extension header.
@@ -161,13 +178,10 @@ fn one_line(value: &str) -> Cow<'_, str> {
 /// A new W3C `traceparent`: version 00, random trace and span ids, sampled.
 pub fn new_traceparent() -> String {
     let mut rng = rand::rng();
-    let mut trace = [0u8; 16];
-    let mut span = [0u8; 8];
-    rng.fill_bytes(&mut trace);
-    rng.fill_bytes(&mut span);
-    trace[0] |= 1; // an all-zero id is invalid
-    span[0] |= 1;
-    format!("00-{}-{}-01", hex::encode(trace), hex::encode(span))
+    // An all-zero id is invalid.
+    let trace = (u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64())) | 1;
+    let span = rng.next_u64() | 1;
+    format!("00-{trace:032x}-{span:016x}-01")
 }
 
 /// A `traceparent` for work caused by `parent`: the same trace, a new span.
@@ -175,11 +189,9 @@ pub fn child_traceparent(parent: &str) -> String {
     if !valid_traceparent(parent) {
         return new_traceparent();
     }
-    let mut span = [0u8; 8];
-    rand::rng().fill_bytes(&mut span);
-    span[0] |= 1;
+    let span = rand::rng().next_u64() | 1;
     let parts: Vec<&str> = parent.split('-').collect();
-    format!("00-{}-{}-{}", parts[1], hex::encode(span), parts[3])
+    format!("00-{}-{span:016x}-{}", parts[1], parts[3])
 }
 
 /// Whether a `traceparent` has the W3C shape `00-<32 hex>-<16 hex>-<2 hex>`.

@@ -36,8 +36,9 @@ use crate::telemetry::logs::LogSink;
 /// Publishes kept in flight by every publisher of the bench (raw and Sluice alike), for
 /// small events; see [`publish_window`].
 const PUBLISH_WINDOW: usize = 4096;
-/// Bytes of event bodies kept in flight by a publisher at most.
-const WINDOW_BYTES: usize = 64 * 1024 * 1024;
+/// Bytes of event bodies kept in flight by a publisher at most (with 64 MiB of 1 MiB bodies
+/// in flight the server fell behind its acknowledgements and dropped the connection).
+const WINDOW_BYTES: usize = 16 * 1024 * 1024;
 /// Iterations of the per-invocation phases.
 const INVOKE_ITERATIONS: usize = 5000;
 /// Distinct functions of the cold-start phase.
@@ -631,17 +632,22 @@ impl Running {
         let names: Vec<String> = if count == 1 { vec![prefix.clone()] } else { (0..count).map(|i| format!("{prefix}-{i}")).collect() };
         let seen = Seen::new(capacity);
         let records = if logs.enabled() {
-            // One subscription per function (a subject token is a whole function name).
-            let mut subscribers = Vec::with_capacity(count);
-            for name in &names {
-                let subject = crate::telemetry::logs::logs_subject(name);
-                subscribers.push(load.client.subscribe(subject).await.context("subscribing to the bench functions' invocation records")?);
-            }
-            load.client.flush().await.context("flushing the records subscriptions")?;
-            let mut subscriber = futures::stream::select_all(subscribers);
+            // Read from the stream, not a plain subscription: a collector that falls behind
+            // while the publisher floods the same connection must miss nothing, or a lost
+            // copy would read as an event that never ran.
+            let subjects: Vec<String> = names.iter().map(|name| crate::telemetry::logs::logs_subject(name)).collect();
+            let reader = load
+                .js
+                .get_stream(crate::telemetry::logs::LOGS_STREAM)
+                .await
+                .context("opening stream SLUICE_LOGS")?
+                .create_consumer(consumer::pull::OrderedConfig { filter_subjects: subjects, ..Default::default() })
+                .await
+                .context("reading the bench functions' invocation records")?;
+            let mut messages = reader.messages().await.context("reading the bench functions' invocation records")?;
             let seen = seen.clone();
             Some(tokio::spawn(async move {
-                while let Some(message) = subscriber.next().await {
+                while let Some(Ok(message)) = messages.next().await {
                     count_records(&message.payload, &seen);
                 }
             }))

@@ -432,21 +432,28 @@ impl Dispatcher {
             attempt,
             event: event.clone(),
         };
-        let span = tracing::info_span!("sluice.invoke", function = %name, request_id = %request_id, event_id = %event.id, attempt);
-        crate::telemetry::set_parent(&span, &event.traceparent);
+        let span = crate::telemetry::invoke_span(name, &request_id, &event.id, attempt, &event.traceparent);
         let result = {
             let _running = self.logs.in_flight(name);
             let invoke = self.runtime.invoke(invocation).instrument(span);
             tokio::pin!(invoke);
-            // Waiting for a sandbox slot may take longer than ack_wait: keep the delivery ours.
-            let period = (self.function.timeout + bus::ACK_WAIT_MARGIN) / 2;
-            let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-            loop {
-                tokio::select! {
-                    result = &mut invoke => break result,
-                    _ = heartbeat.tick() => {
-                        if let Err(error) = message.ack_with(AckKind::Progress).await {
-                            warn!(function = %name, %error, "Cannot extend the ack deadline of a running event.");
+            // Most invocations finish at their first poll: only one that does not gets the
+            // timer below (registering and removing a timer costs every event otherwise).
+            let first = std::future::poll_fn(|cx| std::task::Poll::Ready(std::future::Future::poll(invoke.as_mut(), cx))).await;
+            match first {
+                std::task::Poll::Ready(result) => result,
+                std::task::Poll::Pending => {
+                    // Waiting for a sandbox slot may take longer than ack_wait: keep the delivery ours.
+                    let period = (self.function.timeout + bus::ACK_WAIT_MARGIN) / 2;
+                    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                    loop {
+                        tokio::select! {
+                            result = &mut invoke => break result,
+                            _ = heartbeat.tick() => {
+                                if let Err(error) = message.ack_with(AckKind::Progress).await {
+                                    warn!(function = %name, %error, "Cannot extend the ack deadline of a running event.");
+                                }
+                            }
                         }
                     }
                 }

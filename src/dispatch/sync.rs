@@ -201,8 +201,7 @@ async fn invoke_here(served: &Served, slot: OwnedSemaphorePermit, request_id: St
     let name = &served.function.name;
     let event = Arc::new(event);
     let event_id = event.id.clone();
-    let span = tracing::info_span!("sluice.invoke", function = %name, request_id = %request_id, event_id = %event_id, attempt = 1);
-    crate::telemetry::set_parent(&span, &event.traceparent);
+    let span = crate::telemetry::invoke_span(name, &request_id, &event_id, 1, &event.traceparent);
     let start = Utc::now();
     let running = served.logs.in_flight(name);
     let result = served.runtime.invoke(Invocation { request_id: request_id.clone(), attempt: 1, event: event.clone() }).instrument(span).await;

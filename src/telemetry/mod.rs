@@ -107,8 +107,20 @@ fn otlp_provider() -> Option<Result<SdkTracerProvider, String>> {
     Some(Ok(provider))
 }
 
+/// The `sluice.invoke` span of one invocation, a child of the event's W3C `traceparent`,
+/// when spans are exported; otherwise a disabled span: one nobody exports would only add its
+/// bookkeeping (field formatting, enter and exit at every poll) to every event.
+pub fn invoke_span(function: &str, request_id: &str, event_id: &str, attempt: u32, traceparent: &str) -> tracing::Span {
+    if TRACER.get().is_none() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!("sluice.invoke", function = %function, request_id = %request_id, event_id = %event_id, attempt);
+    set_parent(&span, traceparent);
+    span
+}
+
 /// Makes `span` a child of the W3C `traceparent` (when spans are exported).
-pub fn set_parent(span: &tracing::Span, traceparent: &str) {
+fn set_parent(span: &tracing::Span, traceparent: &str) {
     if TRACER.get().is_none() || traceparent.is_empty() {
         return;
     }

@@ -292,7 +292,24 @@ impl Environment {
 
     /// Whether the process has exited.
     pub fn is_alive(&self) -> bool {
-        self.exit.borrow().is_none()
+        self.exit.borrow().is_none() && !self.exited_unreaped()
+    }
+
+    /// Whether the process has exited though its exit was not collected yet: between its
+    /// death and the reaper's `wait` an idle environment would otherwise still look alive and
+    /// be handed an event it can never answer. Asked with `WNOWAIT`, which leaves the exit
+    /// status for the reaper.
+    fn exited_unreaped(&self) -> bool {
+        if self.pid == 0 {
+            return false;
+        }
+        // SAFETY: `siginfo_t` is plain data, valid when zeroed.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: plain syscall on this process's own child; WNOWAIT reaps nothing.
+        let rc = unsafe { libc::waitid(libc::P_PID, self.pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT) };
+        // -1 (ECHILD): already reaped; otherwise a pid in `info` means it has exited.
+        // SAFETY: waitid filled `info` (or left it zeroed, which reads as pid 0).
+        rc != 0 || unsafe { info.si_pid() } != 0
     }
 
     /// Kills the whole process group.

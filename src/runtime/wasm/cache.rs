@@ -160,7 +160,12 @@ fn identity(absolute: &Path, metadata: &std::fs::Metadata) -> String {
 /// file is called unreadable only when a fresh compile of the same bytes does load, and only
 /// a compiled module that loads is stored.
 pub fn load<T: Compiled>(engine: &Engine, cache_dir: &Path, bytes: &[u8]) -> anyhow::Result<T> {
-    load_with(engine, &cache_path(engine, cache_dir, bytes), || Ok(bytes))
+    load_at(engine, &cache_path(engine, cache_dir, bytes), bytes)
+}
+
+/// [`load`] for bytes whose cache file ([`cache_path`]) is known.
+pub fn load_at<T: Compiled>(engine: &Engine, path: &Path, bytes: &[u8]) -> anyhow::Result<T> {
+    load_with(engine, path, || Ok(bytes))
 }
 
 /// [`load`] for an artifact on disk, which is read only when it must be compiled.

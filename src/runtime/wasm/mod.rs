@@ -12,9 +12,10 @@ pub mod cache;
 pub mod engine;
 pub(crate) mod output;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
@@ -58,6 +59,9 @@ pub struct WasmHost {
     cache_dir: PathBuf,
     buckets_dir: Option<PathBuf>,
     slots: Arc<Semaphore>,
+    /// Compiled modules in use, by cache file: functions deployed from the same artifact
+    /// share one copy of its code (each load maps its own, about the compiled size in RSS).
+    modules: Arc<std::sync::Mutex<HashMap<PathBuf, Weak<Module>>>>,
 }
 
 impl WasmHost {
@@ -78,6 +82,7 @@ impl WasmHost {
             cache_dir: config.cache_dir,
             buckets_dir: config.buckets_dir,
             slots: Arc::new(Semaphore::new(max_concurrent)),
+            modules: Arc::default(),
         })
     }
 
@@ -105,19 +110,34 @@ impl WasmHost {
     /// Like [`WasmHost::load`] from bytes in memory.
     pub fn load_bytes(&self, config: &FunctionConfig, bytes: &[u8]) -> anyhow::Result<WasmFunction> {
         let started = Instant::now();
-        let module = cache::load(&self.engine, &self.cache_dir, bytes)?;
-        let function = self.link(config, &module)?;
+        let module = self.module(bytes)?;
+        let function = self.link(config, module)?;
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(WARM - 1);
         function.inner.init_micros.store(micros, Ordering::Relaxed);
         Ok(function)
     }
 
+    /// The compiled module of `bytes`: the one already in use when another function runs the
+    /// same artifact, else loaded from the cache (compiled on a miss).
+    fn module(&self, bytes: &[u8]) -> anyhow::Result<Arc<Module>> {
+        let key = cache::cache_path(&self.engine, &self.cache_dir, bytes);
+        if let Some(module) = self.modules.lock().ok().and_then(|modules| modules.get(&key).and_then(Weak::upgrade)) {
+            return Ok(module);
+        }
+        let module = Arc::new(cache::load_at::<Module>(&self.engine, &key, bytes)?);
+        if let Ok(mut modules) = self.modules.lock() {
+            modules.retain(|_, module| module.strong_count() > 0);
+            modules.insert(key, Arc::downgrade(&module));
+        }
+        Ok(module)
+    }
+
     /// Links an already compiled module.
-    pub fn link(&self, config: &FunctionConfig, module: &Module) -> anyhow::Result<WasmFunction> {
+    pub fn link(&self, config: &FunctionConfig, module: Arc<Module>) -> anyhow::Result<WasmFunction> {
         if module.get_export("_start").is_none() {
             anyhow::bail!("the module exports no `_start`: build it as a WASI command (a program with `main`), e.g. for target wasm32-wasip1");
         }
-        let pre = self.linker.instantiate_pre(module).map_err(|e| anyhow::anyhow!("{e:?}")).context(
+        let pre = self.linker.instantiate_pre(&module).map_err(|e| anyhow::anyhow!("{e:?}")).context(
             "linking the module: it imports something other than WASI preview 1 (wasi_snapshot_preview1)",
         )?;
         let mut env: Vec<(String, String)> = config.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -128,6 +148,7 @@ impl WasmHost {
             inner: Arc::new(Inner {
                 name: config.name.clone(),
                 pre,
+                module,
                 env,
                 mounts,
                 memory_limit: (config.memory_mb as usize).saturating_mul(MIB),
@@ -180,6 +201,9 @@ pub struct WasmFunction {
 struct Inner {
     name: String,
     pre: InstancePre<State>,
+    /// Keeps the module shared while this function runs it ([`WasmHost::module`]).
+    #[allow(dead_code)] // held, never read
+    module: Arc<Module>,
     /// The function's own env plus the per-function context variables.
     env: Vec<(String, String)>,
     mounts: Vec<Mount>,
@@ -473,5 +497,29 @@ mod tests {
             // Not 0: a guest descheduled by a busy machine for two epoch ticks yields, as it should.
             assert!(yielded < RUNS / 2, "{yielded} of {RUNS} invocations of a guest that runs for microseconds yielded");
         });
+    }
+
+    /// Functions deployed from one artifact share its compiled code; another artifact, or
+    /// the same one once no function runs it, is loaded anew.
+    #[test]
+    fn functions_of_one_artifact_share_its_module() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = WasmHost::new(HostConfig { max_concurrent: 1, max_memory_mb: 16, cache_dir: dir.path().join("cache"), buckets_dir: None }).unwrap();
+        let config = |name: &str| -> FunctionConfig { toml::from_str(&format!("name = \"{name}\"\nruntime = \"wasm\"\nmodule = \"m.wasm\"\n")).unwrap() };
+        let noop = crate::bench::noop::module(None).unwrap();
+        let other = crate::bench::noop::module(Some(1)).unwrap();
+        let a = host.load_bytes(&config("a"), &noop).unwrap();
+        let b = host.load_bytes(&config("b"), &noop).unwrap();
+        let c = host.load_bytes(&config("c"), &other).unwrap();
+        assert!(Arc::ptr_eq(&a.inner.module, &b.inner.module));
+        assert!(!Arc::ptr_eq(&a.inner.module, &c.inner.module));
+        assert_eq!(b.inner.name, "b", "each function keeps its own configuration");
+        assert_eq!(Arc::strong_count(&a.inner.module), 2);
+        drop((a, b));
+        let key = cache::cache_path(&host.engine, &dir.path().join("cache"), &noop);
+        assert!(host.modules.lock().unwrap().get(&key).and_then(Weak::upgrade).is_none(), "no function holds it");
+        let again = host.load_bytes(&config("d"), &noop).unwrap();
+        assert_eq!(Arc::strong_count(&again.inner.module), 1);
+        assert!(host.modules.lock().unwrap().get(&key).and_then(Weak::upgrade).is_some());
     }
 }
