@@ -307,9 +307,12 @@ impl Environment {
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: plain syscall on this process's own child; WNOWAIT reaps nothing.
         let rc = unsafe { libc::waitid(libc::P_PID, self.pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT) };
-        // -1 (ECHILD): already reaped; otherwise a pid in `info` means it has exited.
+        if rc != 0 {
+            // ECHILD: already reaped. Any other failure says nothing about the process.
+            return std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD);
+        }
         // SAFETY: waitid filled `info` (or left it zeroed, which reads as pid 0).
-        rc != 0 || unsafe { info.si_pid() } != 0
+        unsafe { info.si_pid() != 0 }
     }
 
     /// Kills the whole process group.
