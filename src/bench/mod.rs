@@ -71,6 +71,9 @@ pub struct Options {
     pub hello: Result<PathBuf, String>,
     /// Many deployed functions idling in a `sluice up` process (none: no such phase).
     pub many_functions: Option<idle::Setup>,
+    /// The bench's own nats-server, whose CPU time is reported beside this process's (none
+    /// with `--nats`).
+    pub nats_pid: Option<u32>,
 }
 
 /// The report; field names are documented in docs/performance.md.
@@ -130,6 +133,42 @@ pub struct RawJetStream {
     pub publish_msgs_per_sec: f64,
     pub consume_msgs_per_sec: f64,
     pub overlapped_msgs_per_sec: f64,
+    /// CPU time per message of the overlapped run.
+    pub overlapped_cpu: CpuPerMessage,
+}
+
+/// CPU time (user + system) per message or event over a throughput phase: where the two
+/// cores go. This process holds the load generator as well as the platform (or the raw
+/// consumer).
+#[derive(Debug, Serialize)]
+pub struct CpuPerMessage {
+    pub bench_process_us: f64,
+    /// The bench's own nats-server (absent with `--nats`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_server_us: Option<f64>,
+}
+
+/// CPU time of this process and of the bench's nats-server since [`CpuMeter::start`].
+struct CpuMeter {
+    nats_pid: Option<u32>,
+    process: Duration,
+    server: f64,
+}
+
+impl CpuMeter {
+    fn start(nats_pid: Option<u32>) -> Self {
+        Self { nats_pid, process: cpu_time(), server: nats_pid.map_or(0.0, scaleout::cpu_seconds) }
+    }
+
+    /// CPU per message since the start, for `n` messages.
+    fn per(&self, n: usize) -> CpuPerMessage {
+        let n = n.max(1) as f64;
+        let us = |seconds: f64| (seconds.max(0.0) * 1e6 / n * 10.0).round() / 10.0;
+        CpuPerMessage {
+            bench_process_us: us((cpu_time() - self.process).as_secs_f64()),
+            nats_server_us: self.nats_pid.map(|pid| us(scaleout::cpu_seconds(pid) - self.server)),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -174,6 +213,8 @@ pub struct EndToEnd {
     /// Whether responses were published on `sluice.results.<function>`: only while someone
     /// listens there, and nobody does during this phase.
     pub results_published: bool,
+    /// CPU time per event of the throughput run.
+    pub cpu: CpuPerMessage,
 }
 
 #[derive(Debug, Serialize)]
@@ -297,6 +338,44 @@ pub async fn run(load: &Bus, platform: &Bus, options: &Options, work_dir: &std::
     })
 }
 
+/// Phase 4's throughput run alone, as `sluice up` runs a function (records, metrics, the
+/// node log): for profilers, whose counts over two event counts give what one event costs
+/// (`sluice bench --only-end-to-end`, docs/performance.md).
+pub async fn end_to_end_only(load: &Bus, platform: &Bus, options: &Options, work_dir: &std::path::Path) -> anyhow::Result<EndToEnd> {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let noop = noop::module(None)?;
+    let host = WasmHost::new(HostConfig { max_concurrent: 2 * cores, max_memory_mb: 16, cache_dir: work_dir.join("cache"), buckets_dir: None })?;
+    let data = event_data(options.size);
+    crate::telemetry::metrics::install();
+    let logs_shutdown = CancellationToken::new();
+    let (logs, logs_task) = LogSink::start(platform.clone(), logs_shutdown.clone());
+    let n = options.events;
+    let functions = Functions { prefix: format!("bench-{run_id}"), count: 1, module: &noop, logs, capacity: n };
+    let mut running = Running::start(load, platform, &host, options, functions).await?;
+    let cpu = CpuMeter::start(options.nats_pid);
+    let events_per_sec = running.max_rate(load, &run_id, &data, options, 0..n, "sluice end to end").await?;
+    let cpu = cpu.per(n);
+    wait_seen(&running.seen, |seen| seen.distinct, n, &ProgressBar::hidden()).await?;
+    let seen = running.stop(load).await?;
+    logs_shutdown.cancel();
+    let _ = logs_task.await;
+    let seen = seen.lock().map_err(|_| anyhow::anyhow!("the collector failed"))?;
+    let invoked_once = seen.counts.iter().filter(|c| **c == 1).count();
+    let duplicates = seen.counts.iter().filter(|c| **c > 1).count();
+    let missing = seen.counts.iter().filter(|c| **c == 0).count();
+    Ok(EndToEnd {
+        events: n,
+        events_per_sec: events_per_sec.round(),
+        invoked_once,
+        duplicates,
+        missing,
+        exactly_once: duplicates == 0 && missing == 0,
+        results_published: false,
+        cpu,
+    })
+}
+
 fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 { round3(a / b) } else { 0.0 }
 }
@@ -357,6 +436,7 @@ async fn raw_jetstream(load: &Bus, platform: &Bus, options: &Options, run_id: &s
     create_raw_stream(js, &name, &subject).await?;
     let stream = platform.js.get_stream(&name).await.context("opening the bench stream")?;
     let bar = progress(options, n, "raw overlapped");
+    let cpu = CpuMeter::start(options.nats_pid);
     let started = Instant::now();
     let consumer = {
         let (stream, bar, size) = (stream.clone(), bar.clone(), options.size);
@@ -365,6 +445,7 @@ async fn raw_jetstream(load: &Bus, platform: &Bus, options: &Options, run_id: &s
     raw_publish(js, &subject, &payload, n, &ProgressBar::hidden()).await?;
     consumer.await.context("the raw consumer task failed")??;
     let overlapped = n as f64 / started.elapsed().as_secs_f64();
+    let overlapped_cpu = cpu.per(n);
     bar.finish_and_clear();
     js.delete_stream(&name).await.context("deleting the bench stream")?;
 
@@ -372,6 +453,7 @@ async fn raw_jetstream(load: &Bus, platform: &Bus, options: &Options, run_id: &s
         publish_msgs_per_sec: publish.round(),
         consume_msgs_per_sec: consume.round(),
         overlapped_msgs_per_sec: overlapped.round(),
+        overlapped_cpu,
     })
 }
 
@@ -785,7 +867,9 @@ async fn end_to_end(
     let functions = Functions { prefix: format!("bench-{run_id}"), count: 1, module: noop, logs, capacity };
     let mut running = Running::start(load, platform, host, options, functions).await?;
     // Nobody listens to the results here, as in a deployment where nobody watches them.
+    let cpu = CpuMeter::start(options.nats_pid);
     let events_per_sec = running.max_rate(load, run_id, data, options, 0..n, "sluice end to end").await?;
+    let cpu = cpu.per(n);
 
     // Latency at half that rate, reported through the results (handler entry times).
     running.listen(load).await?;
@@ -840,6 +924,7 @@ async fn end_to_end(
             missing,
             exactly_once: duplicates == 0 && missing == 0,
             results_published: false,
+            cpu,
         },
         Latency {
             publish_to_handler: percentiles(rate, latencies),

@@ -50,6 +50,10 @@ pub struct Args {
     /// The idle window of each `--functions` run, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 20.0, hide = true)]
     pub idle_window: f64,
+    /// Runs only the end-to-end throughput run (no other phase, no latency run) and reports
+    /// its `sluice` section: for profilers, e.g. callgrind over two event counts.
+    #[arg(long, hide = true)]
+    pub only_end_to_end: bool,
 }
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
@@ -74,11 +78,19 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&work_dir)?;
     let result = measure(ctx, &args, &work_dir).await;
     let _ = std::fs::remove_dir_all(&work_dir);
-    let report = result?;
-    if ctx.json {
-        print_json(&report)?;
-    } else {
-        println!("{}", render(&report));
+    match result? {
+        Measured::Full(report) if ctx.json => print_json(&report)?,
+        Measured::Full(report) => println!("{}", render(&report)),
+        Measured::EndToEnd(sluice) if ctx.json => print_json(&serde_json::json!({ "sluice": sluice }))?,
+        Measured::EndToEnd(sluice) => println!(
+            "{:.0} events/s; CPU per event: {}; exactly once: {} ({} once, {} duplicates, {} missing)",
+            sluice.events_per_sec,
+            cpu_text(&sluice.cpu),
+            sluice.exactly_once,
+            sluice.invoked_once,
+            sluice.duplicates,
+            sluice.missing
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -89,7 +101,13 @@ pub fn work_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("sluice-bench-{}", std::process::id()))
 }
 
-async fn measure(ctx: &Context, args: &Args, work_dir: &std::path::Path) -> anyhow::Result<Report> {
+/// What a bench run measured: every phase, or (`--only-end-to-end`) the end-to-end run.
+enum Measured {
+    Full(Box<Report>),
+    EndToEnd(bench::EndToEnd),
+}
+
+async fn measure(ctx: &Context, args: &Args, work_dir: &std::path::Path) -> anyhow::Result<Measured> {
     // Its own server (file storage, R1) unless one is given; started on this thread.
     let mut server = None;
     // `url` is also what the scale-out phase's worker nodes are given (with the same
@@ -126,8 +144,13 @@ async fn measure(ctx: &Context, args: &Args, work_dir: &std::path::Path) -> anyh
             }),
             None => None,
         },
+        nats_pid: server.as_ref().and_then(EmbeddedNats::pid),
     };
-    let report = bench::run(&load, &platform, &options, work_dir).await;
+    let report = if args.only_end_to_end {
+        bench::end_to_end_only(&load, &platform, &options, work_dir).await.map(Measured::EndToEnd)
+    } else {
+        bench::run(&load, &platform, &options, work_dir).await.map(|report| Measured::Full(Box::new(report)))
+    };
     // Closed before the server stops, so that they do not report it as a lost connection.
     for bus in [load, platform] {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), bus.client.drain()).await;
@@ -165,17 +188,26 @@ fn node_setup(ctx: &Context, url: &str, server: Option<&EmbeddedNats>, flag: &st
     })
 }
 
+fn cpu_text(cpu: &bench::CpuPerMessage) -> String {
+    match cpu.nats_server_us {
+        Some(server) => format!("{:.1} / {server:.1} µs", cpu.bench_process_us),
+        None => format!("{:.1} µs / (not measured: --nats)", cpu.bench_process_us),
+    }
+}
+
 fn render(r: &Report) -> String {
     let mut t = Table::new(vec!["PHASE", "FIGURE", "VALUE"]);
     let mut row = |phase: &str, figure: &str, value: String| t.row(vec![phase.to_owned(), figure.to_owned(), value]);
     row("raw JetStream", "publish", format!("{:.0} msgs/s", r.raw_jetstream.publish_msgs_per_sec));
     row("raw JetStream", "consume + ack", format!("{:.0} msgs/s", r.raw_jetstream.consume_msgs_per_sec));
     row("raw JetStream", "overlapped", format!("{:.0} msgs/s", r.raw_jetstream.overlapped_msgs_per_sec));
+    row("raw JetStream", "CPU per message (bench / nats-server)", cpu_text(&r.raw_jetstream.overlapped_cpu));
     row("bare wasmtime", "invoke p50 / p99", format!("{:.1} / {:.1} µs", r.bare_wasmtime.p50_us, r.bare_wasmtime.p99_us));
     row("bare wasmtime", "CPU per invoke", format!("{:.1} µs", r.bare_wasmtime.cpu_us_per_invocation));
     row("sluice runtime", "invoke p50 / p99", format!("{:.1} / {:.1} µs", r.sluice_runtime.p50_us, r.sluice_runtime.p99_us));
     row("sluice runtime", "CPU per invoke", format!("{:.1} µs", r.sluice_runtime.cpu_us_per_invocation));
     row("sluice end to end", "throughput", format!("{:.0} events/s", r.sluice.events_per_sec));
+    row("sluice end to end", "CPU per event (bench / nats-server)", cpu_text(&r.sluice.cpu));
     row(
         "sluice end to end",
         "exactly once",

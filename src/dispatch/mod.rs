@@ -306,7 +306,9 @@ impl Dispatcher {
                 tracker.spawn(async move {
                     // A bug in handling one event must not take the dispatcher's count of
                     // running invocations with it; the event is redelivered.
-                    if AssertUnwindSafe(this.handle(message)).catch_unwind().await.is_err() {
+                    // Boxed: the task then moves a pointer, not the whole state (kilobytes)
+                    // of handling an event, each time the runtime moves it.
+                    if AssertUnwindSafe(Box::pin(this.handle(message))).catch_unwind().await.is_err() {
                         error!(function = %this.function.name, "Handling an event panicked; JetStream redelivers it after ack_wait.");
                     }
                     this.running.fetch_sub(1, Ordering::SeqCst);

@@ -21,6 +21,7 @@ use std::sync::OnceLock;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt as _};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
@@ -33,15 +34,9 @@ static TRACER: OnceLock<SdkTracerProvider> = OnceLock::new();
 /// a node's stderr written to a file: `sluice bench` pays what a node pays per event.
 pub fn init(default_level: &str, node_log: Option<&std::path::Path>) {
     let filter_at = |level: &str| {
-        std::env::var("SLUICE_LOG")
-            .ok()
-            .or_else(|| std::env::var("RUST_LOG").ok())
-            .and_then(|spec| EnvFilter::try_new(spec).ok())
-            .unwrap_or_else(|| EnvFilter::new(format!("{level},async_nats=warn,wasmtime=warn,cranelift=warn,pg_walstream=error")))
+        user_filter().unwrap_or_else(|| EnvFilter::new(format!("{level},async_nats=warn,wasmtime=warn,cranelift=warn,pg_walstream=error")))
     };
-    let filter = filter_at(default_level);
     let json = std::env::var("SLUICE_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).with_target(false);
     let node_file = node_log.map(|path| {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
@@ -53,6 +48,19 @@ pub fn init(default_level: &str, node_log: Option<&std::path::Path>) {
         Some(Err(error)) => (None, Some(error)),
         None => (None, None),
     };
+    // With a node log, one layer formats each line once at the node's level (`info`) into
+    // the file, and copies to stderr what the command itself shows (its own level, or all
+    // that SLUICE_LOG lets through): a line costs what it costs `sluice up`, whose one layer
+    // writes to stderr.
+    let (writer, ansi, filter) = match node_file {
+        Some(file) => {
+            let shown = if user_filter().is_some() { tracing::Level::TRACE } else { default_level.parse().unwrap_or(tracing::Level::WARN) };
+            (BoxMakeWriter::new(std::sync::Mutex::new(file).and(std::io::stderr.with_max_level(shown))), false, filter_at("info"))
+        }
+        None => (BoxMakeWriter::new(std::io::stderr), std::io::stderr().is_terminal(), filter_at(default_level)),
+    };
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(ansi).with_target(false);
+    let fmt = if json { fmt.json().boxed() } else { fmt.compact().boxed() };
     let (otlp, error) = match otlp_provider() {
         Some(Ok(provider)) => {
             let tracer = provider.tracer("sluice");
@@ -63,22 +71,11 @@ pub fn init(default_level: &str, node_log: Option<&std::path::Path>) {
         Some(Err(error)) => (None, Some(error)),
         None => (None, None),
     };
-    // A second init (tests) keeps the first subscriber. With a single output the filter is
+    // A second init (tests) keeps the first subscriber. Without an exporter the filter is
     // global, so disabled spans and events cost nothing on the event path.
-    let _ = match (otlp, node_file) {
-        (None, None) => {
-            let fmt = if json { fmt.json().boxed() } else { fmt.compact().boxed() };
-            tracing_subscriber::registry().with(fmt).with(filter).try_init()
-        }
-        (otlp, node_file) => {
-            let fmt = if json { fmt.json().with_filter(filter).boxed() } else { fmt.compact().with_filter(filter).boxed() };
-            let node = node_file.map(|file| {
-                let layer = tracing_subscriber::fmt::layer().with_writer(std::sync::Mutex::new(file)).with_ansi(false).with_target(false);
-                let node_filter = filter_at("info");
-                if json { layer.json().with_filter(node_filter).boxed() } else { layer.compact().with_filter(node_filter).boxed() }
-            });
-            tracing_subscriber::registry().with(fmt).with(node).with(otlp).try_init()
-        }
+    let _ = match otlp {
+        None => tracing_subscriber::registry().with(fmt).with(filter).try_init(),
+        Some(otlp) => tracing_subscriber::registry().with(fmt.with_filter(filter)).with(otlp).try_init(),
     };
     if let Some(error) = error {
         tracing::warn!(%error, "Cannot export spans over OTLP; continuing without.");
@@ -86,6 +83,11 @@ pub fn init(default_level: &str, node_log: Option<&std::path::Path>) {
     if let Some(error) = node_error {
         tracing::warn!(%error, "Cannot create the node log; what a node logs per event is not written.");
     }
+}
+
+/// The filter of `SLUICE_LOG` (or `RUST_LOG`), when one is set and valid.
+fn user_filter() -> Option<EnvFilter> {
+    std::env::var("SLUICE_LOG").ok().or_else(|| std::env::var("RUST_LOG").ok()).and_then(|spec| EnvFilter::try_new(spec).ok())
 }
 
 /// An OTLP span exporter when an endpoint is configured.
