@@ -42,6 +42,7 @@ fn the_report_is_complete_and_every_event_ran_once() {
         "latency.publish_to_handler.p50_ms",
         "latency.publish_to_handler.p99_ms",
         "latency.publish_to_handler.p999_ms",
+        "latency.slowest.events",
         "latency.raw_jetstream_publish_to_delivery.p50_ms",
         "latency.raw_jetstream_publish_to_delivery.p99_ms",
         "cold_start.precompiled.p50_ms",
@@ -78,6 +79,9 @@ fn the_report_is_complete_and_every_event_ran_once() {
     ] {
         assert!(number(path) > 0.0, "{path} should be positive: {report:#}");
     }
+    // The tail split: both parts of the slowest events are measured.
+    assert!(number("latency.slowest.publish_to_stored_p50_ms") >= 0.0);
+    assert!(number("latency.slowest.stored_to_handler_p50_ms") >= 0.0);
     // The bench's own server is measured (its clock ticks may show no CPU in a short phase).
     assert!(number("sluice.cpu.nats_server_us") >= 0.0);
     assert!(number("raw_jetstream.overlapped_cpu.nats_server_us") >= 0.0);

@@ -220,9 +220,22 @@ pub struct EndToEnd {
 #[derive(Debug, Serialize)]
 pub struct Latency {
     pub publish_to_handler: Percentiles,
+    /// Where the slowest events' time went.
+    pub slowest: SlowestSplit,
     /// The baseline at the same rate and size: a plain publish to a stream until a durable
     /// pull consumer receives it, no wasm.
     pub raw_jetstream_publish_to_delivery: Percentiles,
+}
+
+/// The slowest 1% of the half-load events (at least one), each split at the time the server
+/// stored it (the stream's timestamp of its message, same host clock): the median of each part.
+#[derive(Debug, Serialize)]
+pub struct SlowestSplit {
+    pub events: usize,
+    /// Publish (the load generator) → stored in `SLUICE_EVENTS`.
+    pub publish_to_stored_p50_ms: f64,
+    /// Stored → the handler entered (delivery, dispatch, sandbox set-up).
+    pub stored_to_handler_p50_ms: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -879,20 +892,22 @@ async fn end_to_end(
     let interval = Duration::from_secs_f64(1.0 / rate);
     let started = tokio::time::Instant::now();
     let mut acks = VecDeque::new();
+    // The stream sequence of each half-load event, by index after `n`.
+    let mut sequences = vec![0; m];
     for (j, published) in running.published_ns.iter_mut().enumerate().skip(n).take(m) {
         let due = started + interval.mul_f64((j - n) as f64);
         tokio::time::sleep_until(due).await;
         let event = bench_event(run_id, j, data);
         *published = now_ns();
-        acks.push_back(load.send_event(running.subject.clone(), &event).await?);
+        acks.push_back((j - n, load.send_event(running.subject.clone(), &event).await?));
         while acks.len() > PUBLISH_WINDOW {
-            if let Some(ack) = acks.pop_front() {
-                ack.await.context("publish not acknowledged")?;
+            if let Some((k, ack)) = acks.pop_front() {
+                sequences[k] = ack.await.context("publish not acknowledged")?.sequence;
             }
         }
     }
-    for ack in acks {
-        ack.await.context("publish not acknowledged")?;
+    for (k, ack) in acks {
+        sequences[k] = ack.await.context("publish not acknowledged")?.sequence;
     }
     wait_seen(&running.seen, |seen| seen.answered, m, &bar).await?;
     bar.finish_and_clear();
@@ -904,7 +919,7 @@ async fn end_to_end(
     let published_ns = std::mem::take(&mut running.published_ns);
     let seen = running.stop(load).await?;
 
-    let (invoked_once, duplicates, missing, latencies) = {
+    let (invoked_once, duplicates, missing, latencies, entered) = {
         let seen = seen.lock().map_err(|_| anyhow::anyhow!("the collector failed"))?;
         let counts = &seen.counts[..n + m];
         let once = counts.iter().filter(|c| **c == 1).count();
@@ -913,8 +928,9 @@ async fn end_to_end(
         let latencies: Vec<Duration> = (n..n + m)
             .map(|j| Duration::from_nanos(seen.entered_ns[j].saturating_sub(published_ns[j])))
             .collect();
-        (once, duplicates, missing, latencies)
+        (once, duplicates, missing, latencies, seen.entered_ns[n..n + m].to_vec())
     };
+    let slowest = slowest_split(load, &latencies, &published_ns[n..n + m], &entered, &sequences).await?;
     Ok((
         EndToEnd {
             events: n,
@@ -928,6 +944,7 @@ async fn end_to_end(
         },
         Latency {
             publish_to_handler: percentiles(rate, latencies),
+            slowest,
             raw_jetstream_publish_to_delivery: raw_latency(load, platform, options, run_id, rate, m).await?,
         },
     ))
@@ -978,6 +995,27 @@ fn median(values: impl IntoIterator<Item = f64>) -> f64 {
     let mut values: Vec<f64> = values.into_iter().collect();
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Splits the slowest 1% of `latencies` (by index: publish and handler-entry times in ns
+/// since the epoch, stream sequences) at the time the server stored each event.
+async fn slowest_split(load: &Bus, latencies: &[Duration], published_ns: &[u64], entered_ns: &[u64], sequences: &[u64]) -> anyhow::Result<SlowestSplit> {
+    let mut order: Vec<usize> = (0..latencies.len()).collect();
+    order.sort_by_key(|&k| std::cmp::Reverse(latencies[k]));
+    order.truncate((latencies.len() / 100).max(1));
+    let stream = load.js.get_stream(bus::EVENTS_STREAM).await.context("opening stream SLUICE_EVENTS")?;
+    let (mut ingest, mut dispatch) = (Vec::with_capacity(order.len()), Vec::with_capacity(order.len()));
+    for k in order {
+        let message = stream.get_raw_message(sequences[k]).await.with_context(|| format!("reading event {} of the latency run back", sequences[k]))?;
+        let stored = message.time.timestamp_nanos_opt().and_then(|ns| u64::try_from(ns).ok()).unwrap_or(0);
+        ingest.push(Duration::from_nanos(stored.saturating_sub(published_ns[k])));
+        dispatch.push(Duration::from_nanos(entered_ns[k].saturating_sub(stored)));
+    }
+    let p50 = |mut v: Vec<Duration>| {
+        v.sort();
+        round3(percentile(&v, 0.5).as_secs_f64() * 1e3)
+    };
+    Ok(SlowestSplit { events: ingest.len(), publish_to_stored_p50_ms: p50(ingest), stored_to_handler_p50_ms: p50(dispatch) })
 }
 
 fn percentiles(rate: f64, mut latencies: Vec<Duration>) -> Percentiles {

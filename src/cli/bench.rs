@@ -219,6 +219,12 @@ fn render(r: &Report) -> String {
         "publish → handler",
         format!("p50 {:.3} / p99 {:.3} / p99.9 {:.3} ms at {:.0}/s", l.p50_ms, l.p99_ms, l.p999_ms, l.rate_per_sec),
     );
+    let s = &r.latency.slowest;
+    row(
+        "latency at 50% load",
+        "slowest 1%: publish → stored / → handler",
+        format!("p50 {:.3} / {:.3} ms ({} events)", s.publish_to_stored_p50_ms, s.stored_to_handler_p50_ms, s.events),
+    );
     let l = &r.latency.raw_jetstream_publish_to_delivery;
     row(
         "latency at 50% load",
