@@ -122,8 +122,26 @@ async fn measure(ctx: &Context, args: &Args, work_dir: &std::path::Path) -> anyh
             (target, url)
         }
     };
-    // Two connections, as a publisher and a worker in separate processes would have.
-    let load = Bus::connect(&target, &BusSettings::default(), StreamSetup::CreateMissing).await?;
+    // Two connections, as a publisher and a worker in separate processes would have. The
+    // load generator's connection does its I/O on a thread of its own, as another process
+    // would: its publishes and their acknowledgements do not wait behind the platform's
+    // invocations on the platform's workers (nor the platform's reads behind them).
+    let load_runtime = LoadRuntime(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("sluice-bench-load")
+            .enable_all()
+            .build()
+            .context("starting the load generator's thread")?,
+    ));
+    let load = {
+        let target = target.clone();
+        load_runtime
+            .handle()
+            .spawn(async move { Bus::connect(&target, &BusSettings::default(), StreamSetup::CreateMissing).await })
+            .await
+            .context("connecting the load generator")??
+    };
     let platform = Bus::connect(&target, &BusSettings::default(), StreamSetup::CreateMissing).await?;
     let options = Options {
         events: args.events,
@@ -155,8 +173,30 @@ async fn measure(ctx: &Context, args: &Args, work_dir: &std::path::Path) -> anyh
     for bus in [load, platform] {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), bus.client.drain()).await;
     }
+    drop(load_runtime);
     drop(server);
     report
+}
+
+/// The load generator's runtime, stopped without waiting when dropped (also on an early
+/// return: dropping a runtime the normal way blocks, which an async context may not).
+struct LoadRuntime(Option<tokio::runtime::Runtime>);
+
+impl LoadRuntime {
+    fn handle(&self) -> tokio::runtime::Handle {
+        match &self.0 {
+            Some(runtime) => runtime.handle().clone(),
+            None => tokio::runtime::Handle::current(),
+        }
+    }
+}
+
+impl Drop for LoadRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// The `hello` example's compiled module, for `flag`.
