@@ -278,14 +278,9 @@ sluice.results.<function> while someone listens there (the latency phase does)";
 /// collector), `platform` the one consumers and the dispatcher use, as two processes would.
 pub async fn run(load: &Bus, platform: &Bus, options: &Options, work_dir: &std::path::Path) -> anyhow::Result<Report> {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let run_id = new_run_id();
     let noop = noop::module(None)?;
-    let host = WasmHost::new(HostConfig {
-        max_concurrent: 2 * cores,
-        max_memory_mb: 16,
-        cache_dir: work_dir.join("cache"),
-        buckets_dir: None,
-    })?;
+    let host = bench_host(cores, work_dir)?;
     let data = event_data(options.size);
 
     let raw_jetstream = raw_jetstream(load, platform, options, &run_id).await?;
@@ -356,9 +351,9 @@ pub async fn run(load: &Bus, platform: &Bus, options: &Options, work_dir: &std::
 /// (`sluice bench --only-end-to-end`, docs/performance.md).
 pub async fn end_to_end_only(load: &Bus, platform: &Bus, options: &Options, work_dir: &std::path::Path) -> anyhow::Result<EndToEnd> {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let run_id = new_run_id();
     let noop = noop::module(None)?;
-    let host = WasmHost::new(HostConfig { max_concurrent: 2 * cores, max_memory_mb: 16, cache_dir: work_dir.join("cache"), buckets_dir: None })?;
+    let host = bench_host(cores, work_dir)?;
     let data = event_data(options.size);
     crate::telemetry::metrics::install();
     let logs_shutdown = CancellationToken::new();
@@ -374,19 +369,35 @@ pub async fn end_to_end_only(load: &Bus, platform: &Bus, options: &Options, work
     logs_shutdown.cancel();
     let _ = logs_task.await;
     let seen = seen.lock().map_err(|_| anyhow::anyhow!("the collector failed"))?;
-    let invoked_once = seen.counts.iter().filter(|c| **c == 1).count();
-    let duplicates = seen.counts.iter().filter(|c| **c > 1).count();
-    let missing = seen.counts.iter().filter(|c| **c == 0).count();
-    Ok(EndToEnd {
-        events: n,
-        events_per_sec: events_per_sec.round(),
-        invoked_once,
-        duplicates,
-        missing,
-        exactly_once: duplicates == 0 && missing == 0,
-        results_published: false,
-        cpu,
-    })
+    Ok(EndToEnd::counted(n, events_per_sec, &seen.counts, cpu))
+}
+
+/// A run's id, in the names of its streams, consumers and events.
+fn new_run_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
+}
+
+/// The wasm host the bench's no-op functions run in.
+fn bench_host(cores: usize, work_dir: &std::path::Path) -> anyhow::Result<WasmHost> {
+    WasmHost::new(HostConfig { max_concurrent: 2 * cores, max_memory_mb: 16, cache_dir: work_dir.join("cache"), buckets_dir: None })
+}
+
+impl EndToEnd {
+    /// The figures of a throughput run of `events` events, from how often each event ran.
+    fn counted(events: usize, events_per_sec: f64, counts: &[u32], cpu: CpuPerMessage) -> Self {
+        let duplicates = counts.iter().filter(|c| **c > 1).count();
+        let missing = counts.iter().filter(|c| **c == 0).count();
+        Self {
+            events,
+            events_per_sec: events_per_sec.round(),
+            invoked_once: counts.iter().filter(|c| **c == 1).count(),
+            duplicates,
+            missing,
+            exactly_once: duplicates == 0 && missing == 0,
+            results_published: false,
+            cpu,
+        }
+    }
 }
 
 fn ratio(a: f64, b: f64) -> f64 {
@@ -919,29 +930,16 @@ async fn end_to_end(
     let published_ns = std::mem::take(&mut running.published_ns);
     let seen = running.stop(load).await?;
 
-    let (invoked_once, duplicates, missing, latencies, entered) = {
+    let (sluice, latencies, entered) = {
         let seen = seen.lock().map_err(|_| anyhow::anyhow!("the collector failed"))?;
-        let counts = &seen.counts[..n + m];
-        let once = counts.iter().filter(|c| **c == 1).count();
-        let duplicates = counts.iter().filter(|c| **c > 1).count();
-        let missing = counts.iter().filter(|c| **c == 0).count();
         let latencies: Vec<Duration> = (n..n + m)
             .map(|j| Duration::from_nanos(seen.entered_ns[j].saturating_sub(published_ns[j])))
             .collect();
-        (once, duplicates, missing, latencies, seen.entered_ns[n..n + m].to_vec())
+        (EndToEnd::counted(n, events_per_sec, &seen.counts[..n + m], cpu), latencies, seen.entered_ns[n..n + m].to_vec())
     };
     let slowest = slowest_split(load, &latencies, &published_ns[n..n + m], &entered, &sequences).await?;
     Ok((
-        EndToEnd {
-            events: n,
-            events_per_sec: events_per_sec.round(),
-            invoked_once,
-            duplicates,
-            missing,
-            exactly_once: duplicates == 0 && missing == 0,
-            results_published: false,
-            cpu,
-        },
+        sluice,
         Latency {
             publish_to_handler: percentiles(rate, latencies),
             slowest,
