@@ -85,6 +85,13 @@ fn the_report_is_complete_and_every_event_ran_once() {
     // The bench's own server is measured (its clock ticks may show no CPU in a short phase).
     assert!(number("sluice.cpu.nats_server_us") >= 0.0);
     assert!(number("raw_jetstream.overlapped_cpu.nats_server_us") >= 0.0);
+    // The host's steal over each window, where the kernel reports it (Linux: /proc/stat).
+    if std::fs::read_to_string("/proc/stat").is_ok_and(|stat| stat.lines().next().is_some_and(|l| l.split_whitespace().count() >= 9)) {
+        for path in ["sluice.cpu.host_steal", "raw_jetstream.overlapped_cpu.host_steal", "latency.publish_to_handler.host_steal", "latency.raw_jetstream_publish_to_delivery.host_steal", "postgres.latency_sluice.host_steal"] {
+            let steal = number(path);
+            assert!((0.0..=1.0).contains(&steal), "{path} is a share of CPU time: {report:#}");
+        }
+    }
     assert!(number("bare_wasmtime.p99_us") >= number("bare_wasmtime.p50_us"));
     assert!(number("latency.publish_to_handler.p999_ms") >= number("latency.publish_to_handler.p50_ms"));
     assert_eq!(number("cold_start.functions"), 50.0);

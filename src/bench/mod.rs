@@ -146,6 +146,48 @@ pub struct CpuPerMessage {
     /// The bench's own nats-server (absent with `--nats`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nats_server_us: Option<f64>,
+    /// The share of the machine's CPU time the hypervisor gave to other guests meanwhile
+    /// (`steal` in `/proc/stat`), 0 to 1; absent where the kernel does not report it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_steal: Option<f64>,
+}
+
+/// The machine's CPU time stolen by the hypervisor since [`HostSteal::start`]: a virtual
+/// machine whose host is busy loses its cores for milliseconds at a time, which shows in
+/// every figure of that window. Reported beside each phase so such a window can be told
+/// from one the platform made slow.
+#[derive(Clone, Copy)]
+struct HostSteal(Option<(u64, u64)>);
+
+impl HostSteal {
+    fn start() -> Self {
+        Self(host_steal_ticks())
+    }
+
+    /// Stolen ÷ all CPU time since the start, rounded to 0.001.
+    fn share(self) -> Option<f64> {
+        let (steal_0, total_0) = self.0?;
+        let (steal_1, total_1) = host_steal_ticks()?;
+        let total = total_1.checked_sub(total_0).filter(|t| *t > 0)?;
+        Some(round3(steal_1.saturating_sub(steal_0) as f64 / total as f64))
+    }
+}
+
+/// The stolen and the total ticks of all CPUs (`/proc/stat`'s first line).
+fn host_steal_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_steal_ticks(stat.lines().next()?)
+}
+
+/// `cpu  user nice system idle iowait irq softirq steal guest guest_nice`: guest time is
+/// already counted in user and nice, so the total is the first eight.
+fn parse_steal_ticks(line: &str) -> Option<(u64, u64)> {
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let ticks: Vec<u64> = fields.take(8).map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    (ticks.len() == 8).then(|| (ticks[7], ticks.iter().sum()))
 }
 
 /// CPU time of this process and of the bench's nats-server since [`CpuMeter::start`].
@@ -153,11 +195,12 @@ struct CpuMeter {
     nats_pid: Option<u32>,
     process: Duration,
     server: f64,
+    steal: HostSteal,
 }
 
 impl CpuMeter {
     fn start(nats_pid: Option<u32>) -> Self {
-        Self { nats_pid, process: cpu_time(), server: nats_pid.map_or(0.0, scaleout::cpu_seconds) }
+        Self { nats_pid, process: cpu_time(), server: nats_pid.map_or(0.0, scaleout::cpu_seconds), steal: HostSteal::start() }
     }
 
     /// CPU per message since the start, for `n` messages.
@@ -167,6 +210,7 @@ impl CpuMeter {
         CpuPerMessage {
             bench_process_us: us((cpu_time() - self.process).as_secs_f64()),
             nats_server_us: self.nats_pid.map(|pid| us(scaleout::cpu_seconds(pid) - self.server)),
+            host_steal: self.steal.share(),
         }
     }
 }
@@ -245,6 +289,10 @@ pub struct Percentiles {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub p999_ms: f64,
+    /// The machine's CPU time stolen by the hypervisor while these were measured (see
+    /// [`CpuPerMessage::host_steal`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_steal: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -901,6 +949,7 @@ async fn end_to_end(
     let m = ((rate * LATENCY_PERIOD.as_secs_f64()) as usize).clamp(1, capacity - n);
     let bar = progress(options, m, "latency at 50% load");
     let interval = Duration::from_secs_f64(1.0 / rate);
+    let steal = HostSteal::start();
     let started = tokio::time::Instant::now();
     let mut acks = VecDeque::new();
     // The stream sequence of each half-load event, by index after `n`.
@@ -921,6 +970,7 @@ async fn end_to_end(
         sequences[k] = ack.await.context("publish not acknowledged")?.sequence;
     }
     wait_seen(&running.seen, |seen| seen.answered, m, &bar).await?;
+    let steal = steal.share();
     bar.finish_and_clear();
 
     // Every invocation's record, and time for redeliveries or duplicates to show up.
@@ -941,7 +991,7 @@ async fn end_to_end(
     Ok((
         sluice,
         Latency {
-            publish_to_handler: percentiles(rate, latencies),
+            publish_to_handler: percentiles(rate, latencies, steal),
             slowest,
             raw_jetstream_publish_to_delivery: raw_latency(load, platform, options, run_id, rate, m).await?,
         },
@@ -1016,7 +1066,7 @@ async fn slowest_split(load: &Bus, latencies: &[Duration], published_ns: &[u64],
     Ok(SlowestSplit { events: ingest.len(), publish_to_stored_p50_ms: p50(ingest), stored_to_handler_p50_ms: p50(dispatch) })
 }
 
-fn percentiles(rate: f64, mut latencies: Vec<Duration>) -> Percentiles {
+fn percentiles(rate: f64, mut latencies: Vec<Duration>, host_steal: Option<f64>) -> Percentiles {
     latencies.sort();
     let ms = |d: Duration| round3(d.as_secs_f64() * 1e3);
     Percentiles {
@@ -1025,6 +1075,7 @@ fn percentiles(rate: f64, mut latencies: Vec<Duration>) -> Percentiles {
         p50_ms: ms(percentile(&latencies, 0.50)),
         p99_ms: ms(percentile(&latencies, 0.99)),
         p999_ms: ms(percentile(&latencies, 0.999)),
+        host_steal,
     }
 }
 
@@ -1056,6 +1107,7 @@ async fn raw_latency(load: &Bus, platform: &Bus, options: &Options, run_id: &str
     });
     let bar = progress(options, count, "raw latency");
     let interval = Duration::from_secs_f64(1.0 / rate);
+    let steal = HostSteal::start();
     let started = tokio::time::Instant::now();
     let mut acks = VecDeque::new();
     for i in 0..count {
@@ -1077,12 +1129,13 @@ async fn raw_latency(load: &Bus, platform: &Bus, options: &Options, run_id: &str
         .await
         .map_err(|_| anyhow::anyhow!("the raw latency consumer did not receive every message in time"))?
         .context("the raw latency consumer failed")?;
+    let steal = steal.share();
     bar.finish_and_clear();
     load.js.delete_stream(&name).await.context("deleting the bench stream")?;
     if latencies.len() < count {
         anyhow::bail!("the raw latency consumer received {} of {count} messages", latencies.len());
     }
-    Ok(percentiles(rate, latencies))
+    Ok(percentiles(rate, latencies, steal))
 }
 
 fn bench_event(run_id: &str, index: usize, data: &Bytes) -> Event {
@@ -1217,6 +1270,15 @@ mod tests {
         assert_eq!(percentile(&times, 0.99), Duration::from_millis(99));
         assert_eq!(percentile(&times, 0.999), Duration::from_millis(100));
         assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn steal_is_the_eighth_tick_count_of_eight() {
+        // guest and guest_nice (the last two) are already in user and nice.
+        assert_eq!(parse_steal_ticks("cpu  395395 0 36875 1308995 1572 0 581 11454 0 0"), Some((11454, 1754872)));
+        assert_eq!(parse_steal_ticks("cpu  10 0 5 80 5"), None);
+        assert_eq!(parse_steal_ticks("cpu0 10 0 5 80 5 0 0 0 0 0"), None);
+        assert_eq!(parse_steal_ticks("cpu  10 0 x 80 5 0 0 0 0 0"), None);
     }
 
     #[test]

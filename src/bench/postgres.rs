@@ -159,6 +159,7 @@ async fn measure(
     let mut events_on_bus = bus.client.subscribe(subject.clone()).await?;
     bus.client.flush().await?;
     let (mut floor_latency, mut sluice_latency) = (Vec::new(), Vec::new());
+    let steal = super::HostSteal::start();
     let started = Instant::now();
     for id in rows..rows + LATENCY_ROWS {
         let sent = Instant::now();
@@ -179,6 +180,7 @@ async fn measure(
         sluice_latency.push(published.context("Sluice: no event")?.context("Sluice: the subscription ended")?);
     }
     let rate = super::round3(LATENCY_ROWS as f64 / started.elapsed().as_secs_f64().max(1e-6));
+    let steal = steal.share();
     drop(stream);
     shutdown.cancel();
     let _ = running.await;
@@ -193,7 +195,7 @@ async fn measure(
         slot_only_rows_per_sec: slot_only,
         sluice_rows_per_sec: sluice,
         sluice_vs_slot_only: super::ratio(sluice, slot_only),
-        latency_slot_only: super::percentiles(rate, floor_latency),
-        latency_sluice: super::percentiles(rate, sluice_latency),
+        latency_slot_only: super::percentiles(rate, floor_latency, steal),
+        latency_sluice: super::percentiles(rate, sluice_latency, steal),
     })
 }

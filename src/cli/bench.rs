@@ -229,10 +229,20 @@ fn node_setup(ctx: &Context, url: &str, server: Option<&EmbeddedNats>, flag: &st
 }
 
 fn cpu_text(cpu: &bench::CpuPerMessage) -> String {
-    match cpu.nats_server_us {
+    let figures = match cpu.nats_server_us {
         Some(server) => format!("{:.1} / {server:.1} µs", cpu.bench_process_us),
         None => format!("{:.1} µs / (not measured: --nats)", cpu.bench_process_us),
-    }
+    };
+    figures + &steal_text(cpu.host_steal)
+}
+
+/// The host's steal over a window, when the kernel reports it.
+fn steal_text(steal: Option<f64>) -> String {
+    steal.map_or_else(String::new, |steal| format!(" (host steal {:.1}%)", steal * 100.0))
+}
+
+fn latency_text(l: &bench::Percentiles) -> String {
+    format!("p50 {:.3} / p99 {:.3} / p99.9 {:.3} ms at {:.0}/s{}", l.p50_ms, l.p99_ms, l.p999_ms, l.rate_per_sec, steal_text(l.host_steal))
 }
 
 fn render(r: &Report) -> String {
@@ -253,24 +263,14 @@ fn render(r: &Report) -> String {
         "exactly once",
         format!("{} ({} once, {} duplicates, {} missing)", r.sluice.exactly_once, r.sluice.invoked_once, r.sluice.duplicates, r.sluice.missing),
     );
-    let l = &r.latency.publish_to_handler;
-    row(
-        "latency at 50% load",
-        "publish → handler",
-        format!("p50 {:.3} / p99 {:.3} / p99.9 {:.3} ms at {:.0}/s", l.p50_ms, l.p99_ms, l.p999_ms, l.rate_per_sec),
-    );
+    row("latency at 50% load", "publish → handler", latency_text(&r.latency.publish_to_handler));
     let s = &r.latency.slowest;
     row(
         "latency at 50% load",
         "slowest 1%: publish → stored / → handler",
         format!("p50 {:.3} / {:.3} ms ({} events)", s.publish_to_stored_p50_ms, s.stored_to_handler_p50_ms, s.events),
     );
-    let l = &r.latency.raw_jetstream_publish_to_delivery;
-    row(
-        "latency at 50% load",
-        "raw JetStream → consumer",
-        format!("p50 {:.3} / p99 {:.3} / p99.9 {:.3} ms at {:.0}/s", l.p50_ms, l.p99_ms, l.p999_ms, l.rate_per_sec),
-    );
+    row("latency at 50% load", "raw JetStream → consumer", latency_text(&r.latency.raw_jetstream_publish_to_delivery));
     let c = &r.cold_start;
     row("cold start", "precompiled", format!("p50 {:.3} / p99 {:.3} ms", c.precompiled.p50_ms, c.precompiled.p99_ms));
     row("cold start", "from source", format!("p50 {:.3} / p99 {:.3} ms", c.from_source.p50_ms, c.from_source.p99_ms));
