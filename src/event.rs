@@ -67,7 +67,7 @@ impl Event {
     /// A new JSON event with a fresh id, the current time and a new trace.
     pub fn new(source: impl Into<String>, ty: impl Into<String>, data: Bytes) -> Self {
         Self {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: uuid_text(uuid::Uuid::now_v7()),
             source: source.into(),
             ty: ty.into(),
             time: Utc::now(),
@@ -117,35 +117,37 @@ impl Event {
         sequence: u64,
         published: DateTime<Utc>,
     ) -> Self {
-        let get = |name: &async_nats::HeaderName| {
-            headers.and_then(|h| h.get(name.clone())).map(|v| v.as_str()).filter(|v| !v.is_empty())
-        };
-        let id = get(&name::CE_ID).map(str::to_owned);
+        // One pass over the headers: each looked up by name would hash it (SipHash) once
+        // per lookup, for every event delivered.
+        let looked_up = [&name::CE_ID, &name::CE_TYPE, &name::CE_SOURCE, &name::CE_TIME, &name::CONTENT_TYPE, &name::TRACEPARENT, &name::CE_SUBJECT];
+        let mut found: [Option<&str>; 7] = [None; 7];
+        let mut extensions = Vec::new();
+        for (name, values) in headers.into_iter().flat_map(HeaderMap::iter) {
+            if let Some(at) = looked_up.iter().position(|own| *own == name) {
+                found[at] = values.first().map(|v| v.as_str()).filter(|v| !v.is_empty());
+                continue;
+            }
+            let name: &str = name.as_ref();
+            if OWN_HEADERS.iter().any(|own| own.eq_ignore_ascii_case(name)) {
+                continue;
+            }
+            for value in values {
+                extensions.push((name.to_owned(), value.as_str().to_owned()));
+            }
+        }
+        extensions.sort();
+        let [id, ty, source, time, content_type, traceparent, subject] = found;
+        let id = id.map(str::to_owned);
         let raw = id.is_none();
         let id = id.unwrap_or_else(|| format!("{stream}-{sequence}"));
-        let ty = get(&name::CE_TYPE).map_or_else(|| RAW_TYPE.to_owned(), str::to_owned);
-        let source = get(&name::CE_SOURCE).map_or_else(|| format!("nats:{nats_subject}"), str::to_owned);
-        let time = get(&name::CE_TIME)
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map_or(published, |t| t.with_timezone(&Utc));
-        let content_type = get(&name::CONTENT_TYPE).map(str::to_owned).or_else(|| {
+        let ty = ty.map_or_else(|| RAW_TYPE.to_owned(), str::to_owned);
+        let source = source.map_or_else(|| format!("nats:{nats_subject}"), str::to_owned);
+        let time = time.and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map_or(published, |t| t.with_timezone(&Utc));
+        let content_type = content_type.map(str::to_owned).or_else(|| {
             (raw && serde_json::from_slice::<serde::de::IgnoredAny>(&data).is_ok()).then(|| JSON.to_owned())
         });
-        let traceparent = get(&name::TRACEPARENT).filter(|t| valid_traceparent(t)).map_or_else(new_traceparent, str::to_owned);
-        let mut extensions = Vec::new();
-        if let Some(headers) = headers {
-            for (name, values) in headers.iter() {
-                let name: &str = name.as_ref();
-                if OWN_HEADERS.iter().any(|own| own.eq_ignore_ascii_case(name)) {
-                    continue;
-                }
-                for value in values {
-                    extensions.push((name.to_owned(), value.as_str().to_owned()));
-                }
-            }
-            extensions.sort();
-        }
-        Self { id, source, ty, time, subject: get(&name::CE_SUBJECT).map(str::to_owned), content_type, traceparent, extensions, data }
+        let traceparent = traceparent.filter(|t| valid_traceparent(t)).map_or_else(new_traceparent, str::to_owned);
+        Self { id, source, ty, time, subject: subject.map(str::to_owned), content_type, traceparent, extensions, data }
     }
 
     /// The value of an extension header.
@@ -168,11 +170,18 @@ impl Event {
 /// `value` with each line break replaced by a space: async-nats panics on a header value
 /// holding one.
 fn one_line(value: &str) -> Cow<'_, str> {
-    if value.contains(['\r', '\n']) {
+    // Bytes, not chars: every header value of every publish passes here.
+    if value.bytes().any(|b| b == b'\r' || b == b'\n') {
         Cow::Owned(value.replace(['\r', '\n'], " "))
     } else {
         Cow::Borrowed(value)
     }
+}
+
+/// A UUID in its hyphenated lower-case form, written straight into the string (`to_string`
+/// goes through `format!`; every event and every invocation makes one).
+pub fn uuid_text(id: uuid::Uuid) -> String {
+    id.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).to_owned()
 }
 
 /// A new W3C `traceparent`: version 00, random trace and span ids, sampled.
@@ -181,31 +190,66 @@ pub fn new_traceparent() -> String {
     // An all-zero id is invalid.
     let trace = (u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64())) | 1;
     let span = rng.next_u64() | 1;
-    format!("00-{trace:032x}-{span:016x}-01")
+    traceparent(&trace.to_be_bytes(), span, "01")
 }
 
 /// A `traceparent` for work caused by `parent`: the same trace, a new span.
 pub fn child_traceparent(parent: &str) -> String {
-    if !valid_traceparent(parent) {
-        return new_traceparent();
-    }
+    let Some([_, trace, _, flags]) = traceparent_parts(parent) else { return new_traceparent() };
     let span = rand::rng().next_u64() | 1;
-    let parts: Vec<&str> = parent.split('-').collect();
-    format!("00-{}-{span:016x}-{}", parts[1], parts[3])
+    let mut value = String::with_capacity(TRACEPARENT_LEN);
+    for part in ["00-", trace, "-"] {
+        value.push_str(part);
+    }
+    push_hex(&mut value, &span.to_be_bytes());
+    value.push('-');
+    value.push_str(flags);
+    value
+}
+
+/// `00-<trace id>-<span id>-<flags>`: hex written straight into the string, not through
+/// `format!` (a new event makes one for every publish).
+fn traceparent(trace: &[u8; 16], span: u64, flags: &str) -> String {
+    let mut value = String::with_capacity(TRACEPARENT_LEN);
+    value.push_str("00-");
+    push_hex(&mut value, trace);
+    value.push('-');
+    push_hex(&mut value, &span.to_be_bytes());
+    value.push('-');
+    value.push_str(flags);
+    value
+}
+
+const TRACEPARENT_LEN: usize = 55;
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    let mut buffer = [0u8; 32];
+    let hex = &mut buffer[..bytes.len() * 2];
+    if hex::encode_to_slice(bytes, hex).is_ok() {
+        out.push_str(std::str::from_utf8(hex).unwrap_or_default());
+    }
+}
+
+/// The four parts of a `traceparent` of the W3C shape `00-<32 hex>-<16 hex>-<2 hex>`.
+fn traceparent_parts(value: &str) -> Option<[&str; 4]> {
+    let mut parts = value.split('-');
+    let found = [parts.next()?, parts.next()?, parts.next()?, parts.next()?];
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let [version, trace, span, flags] = found;
+    (parts.next().is_none()
+        && hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && hex(span, 16)
+        && span.bytes().any(|b| b != b'0')
+        && hex(flags, 2))
+    .then_some(found)
 }
 
 /// Whether a `traceparent` has the W3C shape `00-<32 hex>-<16 hex>-<2 hex>`.
 pub fn valid_traceparent(value: &str) -> bool {
-    let parts: Vec<&str> = value.split('-').collect();
-    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
-    parts.len() == 4
-        && hex(parts[0], 2)
-        && parts[0] != "ff"
-        && hex(parts[1], 32)
-        && parts[1].bytes().any(|b| b != b'0')
-        && hex(parts[2], 16)
-        && parts[2].bytes().any(|b| b != b'0')
-        && hex(parts[3], 2)
+    traceparent_parts(value).is_some()
 }
 
 /// Checks a user-supplied header (`--header K=V`) so it can travel in NATS headers.
@@ -250,6 +294,20 @@ mod tests {
         assert!(valid_traceparent(&event.traceparent));
         let text = Event::from_message(None, Bytes::from_static(b"hi"), "x", "S", 1, published);
         assert_eq!(text.content_type, None);
+    }
+
+    #[test]
+    fn uuids_are_written_as_to_string_writes_them() {
+        let id = uuid::Uuid::now_v7();
+        assert_eq!(uuid_text(id), id.to_string());
+    }
+
+    #[test]
+    fn traceparents_are_written_in_hex() {
+        let trace = 0x0af7_6519_16cd_43dd_8448_eb21_1c80_319c_u128;
+        assert_eq!(traceparent(&trace.to_be_bytes(), 0xb7ad_6b71_6920_3331, "01"), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+        assert_eq!(traceparent(&1u128.to_be_bytes(), 1, "00"), "00-00000000000000000000000000000001-0000000000000001-00");
+        assert!(!valid_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-00"), "five parts");
     }
 
     #[test]

@@ -428,7 +428,7 @@ impl Dispatcher {
         }
 
         let started = Utc::now();
-        let request_id = uuid::Uuid::new_v4().to_string();
+        let request_id = crate::event::uuid_text(uuid::Uuid::new_v4());
         let invocation = Invocation {
             request_id: request_id.clone(),
             attempt,

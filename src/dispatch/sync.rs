@@ -143,7 +143,7 @@ async fn answer(bus: &Bus, served: &Served, message: async_nats::Message) {
         .as_ref()
         .and_then(|h| h.get(REQUEST_ID))
         .map(|v| v.as_str().to_owned())
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .unwrap_or_else(|| crate::event::uuid_text(uuid::Uuid::new_v4()));
     let mut headers = HeaderMap::new();
     headers.insert(REQUEST_ID, request_id.as_str());
     let payload = match bus.resolve_payload(message.headers.as_ref(), message.payload.clone()).await {

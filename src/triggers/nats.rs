@@ -227,7 +227,7 @@ pub fn event(headers: Option<&async_nats::HeaderMap>, payload: bytes::Bytes, nat
     if !had_id {
         event.source = SOURCE.to_owned();
         event.ty = EVENT_TYPE.to_owned();
-        event.id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        event.id = id.unwrap_or_else(|| crate::event::uuid_text(uuid::Uuid::now_v7()));
         if !is_json && event.content_type.is_none() {
             event.content_type = Some("application/octet-stream".to_owned());
         }

@@ -321,7 +321,7 @@ fn route_service(route: &Route, backend: &Arc<Backend>, keys: &Arc<keys::ApiKeys
 
 /// The outermost layer: gives the request its id and puts it on the response.
 async fn request_id(mut request: Request, next: Next) -> Response {
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = crate::event::uuid_text(uuid::Uuid::new_v4());
     request.extensions_mut().insert(RequestId(id.clone()));
     let mut response = next.run(request).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
