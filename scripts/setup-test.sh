@@ -24,17 +24,52 @@ export SLUICE_WEED
 echo "setup: weed: $SLUICE_WEED ($("$SLUICE_WEED" version 2>/dev/null | head -n 1))" >&2
 
 # Tansu 0.6.0, a Kafka-protocol broker (no Kafka package exists in the registries we can
-# reach). Built once per machine with cargo install (about 15 minutes on 2 cores).
+# reach), with scripts/tansu-group-eviction.patch applied to its group coordinator: as in
+# Kafka, a member whose session timed out is removed and the group starts a new generation,
+# so that every other member rejoins and the leader shares out the dead member's partitions.
+# Unpatched, 0.6.0 removed the member but kept the generation, and only the member whose
+# heartbeat noticed rejoined: it got its old assignment back and the dead member's partitions
+# stayed unread (tests/cluster_kafka.rs, SIGKILL). Built once per machine from the crates'
+# sources with their own Cargo.lock (about 15 minutes on 2 cores).
 TANSU_VERSION=0.6.0
+TANSU_BUILD=$TANSU_VERSION-group-eviction
 if [ -z "${SLUICE_TANSU:-}" ] || [ ! -x "$SLUICE_TANSU" ]; then
-  SLUICE_TANSU="$SLUICE_TOOLS_CACHE/tansu-$TANSU_VERSION/bin/tansu"
+  SLUICE_TANSU="$SLUICE_TOOLS_CACHE/tansu-$TANSU_BUILD/bin/tansu"
   if [ ! -x "$SLUICE_TANSU" ]; then
-    echo "setup: building tansu $TANSU_VERSION (a Kafka-protocol broker for the Kafka tests) into $SLUICE_TOOLS_CACHE:" \
-      "once per machine, ~15 min on 2 cores; cargo's progress follows" >&2
-    mkdir -p "$SLUICE_TOOLS_CACHE"
-    CARGO_TARGET_DIR="$SLUICE_TOOLS_CACHE/tansu-build" cargo install tansu --version "$TANSU_VERSION" \
-      --no-default-features --features dynostore --locked --root "$SLUICE_TOOLS_CACHE/tansu-$TANSU_VERSION" >&2
-    rm -rf "$SLUICE_TOOLS_CACHE/tansu-build"
+    echo "setup: building tansu $TANSU_VERSION with scripts/tansu-group-eviction.patch (a Kafka-protocol broker" \
+      "for the Kafka tests) into $SLUICE_TOOLS_CACHE: once per machine, ~15 min on 2 cores; cargo's progress follows" >&2
+    tansu_src="$SLUICE_TOOLS_CACHE/tansu-src"
+    rm -rf "$tansu_src"
+    mkdir -p "$tansu_src/fetch/src"
+    # cargo fetches the two published crates (and all they depend on) into its cache.
+    cat > "$tansu_src/fetch/Cargo.toml" <<EOF
+[package]
+name = "sluice-tansu-sources"
+version = "0.0.0"
+edition = "2021"
+publish = false
+
+[dependencies]
+tansu = { version = "=$TANSU_VERSION", default-features = false }
+tansu-broker = { version = "=$TANSU_VERSION", default-features = false }
+EOF
+    : > "$tansu_src/fetch/src/lib.rs"
+    cargo fetch --manifest-path "$tansu_src/fetch/Cargo.toml" 2>&1 | { grep -v "missing a lib target" || true; } >&2
+    for crate in tansu tansu-broker; do
+      archive=$(find "${CARGO_HOME:-$HOME/.cargo}/registry/cache" -name "$crate-$TANSU_VERSION.crate" | head -n 1)
+      if [ -z "$archive" ]; then
+        echo "setup: cargo fetch left no $crate-$TANSU_VERSION.crate under ${CARGO_HOME:-$HOME/.cargo}/registry/cache" >&2
+        exit 1
+      fi
+      tar -xzf "$archive" -C "$tansu_src"
+    done
+    (cd "$tansu_src/tansu-broker-$TANSU_VERSION" && git apply "$sluice_root/scripts/tansu-group-eviction.patch")
+    printf '\n[patch.crates-io]\ntansu-broker = { path = "../tansu-broker-%s" }\n' "$TANSU_VERSION" \
+      >> "$tansu_src/tansu-$TANSU_VERSION/Cargo.toml"
+    CARGO_TARGET_DIR="$SLUICE_TOOLS_CACHE/tansu-build-$TANSU_BUILD" cargo build --release \
+      --manifest-path "$tansu_src/tansu-$TANSU_VERSION/Cargo.toml" --no-default-features --features dynostore --bin tansu >&2
+    install -D -m 755 "$SLUICE_TOOLS_CACHE/tansu-build-$TANSU_BUILD/release/tansu" "$SLUICE_TANSU"
+    rm -rf "$SLUICE_TOOLS_CACHE/tansu-build-$TANSU_BUILD" "$tansu_src"
   fi
 fi
 export SLUICE_TANSU
