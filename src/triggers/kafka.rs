@@ -183,10 +183,11 @@ impl KafkaTrigger {
                 Start::Earliest => "earliest",
                 Start::Latest => "latest",
             })
-            // A dead member's partitions move to the others within about 6 s (the broker's usual
-            // minimum), so several nodes take over within 10 s.
+            // A dead member is evicted 6 s after its last heartbeat (the broker's usual minimum);
+            // the others learn of the new generation at their next heartbeat, so with one a
+            // second they have taken over its partitions within 10 s.
             .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "2000")
+            .set("heartbeat.interval.ms", "1000")
             .set("statistics.interval.ms", STATS_INTERVAL_MS);
         for (key, value) in &self.config.options {
             let value = match value.strip_prefix('$') {
