@@ -190,31 +190,25 @@ pub fn new_traceparent() -> String {
     // An all-zero id is invalid.
     let trace = (u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64())) | 1;
     let span = rng.next_u64() | 1;
-    traceparent(&trace.to_be_bytes(), span, "01")
+    let mut buffer = [0u8; 32];
+    traceparent(hex_text(&trace.to_be_bytes(), &mut buffer), span, "01")
 }
 
 /// A `traceparent` for work caused by `parent`: the same trace, a new span.
 pub fn child_traceparent(parent: &str) -> String {
     let Some([_, trace, _, flags]) = traceparent_parts(parent) else { return new_traceparent() };
-    let span = rand::rng().next_u64() | 1;
-    let mut value = String::with_capacity(TRACEPARENT_LEN);
-    for part in ["00-", trace, "-"] {
-        value.push_str(part);
-    }
-    push_hex(&mut value, &span.to_be_bytes());
-    value.push('-');
-    value.push_str(flags);
-    value
+    traceparent(trace, rand::rng().next_u64() | 1, flags)
 }
 
 /// `00-<trace id>-<span id>-<flags>`: hex written straight into the string, not through
 /// `format!` (a new event makes one for every publish).
-fn traceparent(trace: &[u8; 16], span: u64, flags: &str) -> String {
+fn traceparent(trace: &str, span: u64, flags: &str) -> String {
     let mut value = String::with_capacity(TRACEPARENT_LEN);
     value.push_str("00-");
-    push_hex(&mut value, trace);
+    value.push_str(trace);
     value.push('-');
-    push_hex(&mut value, &span.to_be_bytes());
+    let mut buffer = [0u8; 32];
+    value.push_str(hex_text(&span.to_be_bytes(), &mut buffer));
     value.push('-');
     value.push_str(flags);
     value
@@ -222,11 +216,12 @@ fn traceparent(trace: &[u8; 16], span: u64, flags: &str) -> String {
 
 const TRACEPARENT_LEN: usize = 55;
 
-fn push_hex(out: &mut String, bytes: &[u8]) {
-    let mut buffer = [0u8; 32];
+/// `bytes` (at most 16) in lower-case hex, written into `buffer`.
+fn hex_text<'a>(bytes: &[u8], buffer: &'a mut [u8; 32]) -> &'a str {
     let hex = &mut buffer[..bytes.len() * 2];
-    if hex::encode_to_slice(bytes, hex).is_ok() {
-        out.push_str(std::str::from_utf8(hex).unwrap_or_default());
+    match hex::encode_to_slice(bytes, hex) {
+        Ok(()) => std::str::from_utf8(hex).unwrap_or_default(),
+        Err(_) => "",
     }
 }
 
@@ -304,9 +299,10 @@ mod tests {
 
     #[test]
     fn traceparents_are_written_in_hex() {
-        let trace = 0x0af7_6519_16cd_43dd_8448_eb21_1c80_319c_u128;
-        assert_eq!(traceparent(&trace.to_be_bytes(), 0xb7ad_6b71_6920_3331, "01"), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
-        assert_eq!(traceparent(&1u128.to_be_bytes(), 1, "00"), "00-00000000000000000000000000000001-0000000000000001-00");
+        let hex = |trace: u128| hex_text(&trace.to_be_bytes(), &mut [0u8; 32]).to_owned();
+        let trace = hex(0x0af7_6519_16cd_43dd_8448_eb21_1c80_319c_u128);
+        assert_eq!(traceparent(&trace, 0xb7ad_6b71_6920_3331, "01"), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+        assert_eq!(traceparent(&hex(1), 1, "00"), "00-00000000000000000000000000000001-0000000000000001-00");
         assert!(!valid_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-00"), "five parts");
     }
 
