@@ -31,6 +31,10 @@ fn the_report_is_complete_and_every_event_ran_once() {
         "raw_jetstream.publish_msgs_per_sec",
         "raw_jetstream.consume_msgs_per_sec",
         "raw_jetstream.overlapped_msgs_per_sec",
+        "raw_jetstream.as_events.overlapped_msgs_per_sec",
+        "raw_jetstream.as_events.cpu.bench_process_us",
+        "ratios.as_events_vs_raw_jetstream",
+        "ratios.end_to_end_vs_as_events",
         "bare_wasmtime.p50_us",
         "bare_wasmtime.p99_us",
         "bare_wasmtime.cpu_us_per_invocation",
@@ -79,6 +83,11 @@ fn the_report_is_complete_and_every_event_ran_once() {
     ] {
         assert!(number(path) > 0.0, "{path} should be positive: {report:#}");
     }
+    // The contract's floor splits the end-to-end ratio in two: each part is its quotient.
+    let quotient = |a: &str, b: &str| (number(a) / number(b) * 1000.0).round() / 1000.0;
+    assert_eq!(number("ratios.as_events_vs_raw_jetstream"), quotient("raw_jetstream.as_events.overlapped_msgs_per_sec", "raw_jetstream.overlapped_msgs_per_sec"), "{report:#}");
+    assert_eq!(number("ratios.end_to_end_vs_as_events"), quotient("sluice.events_per_sec", "raw_jetstream.as_events.overlapped_msgs_per_sec"), "{report:#}");
+    assert!(number("raw_jetstream.as_events.cpu.nats_server_us") >= 0.0);
     // The tail split: both parts of the slowest events are measured.
     assert!(number("latency.slowest.publish_to_stored_p50_ms") >= 0.0);
     assert!(number("latency.slowest.stored_to_handler_p50_ms") >= 0.0);

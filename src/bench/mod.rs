@@ -135,6 +135,19 @@ pub struct RawJetStream {
     pub overlapped_msgs_per_sec: f64,
     /// CPU time per message of the overlapped run.
     pub overlapped_cpu: CpuPerMessage,
+    /// The overlapped run again with what the event contract asks of JetStream and nothing
+    /// of Sluice's own: the floor under `sluice.events_per_sec`.
+    pub as_events: AsEvents,
+}
+
+/// Raw JetStream carrying Sluice's events: each published as `sluice publish` does (CloudEvents
+/// headers, `Nats-Msg-Id` into `SLUICE_EVENTS`'s duplicate window) and pulled through the
+/// consumer a function gets (its topic and its direct subject as filters, `max_ack_pending`
+/// = concurrency), acked on receipt; no dispatcher, no sandbox, no invocation record.
+#[derive(Debug, Serialize)]
+pub struct AsEvents {
+    pub overlapped_msgs_per_sec: f64,
+    pub cpu: CpuPerMessage,
 }
 
 /// CPU time (user + system) per message or event over a throughput phase: where the two
@@ -311,6 +324,11 @@ pub struct Cold {
 #[derive(Debug, Serialize)]
 pub struct Ratios {
     pub end_to_end_vs_raw_jetstream: f64,
+    /// What the event contract alone leaves of raw JetStream: `raw_jetstream.as_events` ÷
+    /// `raw_jetstream.overlapped_msgs_per_sec`.
+    pub as_events_vs_raw_jetstream: f64,
+    /// What Sluice's own work leaves of that: `sluice.events_per_sec` ÷ `raw_jetstream.as_events`.
+    pub end_to_end_vs_as_events: f64,
     pub invoke_cpu_vs_bare_wasmtime: f64,
     /// Two worker nodes' events/s ÷ one node's (with `--scale-out`, when measured).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -363,6 +381,8 @@ pub async fn run(load: &Bus, platform: &Bus, options: &Options, work_dir: &std::
 
     let ratios = Ratios {
         end_to_end_vs_raw_jetstream: ratio(sluice.events_per_sec, raw_jetstream.overlapped_msgs_per_sec),
+        as_events_vs_raw_jetstream: ratio(raw_jetstream.as_events.overlapped_msgs_per_sec, raw_jetstream.overlapped_msgs_per_sec),
+        end_to_end_vs_as_events: ratio(sluice.events_per_sec, raw_jetstream.as_events.overlapped_msgs_per_sec),
         invoke_cpu_vs_bare_wasmtime: ratio(sluice_runtime.cpu_us_per_invocation, bare_wasmtime.cpu_us_per_invocation),
         two_workers_vs_one: scale_out.as_ref().and_then(scaleout::ScaleOutReport::ratio),
     };
@@ -526,7 +546,61 @@ async fn raw_jetstream(load: &Bus, platform: &Bus, options: &Options, run_id: &s
         consume_msgs_per_sec: consume.round(),
         overlapped_msgs_per_sec: overlapped.round(),
         overlapped_cpu,
+        as_events: raw_as_events(load, platform, options, run_id).await?,
     })
+}
+
+/// The overlapped run with Sluice's events and a function's consumer ([`AsEvents`]).
+async fn raw_as_events(load: &Bus, platform: &Bus, options: &Options, run_id: &str) -> anyhow::Result<AsEvents> {
+    let n = options.events;
+    let name = format!("bench-{run_id}-as-events");
+    let topic = format!("bench.{name}");
+    let config = noop_config(&name, options.concurrency, vec![topic.clone()]);
+    let consumer = platform.function_consumer(&config).await?;
+    // Ids of their own: the end-to-end phase's would be dropped as duplicates of these.
+    let tag = format!("{run_id}-as-events");
+    let data = event_data(options.size);
+    let bar = progress(options, n, "raw as events");
+    let cpu = CpuMeter::start(options.nats_pid);
+    let started = Instant::now();
+    let receiving = {
+        let (bar, size) = (bar.clone(), options.size);
+        tokio::spawn(async move { raw_receive(consumer, n, size, &bar).await })
+    };
+    publish_events(load, &bus::topic_subject(&topic), &tag, &data, 0..n, None).await?;
+    receiving.await.context("the consumer task failed")??;
+    let overlapped = n as f64 / started.elapsed().as_secs_f64();
+    let cpu = cpu.per(n);
+    bar.finish_and_clear();
+    let events = load.js.get_stream(bus::EVENTS_STREAM).await.context("opening stream SLUICE_EVENTS")?;
+    events.delete_consumer(&name).await.with_context(|| format!("deleting the consumer {name}"))?;
+    Ok(AsEvents { overlapped_msgs_per_sec: overlapped.round(), cpu })
+}
+
+/// Publishes bench events `events` as fast as JetStream takes them (a window of publishes
+/// in flight), noting when each was sent in `published_ns` (by index) when given: the last
+/// stream sequence.
+async fn publish_events(load: &Bus, subject: &str, run_id: &str, data: &Bytes, events: std::ops::Range<usize>, mut published_ns: Option<&mut [u64]>) -> anyhow::Result<u64> {
+    let limit = publish_window(data.len());
+    let mut window = VecDeque::with_capacity(limit);
+    for i in events {
+        if window.len() == limit {
+            if let Some(ack) = window.pop_front() {
+                let ack: jetstream::context::PublishAckFuture = ack;
+                ack.await.context("publish not acknowledged")?;
+            }
+        }
+        let event = bench_event(run_id, i, data);
+        if let Some(published_ns) = published_ns.as_deref_mut() {
+            published_ns[i] = now_ns();
+        }
+        window.push_back(load.send_event(subject.to_owned(), &event).await?);
+    }
+    let mut last = 0;
+    for ack in window {
+        last = ack.await.context("publish not acknowledged")?.sequence;
+    }
+    Ok(last)
 }
 
 async fn create_raw_stream(js: &jetstream::Context, name: &str, subject: &str) -> anyhow::Result<stream::Stream> {
@@ -848,24 +922,8 @@ impl Running {
     async fn max_rate(&mut self, load: &Bus, run_id: &str, data: &Bytes, options: &Options, events: std::ops::Range<usize>, phase: &str) -> anyhow::Result<f64> {
         let n = events.len();
         let bar = progress(options, n * self.names.len(), phase);
-        let limit = publish_window(data.len());
         let started = Instant::now();
-        let mut window = VecDeque::with_capacity(limit);
-        for i in events {
-            if window.len() == limit {
-                if let Some(ack) = window.pop_front() {
-                    let ack: jetstream::context::PublishAckFuture = ack;
-                    ack.await.context("publish not acknowledged")?;
-                }
-            }
-            let event = bench_event(run_id, i, data);
-            self.published_ns[i] = now_ns();
-            window.push_back(load.send_event(self.subject.clone(), &event).await?);
-        }
-        let mut last = 0;
-        for ack in window.drain(..) {
-            last = ack.await.context("publish not acknowledged")?.sequence;
-        }
+        let last = publish_events(load, &self.subject, run_id, data, events, Some(self.published_ns.as_mut_slice())).await?;
         for (done, name) in self.names.iter().enumerate() {
             wait_consumer_done(load, name, last).await?;
             bar.set_position(((done + 1) * n) as u64);

@@ -252,6 +252,9 @@ fn render(r: &Report) -> String {
     row("raw JetStream", "consume + ack", format!("{:.0} msgs/s", r.raw_jetstream.consume_msgs_per_sec));
     row("raw JetStream", "overlapped", format!("{:.0} msgs/s", r.raw_jetstream.overlapped_msgs_per_sec));
     row("raw JetStream", "CPU per message (bench / nats-server)", cpu_text(&r.raw_jetstream.overlapped_cpu));
+    let e = &r.raw_jetstream.as_events;
+    row("raw JetStream, as events", "overlapped (headers, Nats-Msg-Id, a function's consumer)", format!("{:.0} msgs/s", e.overlapped_msgs_per_sec));
+    row("raw JetStream, as events", "CPU per message (bench / nats-server)", cpu_text(&e.cpu));
     row("bare wasmtime", "invoke p50 / p99", format!("{:.1} / {:.1} µs", r.bare_wasmtime.p50_us, r.bare_wasmtime.p99_us));
     row("bare wasmtime", "CPU per invoke", format!("{:.1} µs", r.bare_wasmtime.cpu_us_per_invocation));
     row("sluice runtime", "invoke p50 / p99", format!("{:.1} / {:.1} µs", r.sluice_runtime.p50_us, r.sluice_runtime.p99_us));
@@ -311,6 +314,8 @@ fn render(r: &Report) -> String {
         bench::curves::RealGuest::Skipped { skipped } => row("real guest", "skipped", skipped.clone()),
     }
     row("ratios", "end to end ÷ raw overlapped", format!("{:.3}", r.ratios.end_to_end_vs_raw_jetstream));
+    row("ratios", "raw as events ÷ raw overlapped", format!("{:.3}", r.ratios.as_events_vs_raw_jetstream));
+    row("ratios", "end to end ÷ raw as events", format!("{:.3}", r.ratios.end_to_end_vs_as_events));
     row("ratios", "invoke CPU ÷ bare wasmtime", format!("{:.3}", r.ratios.invoke_cpu_vs_bare_wasmtime));
     if let Some(p) = &r.postgres {
         let phase = format!("postgres ({} rows, {} per transaction)", p.rows, p.rows_per_transaction);
