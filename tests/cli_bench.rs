@@ -88,6 +88,18 @@ fn the_report_is_complete_and_every_event_ran_once() {
     assert_eq!(number("ratios.as_events_vs_raw_jetstream"), quotient("raw_jetstream.as_events.overlapped_msgs_per_sec", "raw_jetstream.overlapped_msgs_per_sec"), "{report:#}");
     assert_eq!(number("ratios.end_to_end_vs_as_events"), quotient("sluice.events_per_sec", "raw_jetstream.as_events.overlapped_msgs_per_sec"), "{report:#}");
     assert!(number("raw_jetstream.as_events.cpu.nats_server_us") >= 0.0);
+    // The steps from raw JetStream to the contract's floor, in order, each against raw.
+    let steps = report["raw_jetstream"]["contract_steps"].as_array().unwrap_or_else(|| panic!("no contract_steps: {report:#}"));
+    let names: Vec<&str> = steps.iter().filter_map(|s| s["step"].as_str()).collect();
+    assert_eq!(names, ["headers", "msg_id", "two_filters"], "{report:#}");
+    for step in steps {
+        let rate = step["overlapped_msgs_per_sec"].as_f64().unwrap_or(0.0);
+        assert!(rate > 0.0, "{step:#}");
+        assert!(step["adds"].as_str().is_some_and(|a| !a.is_empty()), "{step:#}");
+        assert!(step["cpu"]["bench_process_us"].as_f64().is_some_and(|us| us > 0.0), "{step:#}");
+        let expected = (rate / number("raw_jetstream.overlapped_msgs_per_sec") * 1000.0).round() / 1000.0;
+        assert_eq!(step["vs_raw"].as_f64(), Some(expected), "{step:#}");
+    }
     // The tail split: both parts of the slowest events are measured.
     assert!(number("latency.slowest.publish_to_stored_p50_ms") >= 0.0);
     assert!(number("latency.slowest.stored_to_handler_p50_ms") >= 0.0);

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer, stream};
+use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures::StreamExt as _;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -28,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::{self, Bus};
 use crate::config::{FunctionConfig, RetryConfig, RuntimeKind};
 use crate::dispatch::Dispatcher;
-use crate::event::Event;
+use crate::event::{Event, NATS_MSG_ID};
 use crate::runtime::wasm::{cache, HostConfig, WasmHost};
 use crate::runtime::{Invocation, Runtime};
 use crate::telemetry::logs::LogSink;
@@ -138,6 +139,22 @@ pub struct RawJetStream {
     /// The overlapped run again with what the event contract asks of JetStream and nothing
     /// of Sluice's own: the floor under `sluice.events_per_sec`.
     pub as_events: AsEvents,
+    /// The way from raw JetStream to `as_events`, one part of the event contract at a time,
+    /// each in a fresh stream: what each part costs.
+    pub contract_steps: Vec<ContractStep>,
+}
+
+/// One step of [`RawJetStream::contract_steps`]: the overlapped run with the parts of the
+/// event contract up to this one.
+#[derive(Debug, Serialize)]
+pub struct ContractStep {
+    pub step: &'static str,
+    /// What this step adds to the one before it (the first: to raw JetStream).
+    pub adds: &'static str,
+    pub overlapped_msgs_per_sec: f64,
+    /// ÷ `raw_jetstream.overlapped_msgs_per_sec`.
+    pub vs_raw: f64,
+    pub cpu: CpuPerMessage,
 }
 
 /// Raw JetStream carrying Sluice's events: each published as `sluice publish` does (CloudEvents
@@ -541,13 +558,73 @@ async fn raw_jetstream(load: &Bus, platform: &Bus, options: &Options, run_id: &s
     bar.finish_and_clear();
     js.delete_stream(&name).await.context("deleting the bench stream")?;
 
+    let mut contract_steps = Vec::with_capacity(CONTRACT_STEPS.len());
+    for (k, &(step, adds)) in CONTRACT_STEPS.iter().enumerate() {
+        let (rate, cpu) = contract_step(load, platform, options, run_id, k).await.with_context(|| format!("contract step {step}"))?;
+        contract_steps.push(ContractStep { step, adds, overlapped_msgs_per_sec: rate.round(), vs_raw: ratio(rate.round(), overlapped.round()), cpu });
+    }
     Ok(RawJetStream {
         publish_msgs_per_sec: publish.round(),
         consume_msgs_per_sec: consume.round(),
         overlapped_msgs_per_sec: overlapped.round(),
         overlapped_cpu,
         as_events: raw_as_events(load, platform, options, run_id).await?,
+        contract_steps,
     })
+}
+
+/// The steps of [`RawJetStream::contract_steps`], in order; `as_events` adds the last part:
+/// `SLUICE_EVENTS` itself and the function's own consumer (`max_ack_pending` = concurrency).
+const CONTRACT_STEPS: [(&str, &str); 3] = [
+    ("headers", "each message an event: CloudEvents headers (no Nats-Msg-Id)"),
+    ("msg_id", "Nats-Msg-Id, checked against the stream's duplicate window (2 minutes, as SLUICE_EVENTS's default)"),
+    ("two_filters", "a consumer filtering two subjects, a topic and a direct subject, as a function's does"),
+];
+
+/// Step `k` of [`CONTRACT_STEPS`]: events published to a fresh stream while a durable
+/// consumer (no ack limit, as raw JetStream's) receives and acks them; events per second
+/// and CPU per event.
+async fn contract_step(load: &Bus, platform: &Bus, options: &Options, run_id: &str, k: usize) -> anyhow::Result<(f64, CpuPerMessage)> {
+    let n = options.events;
+    let (name, prefix) = (format!("BENCH_STEP{k}_{run_id}"), format!("bench.step{k}.{run_id}"));
+    let (topic, direct) = (format!("{prefix}.events.t"), format!("{prefix}.direct.f"));
+    // The server's default duplicate window (2 minutes) is SLUICE_EVENTS's default too.
+    create_raw_stream(&load.js, &name, &format!("{prefix}.>")).await?;
+    let stream = platform.js.get_stream(&name).await.context("opening the bench stream")?;
+    let filter_subjects = if k >= 2 { vec![topic.clone(), direct] } else { Vec::new() };
+    let consumer = stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("bench".into()),
+            filter_subjects,
+            ack_policy: consumer::AckPolicy::Explicit,
+            max_ack_pending: -1,
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("creating the consumer of {name}"))?;
+    let msg_id = if k >= 1 { MsgId::Keep } else { MsgId::Drop };
+    let data = event_data(options.size);
+    let bar = progress(options, n, CONTRACT_STEPS[k].0);
+    let cpu = CpuMeter::start(options.nats_pid);
+    let started = Instant::now();
+    let receiving = {
+        let (bar, size) = (bar.clone(), options.size);
+        tokio::spawn(async move { raw_receive(consumer, n, size, &bar).await })
+    };
+    publish_events(load, &topic, &format!("{run_id}-step{k}"), &data, 0..n, msg_id, None).await?;
+    receiving.await.context("the consumer task failed")??;
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let cpu = cpu.per(n);
+    bar.finish_and_clear();
+    load.js.delete_stream(&name).await.context("deleting the bench stream")?;
+    Ok((rate, cpu))
+}
+
+/// Whether [`publish_events`] sends an event's `Nats-Msg-Id` (as every Sluice publisher does).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MsgId {
+    Keep,
+    Drop,
 }
 
 /// The overlapped run with Sluice's events and a function's consumer ([`AsEvents`]).
@@ -567,7 +644,7 @@ async fn raw_as_events(load: &Bus, platform: &Bus, options: &Options, run_id: &s
         let (bar, size) = (bar.clone(), options.size);
         tokio::spawn(async move { raw_receive(consumer, n, size, &bar).await })
     };
-    publish_events(load, &bus::topic_subject(&topic), &tag, &data, 0..n, None).await?;
+    publish_events(load, &bus::topic_subject(&topic), &tag, &data, 0..n, MsgId::Keep, None).await?;
     receiving.await.context("the consumer task failed")??;
     let overlapped = n as f64 / started.elapsed().as_secs_f64();
     let cpu = cpu.per(n);
@@ -580,7 +657,15 @@ async fn raw_as_events(load: &Bus, platform: &Bus, options: &Options, run_id: &s
 /// Publishes bench events `events` as fast as JetStream takes them (a window of publishes
 /// in flight), noting when each was sent in `published_ns` (by index) when given: the last
 /// stream sequence.
-async fn publish_events(load: &Bus, subject: &str, run_id: &str, data: &Bytes, events: std::ops::Range<usize>, mut published_ns: Option<&mut [u64]>) -> anyhow::Result<u64> {
+async fn publish_events(
+    load: &Bus,
+    subject: &str,
+    run_id: &str,
+    data: &Bytes,
+    events: std::ops::Range<usize>,
+    msg_id: MsgId,
+    mut published_ns: Option<&mut [u64]>,
+) -> anyhow::Result<u64> {
     let limit = publish_window(data.len());
     let mut window = VecDeque::with_capacity(limit);
     for i in events {
@@ -594,13 +679,32 @@ async fn publish_events(load: &Bus, subject: &str, run_id: &str, data: &Bytes, e
         if let Some(published_ns) = published_ns.as_deref_mut() {
             published_ns[i] = now_ns();
         }
-        window.push_back(load.send_event(subject.to_owned(), &event).await?);
+        let ack = match msg_id {
+            MsgId::Keep => load.send_event(subject.to_owned(), &event).await?,
+            MsgId::Drop => {
+                let headers = without_msg_id(&event.to_headers());
+                load.js.publish_with_headers(subject.to_owned(), headers, event.data.clone()).await.with_context(|| format!("publishing to {subject}"))?
+            }
+        };
+        window.push_back(ack);
     }
     let mut last = 0;
     for ack in window {
         last = ack.await.context("publish not acknowledged")?.sequence;
     }
     Ok(last)
+}
+
+/// An event's headers without its `Nats-Msg-Id`.
+fn without_msg_id(headers: &HeaderMap) -> HeaderMap {
+    headers
+        .iter()
+        .filter(|(name, _)| {
+            let name: &str = name.as_ref();
+            name != NATS_MSG_ID
+        })
+        .flat_map(|(name, values)| values.iter().map(move |value| (name.clone(), value.clone())))
+        .collect()
 }
 
 async fn create_raw_stream(js: &jetstream::Context, name: &str, subject: &str) -> anyhow::Result<stream::Stream> {
@@ -923,7 +1027,7 @@ impl Running {
         let n = events.len();
         let bar = progress(options, n * self.names.len(), phase);
         let started = Instant::now();
-        let last = publish_events(load, &self.subject, run_id, data, events, Some(self.published_ns.as_mut_slice())).await?;
+        let last = publish_events(load, &self.subject, run_id, data, events, MsgId::Keep, Some(self.published_ns.as_mut_slice())).await?;
         for (done, name) in self.names.iter().enumerate() {
             wait_consumer_done(load, name, last).await?;
             bar.set_position(((done + 1) * n) as u64);

@@ -252,6 +252,13 @@ fn render(r: &Report) -> String {
     row("raw JetStream", "consume + ack", format!("{:.0} msgs/s", r.raw_jetstream.consume_msgs_per_sec));
     row("raw JetStream", "overlapped", format!("{:.0} msgs/s", r.raw_jetstream.overlapped_msgs_per_sec));
     row("raw JetStream", "CPU per message (bench / nats-server)", cpu_text(&r.raw_jetstream.overlapped_cpu));
+    for step in &r.raw_jetstream.contract_steps {
+        row(
+            "raw JetStream, contract steps",
+            &format!("{}: + {}", step.step, step.adds),
+            format!("{:.0} msgs/s ({:.3} of raw overlapped; CPU per message {})", step.overlapped_msgs_per_sec, step.vs_raw, cpu_text(&step.cpu)),
+        );
+    }
     let e = &r.raw_jetstream.as_events;
     row("raw JetStream, as events", "overlapped (headers, Nats-Msg-Id, a function's consumer)", format!("{:.0} msgs/s", e.overlapped_msgs_per_sec));
     row("raw JetStream, as events", "CPU per message (bench / nats-server)", cpu_text(&e.cpu));
