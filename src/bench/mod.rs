@@ -585,7 +585,6 @@ const CONTRACT_STEPS: [(&str, &str); 3] = [
 /// consumer (no ack limit, as raw JetStream's) receives and acks them; events per second
 /// and CPU per event.
 async fn contract_step(load: &Bus, platform: &Bus, options: &Options, run_id: &str, k: usize) -> anyhow::Result<(f64, CpuPerMessage)> {
-    let n = options.events;
     let (name, prefix) = (format!("BENCH_STEP{k}_{run_id}"), format!("bench.step{k}.{run_id}"));
     let (topic, direct) = (format!("{prefix}.events.t"), format!("{prefix}.direct.f"));
     // The server's default duplicate window (2 minutes) is SLUICE_EVENTS's default too.
@@ -603,25 +602,41 @@ async fn contract_step(load: &Bus, platform: &Bus, options: &Options, run_id: &s
         .await
         .with_context(|| format!("creating the consumer of {name}"))?;
     let msg_id = if k >= 1 { MsgId::Keep } else { MsgId::Drop };
+    let measured = overlapped_events(load, consumer, &topic, &format!("{run_id}-step{k}"), msg_id, options, CONTRACT_STEPS[k].0).await?;
+    load.js.delete_stream(&name).await.context("deleting the bench stream")?;
+    Ok(measured)
+}
+
+/// Publishes `--events` bench events to `subject` (ids tagged `tag`) while `consumer`
+/// receives and acks them: events per second and CPU per event.
+async fn overlapped_events(
+    load: &Bus,
+    consumer: consumer::PullConsumer,
+    subject: &str,
+    tag: &str,
+    msg_id: MsgId,
+    options: &Options,
+    label: &str,
+) -> anyhow::Result<(f64, CpuPerMessage)> {
+    let n = options.events;
     let data = event_data(options.size);
-    let bar = progress(options, n, CONTRACT_STEPS[k].0);
+    let bar = progress(options, n, label);
     let cpu = CpuMeter::start(options.nats_pid);
     let started = Instant::now();
     let receiving = {
         let (bar, size) = (bar.clone(), options.size);
         tokio::spawn(async move { raw_receive(consumer, n, size, &bar).await })
     };
-    publish_events(load, &topic, &format!("{run_id}-step{k}"), &data, 0..n, msg_id, None).await?;
+    publish_events(load, subject, tag, &data, 0..n, msg_id, None).await?;
     receiving.await.context("the consumer task failed")??;
     let rate = n as f64 / started.elapsed().as_secs_f64();
     let cpu = cpu.per(n);
     bar.finish_and_clear();
-    load.js.delete_stream(&name).await.context("deleting the bench stream")?;
     Ok((rate, cpu))
 }
 
 /// Whether [`publish_events`] sends an event's `Nats-Msg-Id` (as every Sluice publisher does).
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum MsgId {
     Keep,
     Drop,
@@ -629,26 +644,13 @@ enum MsgId {
 
 /// The overlapped run with Sluice's events and a function's consumer ([`AsEvents`]).
 async fn raw_as_events(load: &Bus, platform: &Bus, options: &Options, run_id: &str) -> anyhow::Result<AsEvents> {
-    let n = options.events;
     let name = format!("bench-{run_id}-as-events");
     let topic = format!("bench.{name}");
     let config = noop_config(&name, options.concurrency, vec![topic.clone()]);
     let consumer = platform.function_consumer(&config).await?;
     // Ids of their own: the end-to-end phase's would be dropped as duplicates of these.
     let tag = format!("{run_id}-as-events");
-    let data = event_data(options.size);
-    let bar = progress(options, n, "raw as events");
-    let cpu = CpuMeter::start(options.nats_pid);
-    let started = Instant::now();
-    let receiving = {
-        let (bar, size) = (bar.clone(), options.size);
-        tokio::spawn(async move { raw_receive(consumer, n, size, &bar).await })
-    };
-    publish_events(load, &bus::topic_subject(&topic), &tag, &data, 0..n, MsgId::Keep, None).await?;
-    receiving.await.context("the consumer task failed")??;
-    let overlapped = n as f64 / started.elapsed().as_secs_f64();
-    let cpu = cpu.per(n);
-    bar.finish_and_clear();
+    let (overlapped, cpu) = overlapped_events(load, consumer, &bus::topic_subject(&topic), &tag, MsgId::Keep, options, "raw as events").await?;
     let events = load.js.get_stream(bus::EVENTS_STREAM).await.context("opening stream SLUICE_EVENTS")?;
     events.delete_consumer(&name).await.with_context(|| format!("deleting the consumer {name}"))?;
     Ok(AsEvents { overlapped_msgs_per_sec: overlapped.round(), cpu })
